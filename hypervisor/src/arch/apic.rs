@@ -1,0 +1,134 @@
+//! The local APIC in xAPIC mode (memory-mapped). Used for bring-up (INIT/SIPI), the
+//! NMI that stops other CPUs, and later timers and IPIs.
+//!
+//! xAPIC rather than x2APIC because it exists on every VT-x machine; the MMIO page is
+//! mapped uncacheable once and shared by all CPUs (each CPU sees its own APIC there).
+
+use super::cpu::{msr, rdmsr, wrmsr};
+use super::exceptions::SPURIOUS_VECTOR;
+use super::timer;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Register offsets in the xAPIC page (SDM Vol. 3A Table 11-1).
+mod reg {
+    pub const ID: usize = 0x20;
+    pub const VERSION: usize = 0x30;
+    pub const TPR: usize = 0x80;
+    pub const EOI: usize = 0xB0;
+    pub const SVR: usize = 0xF0;
+    pub const ESR: usize = 0x280;
+    pub const ICR_LOW: usize = 0x300;
+    pub const ICR_HIGH: usize = 0x310;
+    pub const LVT_LINT0: usize = 0x350;
+    pub const LVT_LINT1: usize = 0x360;
+    pub const LVT_ERROR: usize = 0x370;
+}
+
+/// ICR delivery modes and flags (SDM Vol. 3A 11.6.1).
+mod icr {
+    pub const NMI: u32 = 0b100 << 8;
+    pub const INIT: u32 = 0b101 << 8;
+    pub const STARTUP: u32 = 0b110 << 8;
+    pub const LEVEL_ASSERT: u32 = 1 << 14;
+    pub const TRIGGER_LEVEL: u32 = 1 << 15;
+    pub const DELIVERY_PENDING: u32 = 1 << 12;
+    pub const ALL_EXCLUDING_SELF: u32 = 0b11 << 18;
+}
+
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// Virtual address of the APIC page; 0 until [`init_bsp`] mapped it.
+static MMIO_BASE: AtomicU64 = AtomicU64::new(0);
+
+fn read(offset: usize) -> u32 {
+    let base = MMIO_BASE.load(Ordering::Relaxed);
+    debug_assert!(base != 0);
+    // SAFETY: `base` maps the 4 KiB APIC page uncacheable and `offset` is one of the
+    // aligned 32-bit registers listed in `reg`.
+    unsafe { core::ptr::read_volatile((base as usize + offset) as *const u32) }
+}
+
+fn write(offset: usize, value: u32) {
+    let base = MMIO_BASE.load(Ordering::Relaxed);
+    debug_assert!(base != 0);
+    // SAFETY: as in `read`.
+    unsafe { core::ptr::write_volatile((base as usize + offset) as *mut u32, value) }
+}
+
+/// The APIC's physical base from IA32_APIC_BASE, and whether this CPU is the BSP.
+pub fn base_msr() -> (u64, bool) {
+    // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (all x86_64 CPUs).
+    let v = unsafe { rdmsr(msr::IA32_APIC_BASE) };
+    (v & APIC_BASE_ADDR_MASK, v & APIC_BASE_BSP != 0)
+}
+
+/// Records where the APIC page is mapped. Called once by the BSP after mapping it.
+pub fn set_mmio_base(virt: u64) {
+    MMIO_BASE.store(virt, Ordering::Relaxed);
+}
+
+/// Enables this CPU's local APIC in xAPIC mode with interrupts masked at the LVT.
+pub fn enable_this_cpu() {
+    // SAFETY: setting the global-enable bit keeps the base address as the firmware set
+    // it; xAPIC mode (EXTD clear) is what the MMIO accessors assume.
+    unsafe {
+        let v = rdmsr(msr::IA32_APIC_BASE);
+        wrmsr(msr::IA32_APIC_BASE, (v | APIC_BASE_ENABLE) & !(1 << 10));
+    }
+    // Mask LINT0/LINT1/error until something wants them; accept all priorities.
+    write(reg::LVT_LINT0, 1 << 16);
+    write(reg::LVT_LINT1, 1 << 16);
+    write(reg::LVT_ERROR, 1 << 16);
+    write(reg::TPR, 0);
+    // Software-enable (SVR bit 8) with the spurious vector.
+    write(reg::SVR, (1 << 8) | u32::from(SPURIOUS_VECTOR));
+    write(reg::ESR, 0);
+    write(reg::EOI, 0);
+}
+
+/// This CPU's APIC ID (xAPIC: bits 31:24 of the ID register).
+pub fn id() -> u32 {
+    read(reg::ID) >> 24
+}
+
+/// Version register: (version, max LVT entry).
+pub fn version() -> (u8, u8) {
+    let v = read(reg::VERSION);
+    (v as u8, (v >> 16) as u8)
+}
+
+fn wait_icr_idle() -> bool {
+    timer::spin_until(1000, || read(reg::ICR_LOW) & icr::DELIVERY_PENDING == 0)
+}
+
+fn send_ipi(dest_apic_id: u32, low: u32) -> bool {
+    write(reg::ICR_HIGH, dest_apic_id << 24);
+    write(reg::ICR_LOW, low);
+    wait_icr_idle()
+}
+
+/// INIT-SIPI-SIPI per SDM Vol. 3A 8.4.4.1: INIT, 10 ms, SIPI, 200 us, SIPI. The AP
+/// starts in real mode at `vector << 12`. Returns false if the APIC never accepted an IPI.
+pub fn start_ap(apic_id: u32, vector: u8) -> bool {
+    if !send_ipi(apic_id, icr::INIT | icr::LEVEL_ASSERT | icr::TRIGGER_LEVEL) {
+        return false;
+    }
+    timer::delay_us(10_000);
+    for _ in 0..2 {
+        if !send_ipi(apic_id, icr::STARTUP | u32::from(vector)) {
+            return false;
+        }
+        timer::delay_us(200);
+    }
+    true
+}
+
+/// Sends an NMI to every other CPU (used only to stop the machine).
+pub fn stop_other_cpus() {
+    if MMIO_BASE.load(Ordering::Relaxed) == 0 {
+        return; // APIC never mapped: we are the only CPU running.
+    }
+    let _ = send_ipi(0, icr::NMI | icr::LEVEL_ASSERT | icr::ALL_EXCLUDING_SELF);
+}

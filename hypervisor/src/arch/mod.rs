@@ -1,0 +1,11 @@
+//! CPU plumbing that is not virtualization: descriptor tables, exceptions, the local
+//! APIC, ACPI discovery, timers and SMP bring-up.
+
+pub mod acpi;
+pub mod apic;
+pub mod cpu;
+pub mod exceptions;
+pub mod gdt;
+pub mod serial;
+pub mod smp;
+pub mod timer;

@@ -1,0 +1,127 @@
+//! The `log` facade on COM1. Every line carries the level, the CPU and the TSC:
+//!
+//! ```text
+//! [      88123456] INFO  cpu0 boot: Ferrovisor 0.1.0 starting
+//! ```
+//!
+//! The TSC is printed raw: in Bochs it counts emulated instructions (a deterministic
+//! clock), on hardware it is cycles (the boot log prints the measured frequency).
+
+use crate::arch::{cpu, serial};
+use crate::percpu;
+use core::fmt::{self, Write};
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+struct SerialLogger;
+
+static LOGGER: SerialLogger = SerialLogger;
+/// Serialises whole lines across CPUs: holds the index of the CPU printing, or
+/// [`FREE`]. A CPU that faults while printing re-enters without deadlocking itself, so
+/// the exception report still comes out (interleaved with the cut line).
+static LINE_OWNER: AtomicU32 = AtomicU32::new(FREE);
+const FREE: u32 = u32::MAX;
+
+struct LineGuard {
+    reentered: bool,
+}
+
+impl LineGuard {
+    fn acquire(cpu: u32) -> Self {
+        if LINE_OWNER.load(Ordering::Relaxed) == cpu {
+            return Self { reentered: true };
+        }
+        while LINE_OWNER.compare_exchange_weak(FREE, cpu, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            core::hint::spin_loop();
+        }
+        Self { reentered: false }
+    }
+}
+
+impl Drop for LineGuard {
+    fn drop(&mut self) {
+        if !self.reentered {
+            LINE_OWNER.store(FREE, Ordering::Release);
+        }
+    }
+}
+
+/// A line buffer so one line is one UART transaction; long lines are flushed in pieces.
+struct LineBuf {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() {
+                serial::write_bytes(&self.buf);
+                self.len = 0;
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Log for SerialLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let tsc = cpu::rdtsc();
+        let level = match record.level() {
+            Level::Error => "ERROR",
+            Level::Warn => "WARN ",
+            Level::Info => "INFO ",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+        };
+        let target = record.target();
+        let target = target.strip_prefix("hypervisor::").unwrap_or(target);
+        let cpu = percpu::current_index();
+        let _guard = LineGuard::acquire(cpu);
+        let mut line = LineBuf { buf: [0; 256], len: 0 };
+        let _ = writeln!(line, "[{tsc:>14}] {level} cpu{cpu} {target}: {}", record.args());
+        serial::write_bytes(&line.buf[..line.len]);
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger. The level starts at `Info` and is set from the boot
+/// configuration once the bundle has been read.
+pub fn init() {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(LevelFilter::Info);
+}
+
+pub fn set_level(level: abi::config::LogLevel) {
+    use abi::config::LogLevel;
+    log::set_max_level(match level {
+        LogLevel::Error => LevelFilter::Error,
+        LogLevel::Warn => LevelFilter::Warn,
+        LogLevel::Info => LevelFilter::Info,
+        LogLevel::Debug => LevelFilter::Debug,
+        LogLevel::Trace => LevelFilter::Trace,
+    });
+}
+
+/// For the machine-stop path: makes sure a CPU that died holding the line lock cannot
+/// keep the final report from being printed.
+///
+/// # Safety
+/// Only when every other CPU has been stopped.
+pub unsafe fn force_unlock() {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        LINE_OWNER.store(FREE, Ordering::Release);
+        serial::force_unlock();
+    }
+}

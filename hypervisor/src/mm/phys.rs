@@ -1,0 +1,44 @@
+//! The kernel's one physical frame allocator: the pure [`FrameAllocator`] behind a
+//! lock, initialised once from the bootloader's memory map.
+
+use super::frames::{FrameAllocator, MemoryRegion, Range};
+use spin::Mutex;
+
+static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
+
+/// Builds the allocator. `reserved` lists what must never be handed out even where the
+/// map says "usable": the kernel image, the boot bundle, the AP trampoline.
+pub fn init(regions: impl IntoIterator<Item = MemoryRegion>, reserved: &[Range]) -> FrameSummary {
+    let allocator = FrameAllocator::new(regions, reserved);
+    let summary = FrameSummary { free_bytes: allocator.free_frames() * 4096, dropped_ranges: allocator.dropped_ranges() };
+    *FRAMES.lock() = Some(allocator);
+    summary
+}
+
+pub struct FrameSummary {
+    pub free_bytes: u64,
+    pub dropped_ranges: usize,
+}
+
+fn with<T>(f: impl FnOnce(&mut FrameAllocator) -> Option<T>) -> Option<T> {
+    FRAMES.lock().as_mut().and_then(f)
+}
+
+/// One 4 KiB frame (physical address), not zeroed.
+pub fn allocate() -> Option<u64> {
+    with(|a| a.allocate().map(|f| f.start()))
+}
+
+/// One frame whose address is below `limit`.
+pub fn allocate_below(limit: u64) -> Option<u64> {
+    with(|a| a.allocate_below(limit).map(|f| f.start()))
+}
+
+/// `count` contiguous frames aligned to `align` bytes.
+pub fn allocate_contiguous(count: u64, align: u64) -> Option<u64> {
+    with(|a| a.allocate_contiguous(count, align).map(|f| f.start()))
+}
+
+pub fn free_bytes() -> u64 {
+    with(|a| Some(a.free_frames() * 4096)).unwrap_or(0)
+}

@@ -1,0 +1,101 @@
+//! Building the hypervisor (no_std, build-std) and the disk images around it.
+
+use crate::{step, workspace_root};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The kernel's target. Its prebuilt `core` is not shipped for our pinned nightly, so
+/// `core`, `alloc` and `compiler_builtins` are built from `rust-src` (build-std).
+pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
+impl Profile {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        }
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let status = cmd.current_dir(workspace_root()).status().map_err(|e| format!("{what}: cannot start cargo: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{what} failed ({status}); see the compiler output above")) }
+}
+
+/// Builds the hypervisor ELF and returns its path.
+pub fn kernel(profile: Profile) -> Result<PathBuf, String> {
+    step(&format!("building the hypervisor ({KERNEL_TARGET}, {}, build-std)", profile.dir()));
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "hypervisor", "--bin", "hypervisor", "--target", KERNEL_TARGET])
+        .args(["-Zbuild-std=core,alloc,compiler_builtins", "-Zbuild-std-features=compiler-builtins-mem"]);
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd, "building the hypervisor")?;
+    Ok(workspace_root().join("target").join(KERNEL_TARGET).join(profile.dir()).join("hypervisor"))
+}
+
+/// Which disk images to make.
+#[derive(Debug, Clone, Copy)]
+pub struct Firmware {
+    pub bios: bool,
+    pub uefi: bool,
+}
+
+/// The images made for one configuration.
+#[derive(Debug, Clone)]
+pub struct Images {
+    pub dir: PathBuf,
+    pub bios: PathBuf,
+    pub uefi: PathBuf,
+    pub bundle: PathBuf,
+}
+
+/// Builds the `boot` tool once (its first build compiles the bootloader's stages and
+/// takes about a minute) and returns its path.
+pub fn boot_tool() -> Result<PathBuf, String> {
+    let exe = workspace_root().join("target").join("release").join("boot");
+    step("building the image builder (the first build compiles the bootloader: about a minute)");
+    run(cargo().args(["build", "--release", "--package", "boot"]), "building the image builder")?;
+    Ok(exe)
+}
+
+/// Writes `config` as the bundle's `hypervisor.cfg` and makes the images in `dir`.
+pub fn images(boot: &Path, kernel: &Path, config: &str, dir: &Path, firmware: Firmware) -> Result<Images, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let cfg = dir.join("hypervisor.cfg");
+    std::fs::write(&cfg, config).map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
+    let mut cmd = Command::new(boot);
+    cmd.arg("--kernel").arg(kernel).arg("--out").arg(dir).arg("--config").arg(&cfg);
+    if firmware.bios {
+        cmd.arg("--bios");
+    }
+    if firmware.uefi {
+        cmd.arg("--uefi");
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", boot.display()))?;
+    if !out.status.success() {
+        return Err(format!("making the disk images failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(Images { dir: dir.to_path_buf(), bios: dir.join("bios.img"), uefi: dir.join("uefi.img"), bundle: dir.join("bundle.bin") })
+}
+
+/// The default configuration `cargo xtask build` puts in the image.
+pub fn default_config_path() -> PathBuf {
+    workspace_root().join("boot").join("hypervisor.cfg")
+}
+
+/// Where images for a named variant go.
+pub fn image_dir(profile: Profile, variant: &str) -> PathBuf {
+    workspace_root().join("target").join("images").join(profile.dir()).join(variant)
+}

@@ -1,0 +1,198 @@
+//! `cargo xtask build | run | test`. See README.md for what each does.
+
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use xtask::build::{self, Profile};
+use xtask::emulator::{self, Engine, Firmware, Machine, Outcome};
+use xtask::{deps, step, workspace_root};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build [--release]                 build the hypervisor and its BIOS and UEFI disk images
+  run   [--release] [--emulator auto|qemu|bochs] [--uefi] [--cpus N] [--memory MiB]
+        [--log-level error|warn|info|debug|trace]
+                                    build, then boot in an emulator with the serial console
+                                    on this terminal (Ctrl-C ends it). auto = QEMU+KVM where
+                                    the host has nested VT-x, Bochs otherwise
+  test  [--no-integration] [FILTER] host unit tests, then the integration tests that boot
+                                    the image in Bochs and QEMU and judge the serial log";
+
+struct Opts {
+    release: bool,
+    emulator: String,
+    uefi: bool,
+    cpus: u32,
+    memory: u32,
+    log_level: Option<String>,
+    no_integration: bool,
+    filter: Option<String>,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts { release: false, emulator: "auto".into(), uefi: false, cpus: 2, memory: 256, log_level: None, no_integration: false, filter: None };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--release" => o.release = true,
+            "--uefi" => o.uefi = true,
+            "--emulator" => o.emulator = val("--emulator")?,
+            "--cpus" => o.cpus = val("--cpus")?.parse().map_err(|_| "--cpus takes a number".to_string())?,
+            "--memory" => o.memory = val("--memory")?.parse().map_err(|_| "--memory takes a number of MiB".to_string())?,
+            "--log-level" => o.log_level = Some(val("--log-level")?),
+            "--no-integration" => o.no_integration = true,
+            f if !f.starts_with('-') && o.filter.is_none() => o.filter = Some(f.to_string()),
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    if !["auto", "qemu", "bochs"].contains(&o.emulator.as_str()) {
+        return Err(format!("--emulator {:?}: choose auto, qemu or bochs", o.emulator));
+    }
+    Ok(o)
+}
+
+fn profile(o: &Opts) -> Profile {
+    if o.release { Profile::Release } else { Profile::Debug }
+}
+
+fn config_text(log_level: Option<&str>) -> Result<String, String> {
+    let path = build::default_config_path();
+    let mut text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if let Some(level) = log_level {
+        text = text.lines().filter(|l| !l.trim_start().starts_with("log_level")).collect::<Vec<_>>().join("\n");
+        text = text.replacen("[hypervisor]", &format!("[hypervisor]\nlog_level = \"{level}\""), 1);
+    }
+    Ok(text)
+}
+
+fn cmd_build(o: &Opts) -> Result<build::Images, String> {
+    let kernel = build::kernel(profile(o))?;
+    let boot = build::boot_tool()?;
+    step("making the BIOS and UEFI disk images");
+    let images = build::images(&boot, &kernel, &config_text(o.log_level.as_deref())?, &build::image_dir(profile(o), "default"), build::Firmware { bios: true, uefi: true })?;
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    println!("kernel: {} ({} KiB)", kernel.display(), size(&kernel) / 1024);
+    println!("bios:   {} ({} KiB)", images.bios.display(), size(&images.bios) / 1024);
+    println!("uefi:   {} ({} KiB)", images.uefi.display(), size(&images.uefi) / 1024);
+    Ok(images)
+}
+
+fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
+    let engine = match o.emulator.as_str() {
+        "qemu" => Engine::Qemu { kvm: deps::host_has_nested_vmx() },
+        "bochs" => Engine::Bochs,
+        _ if deps::host_has_nested_vmx() => Engine::Qemu { kvm: true },
+        _ if o.uefi => {
+            eprintln!("note: this host has no nested VT-x, and Bochs cannot boot UEFI: using QEMU without VMX");
+            Engine::Qemu { kvm: false }
+        }
+        _ => Engine::Bochs,
+    };
+    match engine {
+        Engine::Bochs => deps::ensure(&[deps::BOCHS])?,
+        Engine::Qemu { .. } if o.uefi => deps::ensure(&[deps::QEMU, deps::OVMF])?,
+        Engine::Qemu { .. } => deps::ensure(&[deps::QEMU])?,
+    }
+    if engine == (Engine::Qemu { kvm: false }) {
+        eprintln!("note: QEMU without KVM emulates no VMX; the hypervisor will stop after its feature report");
+    }
+    let images = cmd_build(o)?;
+    let machine = Machine {
+        engine,
+        firmware: if o.uefi { Firmware::Uefi } else { Firmware::Bios },
+        cpus: o.cpus,
+        memory_mib: o.memory,
+        image: if o.uefi { images.uefi.clone() } else { images.bios.clone() },
+        work_dir: workspace_root().join("target").join("run"),
+    };
+    step(&format!("booting in {} with {} CPU(s) and {} MiB; serial console follows (Ctrl-C ends)", engine.name(), o.cpus, o.memory));
+    let mut running = machine.launch()?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+    }
+    let stop_stream = Arc::new(AtomicBool::new(false));
+    let streamer = emulator::stream_file(&machine.serial_log(), stop_stream.clone());
+    let outcome = running.wait(Duration::from_secs(u64::MAX / 4), |_| interrupted.load(Ordering::SeqCst));
+    stop_stream.store(true, Ordering::SeqCst);
+    let _ = streamer.join();
+    match outcome {
+        Outcome::Stopped => {
+            eprintln!("\nxtask: emulator ended by Ctrl-C (logs in {})", machine.work_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Exited(code) => {
+            eprintln!("\nxtask: {} exited ({}); its log: {}", engine.name(), code.map_or("signal".into(), |c| c.to_string()), machine.emulator_log().display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::TimedOut => Ok(ExitCode::FAILURE),
+    }
+}
+
+fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    step("host unit tests (cargo test --workspace --exclude integration)");
+    let mut unit = Command::new(&cargo);
+    unit.current_dir(workspace_root()).args(["test", "--workspace", "--exclude", "integration"]);
+    if !unit.status().map_err(|e| e.to_string())?.success() {
+        return Err("host unit tests failed (see above)".into());
+    }
+    if o.no_integration {
+        return Ok(ExitCode::SUCCESS);
+    }
+    deps::ensure(&[deps::BOCHS, deps::QEMU, deps::OVMF])?;
+    // Integration tests boot the release build: it is what users boot, and Bochs runs it
+    // several times faster than the debug build.
+    let kernel = build::kernel(Profile::Release)?;
+    let boot = build::boot_tool()?;
+    step("integration tests: booting the image in emulators (about a minute)");
+    let mut it = Command::new(&cargo);
+    it.current_dir(workspace_root())
+        .args(["test", "--package", "integration", "--", "--test-threads=2"])
+        .env("FERROVISOR_KERNEL", &kernel)
+        .env("FERROVISOR_BOOT_TOOL", &boot);
+    if let Some(f) = &o.filter {
+        it.arg(f);
+    }
+    if !it.status().map_err(|e| e.to_string())?.success() {
+        return Err("integration tests failed (see above)".into());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let opts = match parse(&args[1..]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("xtask: {e}\n\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command.as_str() {
+        "build" => cmd_build(&opts).map(|_| ExitCode::SUCCESS),
+        "run" => cmd_run(&opts),
+        "test" => cmd_test(&opts),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
