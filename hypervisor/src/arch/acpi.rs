@@ -4,7 +4,8 @@
 //! bootloader's direct map) and keep the facts the hypervisor needs in plain types.
 
 use crate::mm::paging;
-use acpi::platform::{InterruptModel, ProcessorState};
+use acpi::InterruptModel;
+use acpi::platform::ProcessorState;
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
 use alloc::vec::Vec;
 use core::ptr::NonNull;

@@ -46,48 +46,71 @@ pub struct ExceptionFrame {
 // 16-byte aligned at the call (the CPU aligns RSP before pushing its 5 quadwords).
 const _: () = assert!(core::mem::size_of::<ExceptionFrame>() == 22 * 8);
 
-/// Vectors whose entry pushes an error code (SDM Vol. 3A 6.13).
-const fn has_error_code(vector: u8) -> bool {
-    matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30)
-}
-
-macro_rules! stubs {
-    ($($v:literal),*) => {
-        global_asm!(
-            $(
-                concat!(".global exc_stub_", $v),
-                concat!("exc_stub_", $v, ":"),
-                // Vectors without an error code push a zero so the frame is uniform.
-                if_no_error!($v),
-                concat!("push ", $v),
-                "jmp exc_common",
-            )*
-            ".section .data.rel.ro.exc_stub_table, \"aw\"",
-            ".balign 8",
-            ".global exc_stub_table",
-            "exc_stub_table:",
-            $( concat!(".quad exc_stub_", $v), )*
-            ".text",
-        );
+/// One entry stub. Vectors without an error code push a zero so the frame is uniform.
+macro_rules! stub {
+    ($v:literal, no_error_code) => {
+        global_asm!(concat!(".global exc_stub_", $v, "\nexc_stub_", $v, ":\n push 0\n push ", $v, "\n jmp exc_common"));
+    };
+    ($v:literal, error_code) => {
+        global_asm!(concat!(".global exc_stub_", $v, "\nexc_stub_", $v, ":\n push ", $v, "\n jmp exc_common"));
     };
 }
-macro_rules! if_no_error {
-    (8) => { "" };
-    (10) => { "" };
-    (11) => { "" };
-    (12) => { "" };
-    (13) => { "" };
-    (14) => { "" };
-    (17) => { "" };
-    (21) => { "" };
-    (29) => { "" };
-    (30) => { "" };
-    ($v:literal) => { "push 0" };
+
+// SDM Vol. 3A 6.13: 8, 10-14, 17, 21, 29 and 30 push an error code.
+stub!(0, no_error_code);
+stub!(1, no_error_code);
+stub!(2, no_error_code);
+stub!(3, no_error_code);
+stub!(4, no_error_code);
+stub!(5, no_error_code);
+stub!(6, no_error_code);
+stub!(7, no_error_code);
+stub!(8, error_code);
+stub!(9, no_error_code);
+stub!(10, error_code);
+stub!(11, error_code);
+stub!(12, error_code);
+stub!(13, error_code);
+stub!(14, error_code);
+stub!(16, no_error_code);
+stub!(17, error_code);
+stub!(18, no_error_code);
+stub!(19, no_error_code);
+stub!(20, no_error_code);
+stub!(21, error_code);
+stub!(28, no_error_code);
+stub!(29, error_code);
+stub!(30, error_code);
+
+unsafe extern "C" {
+    fn exc_stub_0();
+    fn exc_stub_1();
+    fn exc_stub_2();
+    fn exc_stub_3();
+    fn exc_stub_4();
+    fn exc_stub_5();
+    fn exc_stub_6();
+    fn exc_stub_7();
+    fn exc_stub_8();
+    fn exc_stub_9();
+    fn exc_stub_10();
+    fn exc_stub_11();
+    fn exc_stub_12();
+    fn exc_stub_13();
+    fn exc_stub_14();
+    fn exc_stub_16();
+    fn exc_stub_17();
+    fn exc_stub_18();
+    fn exc_stub_19();
+    fn exc_stub_20();
+    fn exc_stub_21();
+    fn exc_stub_28();
+    fn exc_stub_29();
+    fn exc_stub_30();
 }
 
-stubs!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
-
 global_asm!(
+    ".global exc_common",
     "exc_common:",
     "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
     "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
@@ -102,10 +125,6 @@ global_asm!(
     dispatch = sym exception_dispatch,
 );
 
-unsafe extern "C" {
-    static exc_stub_table: [u64; 32];
-}
-
 /// The spurious-interrupt vector the local APIC is programmed with; it needs no EOI.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 
@@ -118,57 +137,38 @@ static IDT: Once<InterruptDescriptorTable> = Once::new();
 
 fn build_idt() -> InterruptDescriptorTable {
     let mut idt = InterruptDescriptorTable::new();
-    // SAFETY: reading the stub table, an immutable array of code addresses emitted above.
-    let stubs = unsafe { &*core::ptr::addr_of!(exc_stub_table) };
-    for (vector, &addr) in stubs.iter().enumerate() {
-        let addr = VirtAddr::new(addr);
-        // SAFETY: each address is the entry of a stub that builds an ExceptionFrame and
-        // calls the dispatcher, which is a valid handler for that vector.
-        unsafe {
-            let entry = match vector {
-                8 => idt.double_fault.set_handler_addr(addr),
-                2 => idt.non_maskable_interrupt.set_handler_addr(addr),
-                18 => idt.machine_check.set_handler_addr(addr),
-                0 => idt.divide_error.set_handler_addr(addr),
-                1 => idt.debug.set_handler_addr(addr),
-                3 => idt.breakpoint.set_handler_addr(addr),
-                4 => idt.overflow.set_handler_addr(addr),
-                5 => idt.bound_range_exceeded.set_handler_addr(addr),
-                6 => idt.invalid_opcode.set_handler_addr(addr),
-                7 => idt.device_not_available.set_handler_addr(addr),
-                10 => idt.invalid_tss.set_handler_addr(addr),
-                11 => idt.segment_not_present.set_handler_addr(addr),
-                12 => idt.stack_segment_fault.set_handler_addr(addr),
-                13 => idt.general_protection_fault.set_handler_addr(addr),
-                14 => idt.page_fault.set_handler_addr(addr),
-                16 => idt.x87_floating_point.set_handler_addr(addr),
-                17 => idt.alignment_check.set_handler_addr(addr),
-                19 => idt.simd_floating_point.set_handler_addr(addr),
-                20 => idt.virtualization.set_handler_addr(addr),
-                21 => idt.cp_protection_exception.set_handler_addr(addr),
-                28 => idt.hv_injection_exception.set_handler_addr(addr),
-                29 => idt.vmm_communication_exception.set_handler_addr(addr),
-                30 => idt.security_exception.set_handler_addr(addr),
-                // Reserved vectors (9, 15, 22-27, 31): still routed to the report, since
-                // a stray INT n or a buggy device could raise them.
-                _ => idt[vector as u8].set_handler_addr(addr),
-            };
-            match vector {
-                8 => {
-                    entry.set_stack_index(gdt::IST_DOUBLE_FAULT - 1);
-                }
-                2 => {
-                    entry.set_stack_index(gdt::IST_NMI - 1);
-                }
-                18 => {
-                    entry.set_stack_index(gdt::IST_MACHINE_CHECK - 1);
-                }
-                _ => {}
-            }
-        }
+    let addr = |f: unsafe extern "C" fn()| VirtAddr::new(f as usize as u64);
+    // SAFETY (every set_handler_addr below): each stub builds an ExceptionFrame for its
+    // own vector and calls the dispatcher, a valid handler for that vector. Reserved
+    // vectors (15, 22-27, 31) stay not-present: raising one becomes a reported #GP.
+    unsafe {
+        idt.divide_error.set_handler_addr(addr(exc_stub_0));
+        idt.debug.set_handler_addr(addr(exc_stub_1));
+        idt.non_maskable_interrupt.set_handler_addr(addr(exc_stub_2)).set_stack_index(gdt::IST_NMI - 1);
+        idt.breakpoint.set_handler_addr(addr(exc_stub_3));
+        idt.overflow.set_handler_addr(addr(exc_stub_4));
+        idt.bound_range_exceeded.set_handler_addr(addr(exc_stub_5));
+        idt.invalid_opcode.set_handler_addr(addr(exc_stub_6));
+        idt.device_not_available.set_handler_addr(addr(exc_stub_7));
+        idt.double_fault.set_handler_addr(addr(exc_stub_8)).set_stack_index(gdt::IST_DOUBLE_FAULT - 1);
+        idt[9].set_handler_addr(addr(exc_stub_9));
+        idt.invalid_tss.set_handler_addr(addr(exc_stub_10));
+        idt.segment_not_present.set_handler_addr(addr(exc_stub_11));
+        idt.stack_segment_fault.set_handler_addr(addr(exc_stub_12));
+        idt.general_protection_fault.set_handler_addr(addr(exc_stub_13));
+        idt.page_fault.set_handler_addr(addr(exc_stub_14));
+        idt.x87_floating_point.set_handler_addr(addr(exc_stub_16));
+        idt.alignment_check.set_handler_addr(addr(exc_stub_17));
+        idt.machine_check.set_handler_addr(addr(exc_stub_18)).set_stack_index(gdt::IST_MACHINE_CHECK - 1);
+        idt.simd_floating_point.set_handler_addr(addr(exc_stub_19));
+        idt.virtualization.set_handler_addr(addr(exc_stub_20));
+        idt.cp_protection_exception.set_handler_addr(addr(exc_stub_21));
+        idt.hv_injection_exception.set_handler_addr(addr(exc_stub_28));
+        idt.vmm_communication_exception.set_handler_addr(addr(exc_stub_29));
+        idt.security_exception.set_handler_addr(addr(exc_stub_30));
+        // The spurious stub is a bare IRETQ, right for a vector that takes no EOI.
+        idt[SPURIOUS_VECTOR].set_handler_addr(addr(spurious_stub));
     }
-    // SAFETY: the spurious stub is a bare IRETQ, correct for a vector without EOI.
-    unsafe { idt[SPURIOUS_VECTOR].set_handler_addr(VirtAddr::new(spurious_stub as usize as u64)) };
     idt
 }
 

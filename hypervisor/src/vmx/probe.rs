@@ -1,6 +1,7 @@
 //! Reads what this CPU offers for VT-x and reports it: CPUID.1:ECX.VMX, the firmware's
 //! IA32_FEATURE_CONTROL lock, and the IA32_VMX_* capability MSRs (decoded by `caps`).
 
+use super::caps::msr::VmxMsr;
 use super::caps::{self, RawVmxMsrs, VmxCapabilities, VmxFirmwareState};
 use crate::arch::cpu::{cpuid, rdmsr};
 use core::fmt;
@@ -34,7 +35,7 @@ pub fn check_this_cpu() -> VmxState {
         return VmxState::Absent;
     }
     // SAFETY: IA32_FEATURE_CONTROL exists whenever CPUID reports VMX (SDM Vol. 4 2.1).
-    let fc = unsafe { rdmsr(caps::msr::IA32_FEATURE_CONTROL) };
+    let fc = unsafe { rdmsr(VmxMsr::FeatureControl as u32) };
     match caps::vmx_status(fc) {
         VmxFirmwareState::LockedDisabled => VmxState::LockedOff,
         VmxFirmwareState::Unlocked => VmxState::Unlocked,
@@ -44,33 +45,10 @@ pub fn check_this_cpu() -> VmxState {
 
 /// Reads exactly the capability MSRs this CPU has (reading a missing one is #GP).
 fn read_raw() -> RawVmxMsrs {
-    // SAFETY (all reads below): the caller checked CPUID.1:ECX.VMX, which guarantees
-    // 0x480-0x489 exist; the optional ones are read only when `caps::which_msrs_exist`
-    // says the SDM guarantees them (A.1, A.3.3, A.10, A.11).
-    let r = |index: u32| unsafe { rdmsr(index) };
-    let basic = r(caps::msr::IA32_VMX_BASIC);
-    let procbased = r(caps::msr::IA32_VMX_PROCBASED_CTLS);
-    let procbased2 = caps::procbased2_exists(procbased).then(|| r(caps::msr::IA32_VMX_PROCBASED_CTLS2));
-    let exist = caps::which_msrs_exist(basic, procbased, procbased2);
-    RawVmxMsrs {
-        basic,
-        pinbased: r(caps::msr::IA32_VMX_PINBASED_CTLS),
-        procbased,
-        exit: r(caps::msr::IA32_VMX_EXIT_CTLS),
-        entry: r(caps::msr::IA32_VMX_ENTRY_CTLS),
-        misc: r(caps::msr::IA32_VMX_MISC),
-        cr0_fixed0: r(caps::msr::IA32_VMX_CR0_FIXED0),
-        cr0_fixed1: r(caps::msr::IA32_VMX_CR0_FIXED1),
-        cr4_fixed0: r(caps::msr::IA32_VMX_CR4_FIXED0),
-        cr4_fixed1: r(caps::msr::IA32_VMX_CR4_FIXED1),
-        procbased2,
-        ept_vpid_cap: exist.ept_vpid_cap.then(|| r(caps::msr::IA32_VMX_EPT_VPID_CAP)),
-        true_pinbased: exist.true_controls.then(|| r(caps::msr::IA32_VMX_TRUE_PINBASED_CTLS)),
-        true_procbased: exist.true_controls.then(|| r(caps::msr::IA32_VMX_TRUE_PROCBASED_CTLS)),
-        true_exit: exist.true_controls.then(|| r(caps::msr::IA32_VMX_TRUE_EXIT_CTLS)),
-        true_entry: exist.true_controls.then(|| r(caps::msr::IA32_VMX_TRUE_ENTRY_CTLS)),
-        vmfunc: exist.vmfunc.then(|| r(caps::msr::IA32_VMX_VMFUNC)),
-    }
+    // SAFETY: the caller checked CPUID.1:ECX.VMX, which guarantees the mandatory MSRs;
+    // `read_with` asks for an optional one only when the SDM's rules say it exists
+    // (Vol. 3D A.1, A.3.3, A.10, A.11).
+    RawVmxMsrs::read_with(|m| unsafe { rdmsr(m as u32) })
 }
 
 /// A line writer for the report: `caps` formats, we log one line at a time.
