@@ -337,6 +337,7 @@ fn trigger_fault(kind: FaultKind) {
 }
 
 #[inline(never)]
+#[allow(unconditional_recursion)] // the point: it ends in the guard page
 fn recurse(depth: u64) -> u64 {
     let buf = core::hint::black_box([depth; 64]);
     recurse(buf[0] + 1) + buf[63]

@@ -16,7 +16,7 @@ pub const BOCHS: &[Need] = &[
     Need { path_or_program: "bochs", package: "bochs" },
     Need { path_or_program: "/usr/share/bochs/BIOS-bochs-latest", package: "bochsbios" },
     Need { path_or_program: "/usr/share/bochs/VGABIOS-lgpl-latest", package: "vgabios" },
-    Need { path_or_program: "/usr/lib/bochs/plugins/libbx_x.so", package: "bochs-x" },
+    Need { path_or_program: "/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_x_gui.so", package: "bochs-x" },
     Need { path_or_program: "xvfb-run", package: "xvfb" },
     Need { path_or_program: "xauth", package: "xauth" },
 ];

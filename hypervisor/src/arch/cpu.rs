@@ -15,8 +15,7 @@ pub struct CpuidResult {
 
 /// Executes CPUID. Unprivileged and side-effect free, so it is safe.
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
-    // SAFETY: CPUID exists on every x86_64 CPU and only writes the four registers.
-    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
     CpuidResult { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
 }
 

@@ -213,7 +213,7 @@ pub fn start_aps(tramp: &Trampoline, cpus: &[super::acpi::CpuEntry]) -> u32 {
         unsafe {
             tramp.patch(sym_addr(&ap_tramp_kernel_cr3), kernel_cr3);
             tramp.patch(sym_addr(&ap_tramp_stack_top), stack_top);
-            tramp.patch(sym_addr(&ap_tramp_entry), ap_entry as usize as u64);
+            tramp.patch(sym_addr(&ap_tramp_entry), ap_entry as *const () as u64);
             tramp.patch(sym_addr(&ap_tramp_cpu_index), u64::from(index));
         }
         STARTED.store(u32::MAX, Ordering::Release);
