@@ -73,6 +73,7 @@ pub fn stop_machine(reason: StopReason) -> ! {
     unsafe { crate::logger::force_unlock() };
     log::info!("machine halted: {}", reason.as_str());
     if EMULATOR_EXIT.load(Ordering::Relaxed) {
+        crate::arch::serial::flush(100_000);
         emulator_exit(reason);
     }
     cpu::halt_forever()

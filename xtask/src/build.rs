@@ -70,9 +70,40 @@ pub fn boot_tool() -> Result<PathBuf, String> {
     Ok(exe)
 }
 
+/// `llvm-objcopy` from the toolchain's `llvm-tools` component.
+fn objcopy() -> Result<PathBuf, String> {
+    let out = Command::new("rustc")
+        .current_dir(workspace_root())
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run rustc: {e}"))?;
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let tool = Path::new(&sysroot).join("lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-objcopy");
+    if tool.exists() {
+        Ok(tool)
+    } else {
+        Err(format!("{} is missing; install it with `rustup component add llvm-tools`", tool.display()))
+    }
+}
+
 /// Writes `config` as the bundle's `hypervisor.cfg` and makes the images in `dir`.
+///
+/// The image gets a copy of the kernel without debug information (the bootloader
+/// reads the whole file, and in Bochs every byte costs); the unstripped ELF stays
+/// next to it for `addr2line` on the RIPs of an exception report.
 pub fn images(boot: &Path, kernel: &Path, config: &str, dir: &Path, firmware: Firmware) -> Result<Images, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let stripped = dir.join("hypervisor.stripped");
+    let status = Command::new(objcopy()?)
+        .arg("--strip-debug")
+        .arg(kernel)
+        .arg(&stripped)
+        .status()
+        .map_err(|e| format!("cannot run llvm-objcopy: {e}"))?;
+    if !status.success() {
+        return Err(format!("llvm-objcopy --strip-debug {} failed", kernel.display()));
+    }
+    let kernel = stripped.as_path();
     let cfg = dir.join("hypervisor.cfg");
     std::fs::write(&cfg, config).map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
     let mut cmd = Command::new(boot);

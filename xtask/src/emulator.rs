@@ -131,6 +131,9 @@ impl Machine {
         let cylinder = 16 * 63 * 512;
         data.resize(data.len().div_ceil(cylinder) * cylinder, 0);
         std::fs::write(&disk, &data).map_err(|e| format!("cannot write {}: {e}", disk.display()))?;
+        // Bochs locks its disk with a side file; one left by a killed run would make
+        // this run refuse the image.
+        let _ = std::fs::remove_file(self.work_dir.join("disk.img.lock"));
         let cylinders = data.len() / cylinder;
 
         let rc = self.work_dir.join("bochsrc.txt");

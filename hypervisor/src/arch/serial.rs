@@ -41,3 +41,13 @@ pub unsafe fn force_unlock() {
     // SAFETY: forwarded to the caller.
     unsafe { PORT.force_unlock() };
 }
+
+/// Waits until COM1 has shifted out every byte (LSR.TEMT), so a message written just
+/// before the machine powers off is not cut short. Gives up after `timeout_us`.
+pub fn flush(timeout_us: u64) {
+    // LSR bit 6: transmitter empty (FIFO and shift register).
+    const LSR_TEMT: u8 = 1 << 6;
+    // SAFETY: reading the line status register of our own UART has no side effects on
+    // the transmit path.
+    super::timer::spin_until(timeout_us, || unsafe { super::cpu::inb(COM1 + 5) } & LSR_TEMT != 0);
+}
