@@ -100,40 +100,67 @@ pub enum BundleError {
     DataChecksum { index: usize, expected: u32, found: u32 },
 }
 
-const REBUILD: &str = "the bundle is damaged or was made by an incompatible `boot`; rebuild the image with `cargo xtask build`";
+const REBUILD: &str =
+    "the bundle is damaged or was made by an incompatible `boot`; rebuild the image with `cargo xtask build`";
 
 impl fmt::Display for BundleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::TooShort { len, needed } => write!(f, "boot bundle is {len} bytes, shorter than its {needed}-byte header; {REBUILD}"),
-            Self::BadMagic => write!(f, "boot bundle does not start with \"FVBUNDLE\" (this ramdisk is not a bundle); {REBUILD}"),
-            Self::UnsupportedVersion { found, supported } => {
-                write!(f, "boot bundle has format version {found}, this hypervisor reads version {supported}; {REBUILD}")
+            Self::TooShort { len, needed } => {
+                write!(f, "boot bundle is {len} bytes, shorter than its {needed}-byte header; {REBUILD}")
             }
-            Self::BadHeaderLength { found } => write!(f, "boot bundle header length is {found}, expected {HEADER_LEN}; {REBUILD}"),
+            Self::BadMagic => {
+                write!(f, "boot bundle does not start with \"FVBUNDLE\" (this ramdisk is not a bundle); {REBUILD}")
+            }
+            Self::UnsupportedVersion { found, supported } => {
+                write!(
+                    f,
+                    "boot bundle has format version {found}, this hypervisor reads version {supported}; {REBUILD}"
+                )
+            }
+            Self::BadHeaderLength { found } => {
+                write!(f, "boot bundle header length is {found}, expected {HEADER_LEN}; {REBUILD}")
+            }
             Self::HeaderChecksum { expected, found } => {
                 write!(f, "boot bundle header checksum is {found:#010x}, expected {expected:#010x}; {REBUILD}")
             }
             Self::Truncated { total_len, available } => {
                 write!(f, "boot bundle says it is {total_len} bytes but only {available} were loaded; {REBUILD}")
             }
-            Self::TooManyEntries { count, max } => write!(f, "boot bundle lists {count} entries, at most {max} are allowed; {REBUILD}"),
+            Self::TooManyEntries { count, max } => {
+                write!(f, "boot bundle lists {count} entries, at most {max} are allowed; {REBUILD}")
+            }
             Self::TableOutOfBounds { table_end, total_len } => {
-                write!(f, "boot bundle entry table ends at {table_end}, past the bundle's end at {total_len}; {REBUILD}")
+                write!(
+                    f,
+                    "boot bundle entry table ends at {table_end}, past the bundle's end at {total_len}; {REBUILD}"
+                )
             }
             Self::TableChecksum { expected, found } => {
                 write!(f, "boot bundle entry table checksum is {found:#010x}, expected {expected:#010x}; {REBUILD}")
             }
-            Self::BadName { index } => write!(f, "boot bundle entry #{index} has an empty or non-printable name; {REBUILD}"),
-            Self::DuplicateName { first, second } => write!(f, "boot bundle entries #{first} and #{second} have the same name; {REBUILD}"),
-            Self::ReservedFlags { index, flags } => write!(f, "boot bundle entry #{index} sets reserved flags {flags:#06x}; {REBUILD}"),
-            Self::Misaligned { index, offset } => write!(f, "boot bundle entry #{index} starts at {offset}, not 8-byte aligned; {REBUILD}"),
+            Self::BadName { index } => {
+                write!(f, "boot bundle entry #{index} has an empty or non-printable name; {REBUILD}")
+            }
+            Self::DuplicateName { first, second } => {
+                write!(f, "boot bundle entries #{first} and #{second} have the same name; {REBUILD}")
+            }
+            Self::ReservedFlags { index, flags } => {
+                write!(f, "boot bundle entry #{index} sets reserved flags {flags:#06x}; {REBUILD}")
+            }
+            Self::Misaligned { index, offset } => {
+                write!(f, "boot bundle entry #{index} starts at {offset}, not 8-byte aligned; {REBUILD}")
+            }
             Self::EntryOutOfBounds { index, offset, length, total_len } => write!(
                 f,
                 "boot bundle entry #{index} ({length} bytes at offset {offset}) reaches past the bundle's end at {total_len}; {REBUILD}"
             ),
-            Self::OverlapsTable { index } => write!(f, "boot bundle entry #{index} overlaps the header or entry table; {REBUILD}"),
-            Self::Overlap { first, second } => write!(f, "boot bundle entries #{first} and #{second} overlap; {REBUILD}"),
+            Self::OverlapsTable { index } => {
+                write!(f, "boot bundle entry #{index} overlaps the header or entry table; {REBUILD}")
+            }
+            Self::Overlap { first, second } => {
+                write!(f, "boot bundle entries #{first} and #{second} overlap; {REBUILD}")
+            }
             Self::DataChecksum { index, expected, found } => {
                 write!(f, "boot bundle entry #{index} has checksum {found:#010x}, expected {expected:#010x}; {REBUILD}")
             }
@@ -238,7 +265,9 @@ impl<'a> Bundle<'a> {
         }
         // count <= 256: no overflow possible.
         let table_end = HEADER_LEN + count * ENTRY_LEN;
-        let table = bytes.get(HEADER_LEN..table_end).ok_or(BundleError::TableOutOfBounds { table_end: table_end as u64, total_len })?;
+        let table = bytes
+            .get(HEADER_LEN..table_end)
+            .ok_or(BundleError::TableOutOfBounds { table_end: table_end as u64, total_len })?;
         let expected = u32_at(header, 24);
         let found = crc32(table);
         if expected != found {
@@ -304,7 +333,13 @@ impl<'a> Bundle<'a> {
         let e = self.raw_entry(index).ok()?;
         let start = usize::try_from(e.offset).ok()?;
         let end = start.checked_add(usize::try_from(e.length).ok()?)?;
-        Some(Entry { name: e.name, kind: EntryKind::from_raw(e.kind), checksum: e.checksum, offset: e.offset, data: self.bytes.get(start..end)? })
+        Some(Entry {
+            name: e.name,
+            kind: EntryKind::from_raw(e.kind),
+            checksum: e.checksum,
+            offset: e.offset,
+            data: self.bytes.get(start..end)?,
+        })
     }
 
     /// The number of entries.
@@ -467,7 +502,14 @@ mod tests {
         assert_eq!(b.version(), 1);
         assert_eq!(b.total_len(), bytes.len() as u64);
         let names: Vec<_> = b.entries().map(|e| (e.name, e.kind, e.data.len())).collect();
-        assert_eq!(names, vec![("hypervisor.cfg", EntryKind::Config, 13), ("dom0", EntryKind::Elf64, 7), ("empty", EntryKind::Data, 0)]);
+        assert_eq!(
+            names,
+            vec![
+                ("hypervisor.cfg", EntryKind::Config, 13),
+                ("dom0", EntryKind::Elf64, 7),
+                ("empty", EntryKind::Data, 0)
+            ]
+        );
         assert_eq!(b.find("dom0").unwrap().data, &[0x7F, b'E', b'L', b'F', 2, 1, 1]);
         assert_eq!(b.find("dom0").unwrap().offset % DATA_ALIGN as u64, 0);
         assert!(b.find("nothing").is_none());

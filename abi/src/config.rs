@@ -61,8 +61,14 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] =
-        [Self::DivideError, Self::Breakpoint, Self::InvalidOpcode, Self::GeneralProtection, Self::PageFault, Self::DoubleFault];
+    pub const ALL: [FaultKind; 6] = [
+        Self::DivideError,
+        Self::Breakpoint,
+        Self::InvalidOpcode,
+        Self::GeneralProtection,
+        Self::PageFault,
+        Self::DoubleFault,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -115,10 +121,9 @@ impl fmt::Display for ConfigError<'_> {
             Self::UnknownSection { line, name } => {
                 write!(f, "hypervisor.cfg line {line}: unknown section [{name}]; the known section is [hypervisor]")
             }
-            Self::UnsupportedSection { line, name } => write!(
-                f,
-                "hypervisor.cfg line {line}: [{name}]: domain sections are not supported by this build yet"
-            ),
+            Self::UnsupportedSection { line, name } => {
+                write!(f, "hypervisor.cfg line {line}: [{name}]: domain sections are not supported by this build yet")
+            }
             Self::UnknownKey { line, key } => {
                 write!(f, "hypervisor.cfg line {line}: unknown key {key:?} in [hypervisor]; known keys: {KNOWN_KEYS}")
             }
@@ -233,10 +238,18 @@ mod tests {
 
     #[test]
     fn every_key_is_read() {
-        let c = parse("[hypervisor]\nlog_level = debug\nserial_baud = 9600\nemulator_exit = true\nfault = \"page-fault\"\n").unwrap();
+        let c = parse(
+            "[hypervisor]\nlog_level = debug\nserial_baud = 9600\nemulator_exit = true\nfault = \"page-fault\"\n",
+        )
+        .unwrap();
         assert_eq!(
             c,
-            HypervisorConfig { log_level: LogLevel::Debug, fault: Some(FaultKind::PageFault), emulator_exit: true, serial_baud: 9600 }
+            HypervisorConfig {
+                log_level: LogLevel::Debug,
+                fault: Some(FaultKind::PageFault),
+                emulator_exit: true,
+                serial_baud: 9600
+            }
         );
     }
 
@@ -269,7 +282,12 @@ mod tests {
     fn bad_values_say_what_is_expected() {
         assert_eq!(
             parse("[hypervisor]\nlog_level = loud\n").unwrap_err(),
-            ConfigError::BadValue { line: 2, key: "log_level", value: "loud", expected: "error, warn, info, debug or trace" }
+            ConfigError::BadValue {
+                line: 2,
+                key: "log_level",
+                value: "loud",
+                expected: "error, warn, info, debug or trace"
+            }
         );
         assert!(matches!(parse("[hypervisor]\nserial_baud = 1234\n"), Err(ConfigError::BadValue { line: 2, .. })));
         assert!(matches!(parse("[hypervisor]\nemulator_exit = yes\n"), Err(ConfigError::BadValue { line: 2, .. })));
@@ -284,7 +302,10 @@ mod tests {
         assert_eq!(parse("[hypervisor\n").unwrap_err(), ConfigError::Syntax { line: 1 });
         assert_eq!(parse("[hypervisor]\nlog level = info\n").unwrap_err(), ConfigError::Syntax { line: 2 });
         assert_eq!(parse("\n[network]\n").unwrap_err(), ConfigError::UnknownSection { line: 2, name: "network" });
-        assert_eq!(parse("[domain web]\n").unwrap_err(), ConfigError::UnsupportedSection { line: 1, name: "domain web" });
+        assert_eq!(
+            parse("[domain web]\n").unwrap_err(),
+            ConfigError::UnsupportedSection { line: 1, name: "domain web" }
+        );
     }
 
     #[test]
@@ -297,6 +318,9 @@ mod tests {
 
     #[test]
     fn a_hash_inside_quotes_is_not_a_comment() {
-        assert!(matches!(parse("[hypervisor]\nlog_level = \"in#fo\"\n"), Err(ConfigError::BadValue { value: "\"in#fo\"", .. })));
+        assert!(matches!(
+            parse("[hypervisor]\nlog_level = \"in#fo\"\n"),
+            Err(ConfigError::BadValue { value: "\"in#fo\"", .. })
+        ));
     }
 }

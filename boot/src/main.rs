@@ -50,8 +50,10 @@ fn parse_args() -> Result<Args, String> {
             "--config" => config = Some(PathBuf::from(value("--config")?)),
             "--entry" => {
                 let spec = value("--entry")?;
-                let (name, rest) = spec.split_once('=').ok_or_else(|| format!("--entry {spec}: expected NAME=KIND:PATH"))?;
-                let (kind, path) = rest.split_once(':').ok_or_else(|| format!("--entry {spec}: expected NAME=KIND:PATH"))?;
+                let (name, rest) =
+                    spec.split_once('=').ok_or_else(|| format!("--entry {spec}: expected NAME=KIND:PATH"))?;
+                let (kind, path) =
+                    rest.split_once(':').ok_or_else(|| format!("--entry {spec}: expected NAME=KIND:PATH"))?;
                 let kind = parse_kind(kind).ok_or_else(|| format!("--entry {spec}: unknown kind {kind:?}\n{USAGE}"))?;
                 entries.push((name.to_string(), kind, PathBuf::from(path)));
             }
@@ -113,7 +115,12 @@ fn run(args: Args) -> Result<(), String> {
         builder.create_uefi_image(&path).map_err(|e| format!("creating the UEFI image: {e:#}"))?;
         println!("boot: wrote {} ({} KiB)", path.display(), size_kib(&path));
     }
-    println!("boot: wrote {} ({} bytes, {} entries)", bundle_path.display(), bundle_bytes.len(), args.entries.len() + usize::from(args.config.is_some()));
+    println!(
+        "boot: wrote {} ({} bytes, {} entries)",
+        bundle_path.display(),
+        bundle_bytes.len(),
+        args.entries.len() + usize::from(args.config.is_some())
+    );
     Ok(())
 }
 

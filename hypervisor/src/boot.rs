@@ -90,7 +90,11 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     // 6. Time.
     let tsc_hz = timer::calibrate();
-    log::info!("timer: TSC runs at {}.{:03} MHz (calibrated against the PIT)", tsc_hz / 1_000_000, (tsc_hz / 1000) % 1000);
+    log::info!(
+        "timer: TSC runs at {}.{:03} MHz (calibrated against the PIT)",
+        tsc_hz / 1_000_000,
+        (tsc_hz / 1000) % 1000
+    );
 
     // 7. CPUs and interrupt controllers from ACPI.
     let platform = match arch::acpi::discover(boot_info.rsdp_addr.into_option()) {
@@ -106,7 +110,13 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         platform.pm_timer_port.map_or(alloc::string::String::from("absent"), |p| alloc::format!("at port {p:#x}")),
     );
     for c in &platform.cpus {
-        log::info!("acpi: cpu apic_id={} uid={}{}{}", c.apic_id, c.uid, if c.is_bsp { " (bsp)" } else { "" }, if c.usable { "" } else { " (disabled)" });
+        log::info!(
+            "acpi: cpu apic_id={} uid={}{}{}",
+            c.apic_id,
+            c.uid,
+            if c.is_bsp { " (bsp)" } else { "" },
+            if c.usable { "" } else { " (disabled)" }
+        );
     }
     for io in &platform.io_apics {
         log::info!("acpi: ioapic id={} at {:#x} gsi_base={}", io.id, io.address, io.gsi_base);
@@ -126,7 +136,11 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     unsafe { (*core::ptr::addr_of_mut!(BSP_PERCPU)).apic_id = apic::id() };
     let (version, max_lvt) = apic::version();
     let bsp_vmx = crate::vmx::probe::check_this_cpu();
-    log::info!("cpu0 online: apic_id={} apic_version={version:#x} lvt_entries={} {bsp_vmx}", apic::id(), u32::from(max_lvt) + 1);
+    log::info!(
+        "cpu0 online: apic_id={} apic_version={version:#x} lvt_entries={} {bsp_vmx}",
+        apic::id(),
+        u32::from(max_lvt) + 1
+    );
     let online = start_application_processors(&platform.cpus);
     log::info!("smp: {online} of {} CPU(s) online", platform.cpus.iter().filter(|c| c.usable).count().max(1));
 
@@ -143,7 +157,12 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     }
 
     let (used, free) = heap::usage();
-    log::info!("memory: {} KiB free in frames, heap {} KiB used / {} KiB free", phys::free_bytes() / 1024, used / 1024, free / 1024);
+    log::info!(
+        "memory: {} KiB free in frames, heap {} KiB used / {} KiB free",
+        phys::free_bytes() / 1024,
+        used / 1024,
+        free / 1024
+    );
     log::info!("boot complete: {online} CPU(s) online, VMX ready; no domains to run yet");
     if config.emulator_exit {
         power::stop_machine(StopReason::Done);
@@ -208,8 +227,12 @@ fn init_frames(boot_info: &BootInfo, bundle: Option<Range>) {
         end: r.end,
         usable: r.kind == MemoryRegionKind::Usable,
     });
-    let usable: u64 = boot_info.memory_regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).map(|r| r.end - r.start).sum();
-    let kernel = Range { start: boot_info.kernel_addr & !0xFFF, end: (boot_info.kernel_addr + boot_info.kernel_len).next_multiple_of(4096) };
+    let usable: u64 =
+        boot_info.memory_regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).map(|r| r.end - r.start).sum();
+    let kernel = Range {
+        start: boot_info.kernel_addr & !0xFFF,
+        end: (boot_info.kernel_addr + boot_info.kernel_len).next_multiple_of(4096),
+    };
     let mut reserved = [kernel, kernel];
     if let Some(b) = bundle {
         reserved[1] = b;
@@ -252,7 +275,9 @@ fn init_heap() {
 /// defaults when there is none).
 fn read_bundle(boot_info: &BootInfo) -> HypervisorConfig {
     let Some(addr) = boot_info.ramdisk_addr.into_option() else {
-        log::warn!("bundle: no boot bundle was loaded (build the image with `cargo xtask build`); using the default configuration");
+        log::warn!(
+            "bundle: no boot bundle was loaded (build the image with `cargo xtask build`); using the default configuration"
+        );
         return HypervisorConfig::default();
     };
     // SAFETY: the bootloader mapped the ramdisk at `addr` for `ramdisk_len` bytes, and its
@@ -262,9 +287,20 @@ fn read_bundle(boot_info: &BootInfo) -> HypervisorConfig {
         Ok(b) => b,
         Err(e) => fatal_fmt(format_args!("bundle: {e}")),
     };
-    log::info!("bundle: version {} with {} entries ({} bytes), checksums ok", bundle.version(), bundle.len(), bundle.total_len());
+    log::info!(
+        "bundle: version {} with {} entries ({} bytes), checksums ok",
+        bundle.version(),
+        bundle.len(),
+        bundle.total_len()
+    );
     for entry in bundle.entries() {
-        log::info!("bundle: entry {:<24} kind={:<14} size={:>9} crc32={:#010x}", entry.name, alloc::format!("{}", entry.kind), entry.data.len(), entry.checksum);
+        log::info!(
+            "bundle: entry {:<24} kind={:<14} size={:>9} crc32={:#010x}",
+            entry.name,
+            alloc::format!("{}", entry.kind),
+            entry.data.len(),
+            entry.checksum
+        );
     }
     let Some(cfg) = bundle.find("hypervisor.cfg") else {
         log::warn!("bundle: no hypervisor.cfg entry; using the default configuration");
@@ -308,7 +344,9 @@ fn trigger_fault(kind: FaultKind) {
     match kind {
         FaultKind::DivideError => {
             // SAFETY: deliberately faults (#DE); the handler reports and stops.
-            unsafe { core::arch::asm!("xor edx, edx", "xor eax, eax", "div ecx", in("ecx") black_box(0u32), out("eax") _, out("edx") _) };
+            unsafe {
+                core::arch::asm!("xor edx, edx", "xor eax, eax", "div ecx", in("ecx") black_box(0u32), out("eax") _, out("edx") _)
+            };
         }
         FaultKind::Breakpoint => {
             // SAFETY: deliberately raises #BP.

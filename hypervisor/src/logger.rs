@@ -10,8 +10,8 @@
 use crate::arch::{cpu, serial};
 use crate::percpu;
 use core::fmt::{self, Write};
-use log::{Level, LevelFilter, Log, Metadata, Record};
 use core::sync::atomic::{AtomicU32, Ordering};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct SerialLogger;
 

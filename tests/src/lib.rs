@@ -45,11 +45,27 @@ pub struct Boot {
 
 impl Boot {
     pub fn bochs(name: &'static str, cpus: u32) -> Self {
-        Self { name, engine: Engine::Bochs, firmware: Firmware::Bios, cpus, memory_mib: 128, config: "", timeout: Duration::from_secs(240) }
+        Self {
+            name,
+            engine: Engine::Bochs,
+            firmware: Firmware::Bios,
+            cpus,
+            memory_mib: 128,
+            config: "",
+            timeout: Duration::from_secs(240),
+        }
     }
 
     pub fn qemu(name: &'static str, firmware: Firmware) -> Self {
-        Self { name, engine: Engine::Qemu { kvm: false }, firmware, cpus: 1, memory_mib: 128, config: "", timeout: Duration::from_secs(120) }
+        Self {
+            name,
+            engine: Engine::Qemu { kvm: false },
+            firmware,
+            cpus: 1,
+            memory_mib: 128,
+            config: "",
+            timeout: Duration::from_secs(120),
+        }
     }
 
     pub fn with_config(mut self, lines: &'static str) -> Self {
@@ -76,14 +92,21 @@ impl Boot {
         let mut running = machine.launch().unwrap_or_else(|e| panic!("{}: {e}", self.name));
         // The hypervisor ends the emulator itself (emulator_exit = true); the marker
         // check is a second way out in case the exit port is not wired.
-        let outcome = running.wait(self.timeout, |serial| {
-            serial.lines().any(|l| l.contains(HALTED)) && serial.ends_with('\n')
-        });
+        let outcome =
+            running.wait(self.timeout, |serial| serial.lines().any(|l| l.contains(HALTED)) && serial.ends_with('\n'));
         let elapsed = running.elapsed();
         drop(running);
-        let serial = std::fs::read(machine.serial_log()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-        let emulator_log = std::fs::read(machine.emulator_log()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-        eprintln!("[{}] {} booted and halted in {:.1} s ({:?})", self.name, self.engine.name(), elapsed.as_secs_f64(), outcome);
+        let serial =
+            std::fs::read(machine.serial_log()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let emulator_log =
+            std::fs::read(machine.emulator_log()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        eprintln!(
+            "[{}] {} booted and halted in {:.1} s ({:?})",
+            self.name,
+            self.engine.name(),
+            elapsed.as_secs_f64(),
+            outcome
+        );
         BootLog { name: self.name, serial, emulator_log, outcome, timeout: self.timeout }
     }
 }
@@ -140,6 +163,9 @@ impl BootLog {
 
     /// The first line containing `text`.
     pub fn line_with(&self, text: &str) -> &str {
-        self.serial.lines().find(|l| l.contains(text)).unwrap_or_else(|| self.fail(&format!("no line contains {text:?}")))
+        self.serial
+            .lines()
+            .find(|l| l.contains(text))
+            .unwrap_or_else(|| self.fail(&format!("no line contains {text:?}")))
     }
 }

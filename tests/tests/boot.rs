@@ -1,7 +1,7 @@
 //! Booting the hypervisor: BIOS under Bochs (which emulates VMX), UEFI under QEMU (which
 //! here does not), and the exception report.
 
-use integration::{BootFirmware, BootLog, Boot};
+use integration::{Boot, BootFirmware, BootLog};
 
 /// The bring-up markers every boot passes before the CPUs are started.
 const BRING_UP: &[&str] = &[
@@ -32,33 +32,46 @@ fn expect(log: &BootLog, groups: &[&[&str]]) {
 #[test]
 fn bios_boot_in_bochs_with_one_cpu_reaches_the_vmx_report() {
     let log = Boot::bochs("bochs-1cpu", 1).run();
-    expect(&log, &[BRING_UP, &["acpi: 1 CPU(s) in the MADT", "cpu0 online: apic_id=0", "smp: 1 of 1 CPU(s) online"], VMX_REPORT, &[
-        "boot complete: 1 CPU(s) online",
-        "machine halted: done",
-    ]]);
+    expect(
+        &log,
+        &[
+            BRING_UP,
+            &["acpi: 1 CPU(s) in the MADT", "cpu0 online: apic_id=0", "smp: 1 of 1 CPU(s) online"],
+            VMX_REPORT,
+            &["boot complete: 1 CPU(s) online", "machine halted: done"],
+        ],
+    );
     log.expect_absent("ERROR");
 }
 
 #[test]
 fn bios_boot_in_bochs_with_two_cpus_brings_every_cpu_online() {
     let log = Boot::bochs("bochs-2cpu", 2).run();
-    expect(&log, &[
-        BRING_UP,
-        &["acpi: 2 CPU(s) in the MADT", "cpu0 online", "smp: AP trampoline at", "cpu1 online: apic_id=1 vmx=available", "smp: 2 of 2 CPU(s) online"],
-        VMX_REPORT,
-        &["boot complete: 2 CPU(s) online", "machine halted: done"],
-    ]);
+    expect(
+        &log,
+        &[
+            BRING_UP,
+            &[
+                "acpi: 2 CPU(s) in the MADT",
+                "cpu0 online",
+                "smp: AP trampoline at",
+                "cpu1 online: apic_id=1 vmx=available",
+                "smp: 2 of 2 CPU(s) online",
+            ],
+            VMX_REPORT,
+            &["boot complete: 2 CPU(s) online", "machine halted: done"],
+        ],
+    );
     log.expect_absent("ERROR");
 }
 
 #[test]
 fn uefi_boot_in_qemu_without_vmx_stops_with_a_clear_message() {
     let log = Boot::qemu("qemu-uefi", BootFirmware::Uefi).run();
-    expect(&log, &[BRING_UP, &[
-        "cpu0 online",
-        "FATAL: this CPU does not support VT-x",
-        "machine halted: unsupported machine",
-    ]]);
+    expect(
+        &log,
+        &[BRING_UP, &["cpu0 online", "FATAL: this CPU does not support VT-x", "machine halted: unsupported machine"]],
+    );
 }
 
 #[test]

@@ -118,7 +118,12 @@ pub fn images(boot: &Path, kernel: &Path, config: &str, dir: &Path, firmware: Fi
     if !out.status.success() {
         return Err(format!("making the disk images failed:\n{}", String::from_utf8_lossy(&out.stderr)));
     }
-    Ok(Images { dir: dir.to_path_buf(), bios: dir.join("bios.img"), uefi: dir.join("uefi.img"), bundle: dir.join("bundle.bin") })
+    Ok(Images {
+        dir: dir.to_path_buf(),
+        bios: dir.join("bios.img"),
+        uefi: dir.join("uefi.img"),
+        bundle: dir.join("bundle.bin"),
+    })
 }
 
 /// The default configuration `cargo xtask build` puts in the image.

@@ -38,7 +38,8 @@ fn is_root() -> bool {
 /// Makes sure everything in `needs` is installed: with apt-get when we are root on
 /// Debian or Ubuntu, otherwise by telling the user the exact command.
 pub fn ensure(needs: &[&[Need]]) -> Result<(), String> {
-    let mut missing: Vec<&str> = needs.iter().flat_map(|n| n.iter()).filter(|n| !present(n)).map(|n| n.package).collect();
+    let mut missing: Vec<&str> =
+        needs.iter().flat_map(|n| n.iter()).filter(|n| !present(n)).map(|n| n.package).collect();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
@@ -51,7 +52,8 @@ pub fn ensure(needs: &[&[Need]]) -> Result<(), String> {
         ));
     }
     step(&format!("installing missing packages with apt-get: {list}"));
-    let update = Command::new("apt-get").arg("update").arg("-qq").status().map_err(|e| format!("cannot run apt-get: {e}"))?;
+    let update =
+        Command::new("apt-get").arg("update").arg("-qq").status().map_err(|e| format!("cannot run apt-get: {e}"))?;
     if !update.success() {
         return Err("apt-get update failed; check the network or the package sources".into());
     }

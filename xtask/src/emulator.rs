@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     /// QEMU; with `kvm` the host's nested VT-x runs the hypervisor for real.
-    Qemu { kvm: bool },
+    Qemu {
+        kvm: bool,
+    },
     Bochs,
 }
 
@@ -74,7 +76,10 @@ impl Machine {
             return Err(format!("--cpus {} is out of range: choose 1 to 64", self.cpus));
         }
         if !(32..=65536).contains(&self.memory_mib) {
-            return Err(format!("--memory {} MiB is out of range: the hypervisor needs at least 32 MiB (at most 65536)", self.memory_mib));
+            return Err(format!(
+                "--memory {} MiB is out of range: the hypervisor needs at least 32 MiB (at most 65536)",
+                self.memory_mib
+            ));
         }
         if !self.image.exists() {
             return Err(format!("{} does not exist; build it with `cargo xtask build`", self.image.display()));
@@ -86,7 +91,8 @@ impl Machine {
     /// only us, and we end the emulator and its helpers together).
     pub fn launch(&self) -> Result<Running, String> {
         self.check()?;
-        std::fs::create_dir_all(&self.work_dir).map_err(|e| format!("cannot create {}: {e}", self.work_dir.display()))?;
+        std::fs::create_dir_all(&self.work_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.work_dir.display()))?;
         let serial = self.serial_log();
         File::create(&serial).map_err(|e| format!("cannot create {}: {e}", serial.display()))?;
         let log = File::create(self.emulator_log()).map_err(|e| format!("cannot create the emulator log: {e}"))?;
@@ -94,10 +100,7 @@ impl Machine {
             Engine::Qemu { kvm } => self.qemu_command(kvm),
             Engine::Bochs => self.bochs_command()?,
         };
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .process_group(0);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log).process_group(0);
         let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", self.engine.name()))?;
         Ok(Running { child, serial, started: Instant::now(), finished: None })
     }

@@ -33,7 +33,16 @@ struct Opts {
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { release: false, emulator: "auto".into(), uefi: false, cpus: 2, memory: 256, log_level: None, no_integration: false, filter: None };
+    let mut o = Opts {
+        release: false,
+        emulator: "auto".into(),
+        uefi: false,
+        cpus: 2,
+        memory: 256,
+        log_level: None,
+        no_integration: false,
+        filter: None,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -42,7 +51,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--uefi" => o.uefi = true,
             "--emulator" => o.emulator = val("--emulator")?,
             "--cpus" => o.cpus = val("--cpus")?.parse().map_err(|_| "--cpus takes a number".to_string())?,
-            "--memory" => o.memory = val("--memory")?.parse().map_err(|_| "--memory takes a number of MiB".to_string())?,
+            "--memory" => {
+                o.memory = val("--memory")?.parse().map_err(|_| "--memory takes a number of MiB".to_string())?
+            }
             "--log-level" => o.log_level = Some(val("--log-level")?),
             "--no-integration" => o.no_integration = true,
             f if !f.starts_with('-') && o.filter.is_none() => o.filter = Some(f.to_string()),
@@ -73,7 +84,13 @@ fn cmd_build(o: &Opts) -> Result<build::Images, String> {
     let kernel = build::kernel(profile(o))?;
     let boot = build::boot_tool()?;
     step("making the BIOS and UEFI disk images");
-    let images = build::images(&boot, &kernel, &config_text(o.log_level.as_deref())?, &build::image_dir(profile(o), "default"), build::Firmware { bios: true, uefi: true })?;
+    let images = build::images(
+        &boot,
+        &kernel,
+        &config_text(o.log_level.as_deref())?,
+        &build::image_dir(profile(o), "default"),
+        build::Firmware { bios: true, uefi: true },
+    )?;
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     println!("kernel: {} ({} KiB)", kernel.display(), size(&kernel) / 1024);
     println!("bios:   {} ({} KiB)", images.bios.display(), size(&images.bios) / 1024);
@@ -109,12 +126,18 @@ fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
         image: if o.uefi { images.uefi.clone() } else { images.bios.clone() },
         work_dir: workspace_root().join("target").join("run"),
     };
-    step(&format!("booting in {} with {} CPU(s) and {} MiB; serial console follows (Ctrl-C ends)", engine.name(), o.cpus, o.memory));
+    step(&format!(
+        "booting in {} with {} CPU(s) and {} MiB; serial console follows (Ctrl-C ends)",
+        engine.name(),
+        o.cpus,
+        o.memory
+    ));
     let mut running = machine.launch()?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
-        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+            .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
     }
     let stop_stream = Arc::new(AtomicBool::new(false));
     let streamer = emulator::stream_file(&machine.serial_log(), stop_stream.clone());
@@ -127,7 +150,12 @@ fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Exited(code) => {
-            eprintln!("\nxtask: {} exited ({}); its log: {}", engine.name(), code.map_or("signal".into(), |c| c.to_string()), machine.emulator_log().display());
+            eprintln!(
+                "\nxtask: {} exited ({}); its log: {}",
+                engine.name(),
+                code.map_or("signal".into(), |c| c.to_string()),
+                machine.emulator_log().display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Outcome::TimedOut => Ok(ExitCode::FAILURE),
@@ -153,7 +181,7 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
     step("integration tests: booting the image in emulators (about a minute)");
     let mut it = Command::new(&cargo);
     it.current_dir(workspace_root())
-        .args(["test", "--package", "integration", "--", "--test-threads=2"])
+        .args(["test", "--package", "integration", "--", "--test-threads=2", "--show-output"])
         .env("FERROVISOR_KERNEL", &kernel)
         .env("FERROVISOR_BOOT_TOOL", &boot);
     if let Some(f) = &o.filter {

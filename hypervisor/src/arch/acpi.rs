@@ -64,8 +64,12 @@ pub enum DiscoveryError {
 impl core::fmt::Display for DiscoveryError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::NoRsdp => write!(f, "the firmware reported no ACPI RSDP; Ferrovisor needs ACPI (MADT) to find the CPUs"),
-            Self::Tables(e) => write!(f, "the ACPI tables could not be parsed ({e:?}); check the firmware's ACPI support"),
+            Self::NoRsdp => {
+                write!(f, "the firmware reported no ACPI RSDP; Ferrovisor needs ACPI (MADT) to find the CPUs")
+            }
+            Self::Tables(e) => {
+                write!(f, "the ACPI tables could not be parsed ({e:?}); check the firmware's ACPI support")
+            }
             Self::NotApic => write!(f, "the MADT does not describe an APIC system; Ferrovisor needs local APICs"),
         }
     }

@@ -216,7 +216,12 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     log::error!("EXCEPTION {} (vector {}) on cpu{}", mnemonic(frame.vector), frame.vector, cpu);
     log::error!(
         "  error_code={:#x} rip={:#018x} cs={:#x} rflags={:#x} rsp={:#018x} ss={:#x}",
-        frame.error_code, frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss
+        frame.error_code,
+        frame.rip,
+        frame.cs,
+        frame.rflags,
+        frame.rsp,
+        frame.ss
     );
     if frame.vector == 14 {
         let ec = frame.error_code;
@@ -224,12 +229,21 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             "  cr2={:#018x} ({} {} {}{})",
             super::cpu::cr2(),
             if ec & 1 != 0 { "protection violation," } else { "page not present," },
-            if ec & 0x10 != 0 { "instruction fetch" } else if ec & 2 != 0 { "write" } else { "read" },
+            if ec & 0x10 != 0 {
+                "instruction fetch"
+            } else if ec & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            },
             if ec & 4 != 0 { "from user mode" } else { "from kernel mode" },
             if ec & 8 != 0 { ", reserved bit set" } else { "" },
         );
     } else {
         log::error!("  cr2={:#018x}", super::cpu::cr2());
+    }
+    if frame.vector == 8 && super::cpu::cr2().abs_diff(frame.rsp) < 4096 {
+        log::error!("  (cr2 is next to the faulting rsp: most likely a kernel stack overflow into its guard page)");
     }
     log::error!("  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", frame.rax, frame.rbx, frame.rcx, frame.rdx);
     log::error!("  rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}", frame.rsi, frame.rdi, frame.rbp, frame.r8);

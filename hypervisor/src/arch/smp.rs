@@ -246,7 +246,11 @@ extern "C" fn ap_entry(index: u64) -> ! {
     percpu::install(unsafe { &mut *area });
     crate::boot::init_cpu_common();
     let tables = Box::leak(Box::new(gdt::CpuTables::new()));
-    let ist = [stack::allocate(gdt::IST_STACK_SIZE), stack::allocate(gdt::IST_STACK_SIZE), stack::allocate(gdt::IST_STACK_SIZE)];
+    let ist = [
+        stack::allocate(gdt::IST_STACK_SIZE),
+        stack::allocate(gdt::IST_STACK_SIZE),
+        stack::allocate(gdt::IST_STACK_SIZE),
+    ];
     let (Some(a), Some(b), Some(c)) = (ist[0], ist[1], ist[2]) else {
         log::error!("out of memory for cpu{index}'s interrupt stacks; parking it");
         cpu::halt_forever();

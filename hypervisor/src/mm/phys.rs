@@ -10,7 +10,8 @@ static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
 /// map says "usable": the kernel image, the boot bundle, the AP trampoline.
 pub fn init(regions: impl IntoIterator<Item = MemoryRegion>, reserved: &[Range]) -> FrameSummary {
     let allocator = FrameAllocator::new(regions, reserved);
-    let summary = FrameSummary { free_bytes: allocator.free_frames() * 4096, dropped_ranges: allocator.dropped_ranges() };
+    let summary =
+        FrameSummary { free_bytes: allocator.free_frames() * 4096, dropped_ranges: allocator.dropped_ranges() };
     *FRAMES.lock() = Some(allocator);
     summary
 }
