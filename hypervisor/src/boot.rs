@@ -69,8 +69,14 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         fatal("the bootloader did not map physical memory; the image was built with a wrong configuration");
     };
     paging::init(phys_offset);
-    let bundle_range = ramdisk_phys_range(boot_info);
-    init_frames(boot_info, bundle_range);
+    let bundle_runs = ramdisk_phys_runs(boot_info);
+    init_frames(boot_info, bundle_runs);
+    match paging::adopt_own_pml4() {
+        Ok(pml4) => {
+            log::info!("paging: own PML4 at {pml4:#x}; upper half shared with the boot tables, lower half empty")
+        }
+        Err(e) => fatal_fmt(format_args!("cannot build the hypervisor's page tables: {e}")),
+    }
     init_heap();
 
     // 5. The boot bundle and the configuration inside it.
@@ -209,19 +215,36 @@ pub fn fatal_fmt(message: core::fmt::Arguments) -> ! {
     power::stop_machine(StopReason::Unsupported)
 }
 
-fn ramdisk_phys_range(boot_info: &BootInfo) -> Option<Range> {
-    let virt = boot_info.ramdisk_addr.into_option()?;
-    let len = boot_info.ramdisk_len;
-    if len == 0 {
-        return None;
+/// The most physically discontiguous runs of the bundle we track; the bootloader
+/// loads it in one run in practice, and its frames are also marked as used in the
+/// memory map, so this is a second line of defence.
+const MAX_BUNDLE_RUNS: usize = 8;
+
+/// The physical runs behind the bundle's virtual mapping, page by page.
+fn ramdisk_phys_runs(boot_info: &BootInfo) -> ([Range; MAX_BUNDLE_RUNS], usize) {
+    let mut runs = [Range { start: 0, end: 0 }; MAX_BUNDLE_RUNS];
+    let mut count = 0;
+    let Some(virt) = boot_info.ramdisk_addr.into_option() else { return (runs, 0) };
+    let pages = boot_info.ramdisk_len.div_ceil(4096);
+    for page in 0..pages {
+        let Some(phys) = paging::virt_to_phys((virt & !0xFFF) + page * 4096) else { continue };
+        let frame = phys & !0xFFF;
+        match runs[..count].last_mut() {
+            Some(last) if last.end == frame => last.end += 4096,
+            _ if count < MAX_BUNDLE_RUNS => {
+                runs[count] = Range { start: frame, end: frame + 4096 };
+                count += 1;
+            }
+            _ => {
+                log::warn!("bundle: more than {MAX_BUNDLE_RUNS} physical runs; relying on the memory map for the rest");
+                break;
+            }
+        }
     }
-    // The bootloader loads the ramdisk into contiguous frames (it allocates them in one
-    // run), so the first page's frame and the length describe it.
-    let phys = paging::virt_to_phys(virt)?;
-    Some(Range { start: phys & !0xFFF, end: (phys + len).next_multiple_of(4096) })
+    (runs, count)
 }
 
-fn init_frames(boot_info: &BootInfo, bundle: Option<Range>) {
+fn init_frames(boot_info: &BootInfo, (bundle, runs): ([Range; MAX_BUNDLE_RUNS], usize)) {
     let regions = boot_info.memory_regions.iter().map(|r| MemoryRegion {
         start: r.start,
         end: r.end,
@@ -233,18 +256,17 @@ fn init_frames(boot_info: &BootInfo, bundle: Option<Range>) {
         start: boot_info.kernel_addr & !0xFFF,
         end: (boot_info.kernel_addr + boot_info.kernel_len).next_multiple_of(4096),
     };
-    let mut reserved = [kernel, kernel];
-    if let Some(b) = bundle {
-        reserved[1] = b;
-    }
-    let summary = phys::init(regions, &reserved);
+    let mut reserved = [kernel; MAX_BUNDLE_RUNS + 1];
+    reserved[1..=runs].copy_from_slice(&bundle[..runs]);
+    let summary = phys::init(regions, &reserved[..=runs]);
     log::info!(
-        "memory: {} MiB usable in {} regions; kernel at {:#x}+{:#x}; bundle at {}",
+        "memory: {} MiB usable in {} regions; kernel at {:#x}+{:#x}; bundle at {}{}",
         usable >> 20,
         boot_info.memory_regions.len(),
         boot_info.kernel_addr,
         boot_info.kernel_len,
-        bundle.map_or(FmtRange(0, 0), |b| FmtRange(b.start, b.end - b.start)),
+        FmtRange(bundle[0].start, bundle[0].end - bundle[0].start),
+        if runs > 1 { " (and more runs)" } else { "" },
     );
     if summary.dropped_ranges > 0 {
         log::warn!("memory: {} free ranges did not fit the allocator's table and are unused", summary.dropped_ranges);

@@ -162,12 +162,56 @@ fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
     }
 }
 
+/// Passed and failed test counts, summed over the `test result:` lines of cargo test.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Runs `cmd` with its output passed through, counting results on the way.
+    fn run(&mut self, cmd: &mut Command) -> Result<bool, String> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut child =
+            cmd.stdout(std::process::Stdio::piped()).spawn().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if let Some(out) = child.stdout.take() {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("test result: ") {
+                    let count = |word: &str| {
+                        rest.split(';').find_map(|part| {
+                            part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse::<u64>().ok()
+                        })
+                    };
+                    self.passed += count("passed").unwrap_or(0);
+                    self.failed += count("failed").unwrap_or(0);
+                }
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{line}");
+            }
+        }
+        Ok(child.wait().map_err(|e| e.to_string())?.success())
+    }
+
+    fn summary(&self) -> String {
+        format!("{} passed, {} failed", self.passed, self.failed)
+    }
+}
+
 fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
+    let mut tally = Tally::default();
+    let result = run_tests(o, &mut tally);
+    // One plain closing line for people and CI: the sum over every test binary.
+    println!("\nsummary: {}", tally.summary());
+    result
+}
+
+fn run_tests(o: &Opts, tally: &mut Tally) -> Result<ExitCode, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     step("host unit tests (cargo test --workspace --exclude integration)");
     let mut unit = Command::new(&cargo);
     unit.current_dir(workspace_root()).args(["test", "--workspace", "--exclude", "integration"]);
-    if !unit.status().map_err(|e| e.to_string())?.success() {
+    if !tally.run(&mut unit)? {
         return Err("host unit tests failed (see above)".into());
     }
     if o.no_integration {
@@ -187,7 +231,7 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
     if let Some(f) = &o.filter {
         it.arg(f);
     }
-    if !it.status().map_err(|e| e.to_string())?.success() {
+    if !tally.run(&mut it)? {
         return Err("integration tests failed (see above)".into());
     }
     Ok(ExitCode::SUCCESS)

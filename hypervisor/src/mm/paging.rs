@@ -50,6 +50,30 @@ pub fn init(phys_offset: u64) {
     PHYS_OFFSET.store(phys_offset, Ordering::Relaxed);
 }
 
+/// Switches to a level-4 table of our own: the upper half (kernel, direct map, boot
+/// info, stacks) is shared with the bootloader's tables, the lower half starts empty, so
+/// no identity mapping the bootloader left for its own hand-off survives. Returns the
+/// new table's physical address.
+pub fn adopt_own_pml4() -> Result<u64, MapError> {
+    let _guard = TABLES.lock();
+    let frame = phys::allocate_below(1 << 32).ok_or(MapError::OutOfFrames)?;
+    let offset = PHYS_OFFSET.load(Ordering::Relaxed);
+    let (old_frame, flags) = Cr3::read();
+    // SAFETY: both tables are reached through the direct map: the old one is the live
+    // level-4 table, the new frame was just allocated for us alone. The upper half
+    // holds everything this kernel runs on, so switching keeps every address valid.
+    unsafe {
+        let old = &*((offset + old_frame.start_address().as_u64()) as *const PageTable);
+        let new = &mut *((offset + frame) as *mut PageTable);
+        new.zero();
+        for i in 256..512 {
+            new[i] = old[i].clone();
+        }
+        Cr3::write(PhysFrame::containing_address(PhysAddr::new(frame)), flags);
+    }
+    Ok(frame)
+}
+
 /// The direct-map virtual address of physical address `phys`.
 pub fn phys_to_virt(phys: u64) -> u64 {
     PHYS_OFFSET.load(Ordering::Relaxed) + phys
