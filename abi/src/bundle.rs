@@ -445,6 +445,8 @@ pub struct Bundle<'a> {
     bytes: &'a [u8],
     /// The entry table, exactly `entry_count * ENTRY_LEN` bytes.
     table: &'a [u8],
+    /// Where the entry table ends, in bytes from the start of the bundle.
+    table_end: u64,
     version: u16,
 }
 
@@ -533,11 +535,12 @@ impl<'a> Bundle<'a> {
             .ok()
             .filter(|&count| count <= MAX_ENTRIES)
             .ok_or(BundleError::TooManyEntries { count: header.entry_count, max: MAX_ENTRIES })?;
-        // At most 32 + 256 * 64: cannot overflow, but checked like every other length.
-        let table_end = count.checked_mul(ENTRY_LEN).and_then(|len| len.checked_add(HEADER_LEN));
-        let table = table_end.and_then(|end| bytes.get(HEADER_LEN..end)).ok_or(BundleError::TableOutOfBounds {
+        // At most 32 + 256 * 64: cannot overflow, but checked like every other length
+        // (an overflow would become usize::MAX, which `get` then refuses).
+        let table_end = count.checked_mul(ENTRY_LEN).and_then(|len| len.checked_add(HEADER_LEN)).unwrap_or(usize::MAX);
+        let table = bytes.get(HEADER_LEN..table_end).ok_or(BundleError::TableOutOfBounds {
             entry_count: header.entry_count,
-            table_end: table_end.map_or(u64::MAX, |end| end as u64),
+            table_end: table_end as u64,
             total_len,
         })?;
         let found = crc32(table);
@@ -545,7 +548,7 @@ impl<'a> Bundle<'a> {
             return Err(BundleError::TableChecksum { expected: header.table_crc, found });
         }
 
-        let bundle = Bundle { bytes, table, version: header.version };
+        let bundle = Bundle { bytes, table, table_end: table_end as u64, version: header.version };
         for (index, checked) in bundle.checked().enumerate() {
             let (field, entry) = checked?;
             // Every earlier entry passed its checks (or we would have returned), so
@@ -575,12 +578,7 @@ impl<'a> Bundle<'a> {
 
     /// Each table entry with its own checks applied, in table order.
     fn checked(&self) -> Checked<'a> {
-        Checked { reader: Reader(self.table), index: 0, bytes: self.bytes, table_end: self.table_end() }
-    }
-
-    /// Where the entry table ends, in bytes from the start of the bundle.
-    fn table_end(&self) -> u64 {
-        (HEADER_LEN + self.table.len()) as u64
+        Checked { reader: Reader(self.table), index: 0, bytes: self.bytes, table_end: self.table_end }
     }
 
     /// The number of entries.
@@ -666,8 +664,9 @@ mod writer {
 
     /// Where data may start at the latest: after the largest table, page-aligned.
     const MAX_TABLE_END: usize = (HEADER_LEN + MAX_ENTRIES * ENTRY_LEN).next_multiple_of(DATA_ALIGN);
-    /// The largest bundle we agree to lay out: a `Vec` holds at most `isize::MAX` bytes.
-    const MAX_SIZE: usize = isize::MAX as usize;
+    /// The most data (with padding) we agree to lay out after that: a `Vec` holds at
+    /// most `isize::MAX` bytes.
+    const MAX_DATA: usize = isize::MAX as usize - MAX_TABLE_END;
 
     /// Why the builder refused an entry.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -700,26 +699,37 @@ mod writer {
 
     impl std::error::Error for BuildError {}
 
-    #[derive(Debug)]
     struct Pending {
         name: EntryName,
         kind: EntryKind,
         data: Vec<u8>,
     }
 
+    // By hand: the derived impl would print every byte of the data.
+    impl fmt::Debug for Pending {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Pending")
+                .field("name", &self.name)
+                .field("kind", &self.kind)
+                .field("len", &self.data.len())
+                .finish()
+        }
+    }
+
     /// Collects entries and writes a bundle that [`Bundle::parse`] accepts.
     #[derive(Debug, Default)]
     pub struct BundleBuilder {
         entries: Vec<Pending>,
-        /// An upper bound of the finished size (largest table, plus each entry with the
-        /// most padding it can need). `add` keeps it within `MAX_SIZE`, which is what
-        /// lets `build` lay out the bundle with plain arithmetic.
-        size_bound: usize,
+        /// An upper bound of the data areas' size: each entry with the most padding it
+        /// can need. `add` keeps it within `MAX_DATA`, so `MAX_TABLE_END + data_bound`
+        /// bounds every offset `build` computes, which is what lets `build` lay out the
+        /// bundle with plain arithmetic.
+        data_bound: usize,
     }
 
     impl BundleBuilder {
         pub fn new() -> Self {
-            Self { entries: Vec::new(), size_bound: MAX_TABLE_END }
+            Self::default()
         }
 
         /// Adds an entry. Everything the parser would refuse about it is checked here,
@@ -734,13 +744,13 @@ mod writer {
             if self.entries.len() >= MAX_ENTRIES {
                 return Err(BuildError::TooManyEntries { name: name.into(), max: MAX_ENTRIES });
             }
-            let size_bound = self
-                .size_bound
+            let data_bound = self
+                .data_bound
                 .checked_add(data.len())
                 .and_then(|n| n.checked_add(DATA_ALIGN))
-                .filter(|&n| n <= MAX_SIZE)
+                .filter(|&n| n <= MAX_DATA)
                 .ok_or(BuildError::TooLarge { name: name.into(), len: data.len() })?;
-            self.size_bound = size_bound;
+            self.data_bound = data_bound;
             self.entries.push(Pending { name: field, kind, data });
             Ok(self)
         }
@@ -748,7 +758,8 @@ mod writer {
         /// The bundle's bytes: header, table, then each entry's data at the next
         /// multiple of [`DATA_ALIGN`]. It ends with the last entry's data, unpadded.
         pub fn build(&self) -> Vec<u8> {
-            // No overflow below: every offset is at most `size_bound` (see `add`).
+            // No overflow below: every offset is at most `MAX_TABLE_END + data_bound`
+            // (see `add`).
             let table_end = HEADER_LEN + self.entries.len() * ENTRY_LEN;
             let mut offsets = Vec::with_capacity(self.entries.len());
             let mut next = table_end.next_multiple_of(DATA_ALIGN);

@@ -378,7 +378,8 @@ pub fn parse(text: &str) -> Result<HypervisorConfig, ConfigError<'_>> {
     Ok(config)
 }
 
-#[cfg(test)]
+// The tests build their inputs with `format!`, so they need std.
+#[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
 

@@ -307,7 +307,7 @@ fn read_bundle(boot_info: &BootInfo) -> HypervisorConfig {
     let bytes = unsafe { core::slice::from_raw_parts(addr as *const u8, boot_info.ramdisk_len as usize) };
     let bundle = match Bundle::parse(bytes) {
         Ok(b) => b,
-        Err(e) => fatal_fmt(format_args!("bundle: {e}")),
+        Err(e) => fatal_fmt(format_args!("{e}")),
     };
     log::info!(
         "bundle: version {} with {} entries ({} bytes), checksums ok",
