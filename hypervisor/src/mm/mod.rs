@@ -1,6 +1,8 @@
 //! Memory: physical frames, the hypervisor's own page tables, kernel stacks and the heap.
 //! `frames` is pure bookkeeping (host-tested); the rest touches the MMU.
 
+pub mod addr;
+pub mod ept;
 pub mod frames;
 
 #[cfg(target_os = "none")]
