@@ -147,8 +147,6 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         apic::id(),
         u32::from(max_lvt) + 1
     );
-    let online = start_application_processors(&platform.cpus);
-    log::info!("smp: {online} of {} CPU(s) online", platform.cpus.iter().filter(|c| c.usable).count().max(1));
 
     // 9. Deliberate fault, when a test asks for one.
     if let Some(kind) = config.fault {
@@ -157,10 +155,22 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     }
 
     // 10. Virtualization features. Without usable VMX the hypervisor has nothing to do.
-    if let Err(why) = crate::vmx::probe::report() {
-        log::error!("FATAL: {why}");
-        power::stop_machine(StopReason::Unsupported);
+    let caps = match crate::vmx::probe::report() {
+        Ok(caps) => crate::vmx::set_capabilities(caps),
+        Err(why) => {
+            log::error!("FATAL: {why}");
+            power::stop_machine(StopReason::Unsupported);
+        }
+    };
+    let bsp_state = crate::vmx::enable_this_cpu();
+    log::info!("vmx: cpu0 {bsp_state} (VMCS revision {:#x})", caps.basic().revision_id());
+    if bsp_state != "vmx=on" {
+        fatal("the bootstrap CPU could not enter VMX operation (see the error above)");
     }
+
+    // 11. The other CPUs, each entering VMX operation itself.
+    let online = start_application_processors(&platform.cpus);
+    log::info!("smp: {online} of {} CPU(s) online", platform.cpus.iter().filter(|c| c.usable).count().max(1));
 
     let (used, free) = heap::usage();
     log::info!(

@@ -19,11 +19,13 @@ pub struct PerCpu {
     pub index: u32,
     /// The local APIC ID, as the MADT and the APIC report it.
     pub apic_id: u32,
+    /// Physical address of this CPU's VMXON region; 0 while not in VMX operation.
+    pub vmxon_region: u64,
 }
 
 impl PerCpu {
     pub const fn new(index: u32, apic_id: u32) -> Self {
-        Self { self_ptr: core::ptr::null(), index, apic_id }
+        Self { self_ptr: core::ptr::null(), index, apic_id, vmxon_region: 0 }
     }
 }
 
@@ -39,6 +41,17 @@ pub fn install(area: &'static mut PerCpu) {
     // accesses stay valid for the rest of the CPU's life.
     unsafe { wrmsr(msr::IA32_GS_BASE, area as *const PerCpu as u64) };
     READY.store(true, Ordering::Release);
+}
+
+/// The running CPU's own area.
+pub fn current() -> &'static mut PerCpu {
+    let ptr: *mut PerCpu;
+    // SAFETY: gs:[0] is the self pointer installed by `install`, which every CPU runs
+    // before anything calls this; each CPU only ever touches its own area.
+    unsafe {
+        asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags));
+        &mut *ptr
+    }
 }
 
 /// The running CPU's logical index.

@@ -54,8 +54,10 @@ pub fn stopping() -> bool {
     STOPPING.load(Ordering::Acquire)
 }
 
-/// Parks the calling CPU forever (an NMI from the stopping CPU ends up here).
+/// Parks the calling CPU forever (an NMI from the stopping CPU ends up here), leaving
+/// VMX operation first.
 pub fn park_this_cpu() -> ! {
+    crate::vmx::disable_this_cpu();
     cpu::halt_forever()
 }
 
@@ -71,6 +73,7 @@ pub fn stop_machine(reason: StopReason) -> ! {
     // SAFETY: every other CPU has been sent an NMI and parks; nobody else prints now.
     // A CPU that had NMIs blocked might still print a line, which at worst interleaves.
     unsafe { crate::logger::force_unlock() };
+    crate::vmx::disable_this_cpu();
     log::info!("machine halted: {}", reason.as_str());
     if EMULATOR_EXIT.load(Ordering::Relaxed) {
         crate::arch::serial::flush(100_000);

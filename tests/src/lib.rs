@@ -21,11 +21,15 @@ pub const HALTED: &str = "machine halted:";
 fn tools() -> &'static (PathBuf, PathBuf) {
     static TOOLS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     TOOLS.get_or_init(|| {
+        // Relative paths are taken from the workspace root, where `cargo xtask` runs.
+        let absolute = |p: PathBuf| if p.is_absolute() { p } else { xtask::workspace_root().join(p) };
         let kernel = std::env::var_os("FERROVISOR_KERNEL")
             .map(PathBuf::from)
+            .map(absolute)
             .unwrap_or_else(|| build::kernel(Profile::Release).expect("building the hypervisor"));
         let boot = std::env::var_os("FERROVISOR_BOOT_TOOL")
             .map(PathBuf::from)
+            .map(absolute)
             .unwrap_or_else(|| build::boot_tool().expect("building the image tool"));
         (kernel, boot)
     })

@@ -258,7 +258,7 @@ extern "C" fn ap_entry(index: u64) -> ! {
     tables.load([x86_64::VirtAddr::new(a), x86_64::VirtAddr::new(b), x86_64::VirtAddr::new(c)]);
     exceptions::load();
     apic::enable_this_cpu();
-    let vmx = crate::vmx::probe::check_this_cpu();
+    let vmx = crate::vmx::enable_this_cpu();
     log::info!("cpu{index} online: apic_id={} {vmx}", apic::id());
     ONLINE.fetch_add(1, Ordering::AcqRel);
     crate::boot::idle_loop()
