@@ -114,13 +114,88 @@ pub struct HypervisorConfig {
     /// emulator ends (for automated tests).
     pub emulator_exit: bool,
     pub serial_baud: u32,
+    /// Power the machine off once every domain has ended (tests, `--until-guests-exit`).
+    pub until_guests_exit: bool,
+    /// How many `[domain NAME]` sections the file has.
+    pub domain_count: usize,
 }
 
 impl Default for HypervisorConfig {
     fn default() -> Self {
-        Self { log_level: LogLevel::Info, fault: None, emulator_exit: false, serial_baud: 115_200 }
+        Self {
+            log_level: LogLevel::Info,
+            fault: None,
+            emulator_exit: false,
+            serial_baud: 115_200,
+            until_guests_exit: false,
+            domain_count: 0,
+        }
     }
 }
+
+/// How a vCPU of a domain starts when its image does not decide (flat binaries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestMode {
+    /// 16-bit real mode at a reset-like state (needs unrestricted guest).
+    Real16,
+    /// 32-bit flat protected mode, paging off.
+    Protected32,
+    /// 64-bit long mode with identity page tables (docs/guest-boot.md).
+    Long64,
+}
+
+impl GuestMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Real16 => "real16",
+            Self::Protected32 => "protected32",
+            Self::Long64 => "long64",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Self::Real16, Self::Protected32, Self::Long64].into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+/// One `[domain NAME]` section: a guest to create at boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainConfig<'a> {
+    pub name: &'a str,
+    /// The boot bundle entry holding the guest image.
+    pub image: &'a str,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub cmdline: &'a str,
+    /// For flat images: where to load them and where to start.
+    pub load_address: Option<u64>,
+    pub entry: Option<u64>,
+    pub mode: Option<GuestMode>,
+    /// The line of the section header, for messages about this domain.
+    pub line: usize,
+}
+
+impl<'a> DomainConfig<'a> {
+    fn new(name: &'a str, line: usize) -> Self {
+        Self {
+            name,
+            image: "",
+            memory_mib: 16,
+            vcpus: 1,
+            cmdline: "",
+            load_address: None,
+            entry: None,
+            mode: None,
+            line,
+        }
+    }
+}
+
+/// Limits a domain section is checked against.
+pub const MAX_DOMAIN_MEMORY_MIB: u32 = 65_536;
+pub const MAX_VCPUS: u32 = 64;
+pub const MAX_CMDLINE: usize = 1024;
+pub const MAX_DOMAIN_NAME: usize = 32;
 
 /// The keys of `[hypervisor]`, in the order error messages list them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,10 +204,11 @@ enum Key {
     Fault,
     EmulatorExit,
     SerialBaud,
+    UntilGuestsExit,
 }
 
 impl Key {
-    const ALL: [Key; 4] = [Self::LogLevel, Self::Fault, Self::EmulatorExit, Self::SerialBaud];
+    const ALL: [Key; 5] = [Self::LogLevel, Self::Fault, Self::EmulatorExit, Self::SerialBaud, Self::UntilGuestsExit];
 
     const fn as_str(self) -> &'static str {
         match self {
@@ -140,6 +216,7 @@ impl Key {
             Self::Fault => "fault",
             Self::EmulatorExit => "emulator_exit",
             Self::SerialBaud => "serial_baud",
+            Self::UntilGuestsExit => "until_guests_exit",
         }
     }
 
@@ -186,10 +263,25 @@ pub enum ConfigError<'a> {
         line: usize,
         name: &'a str,
     },
-    /// A section this build recognises but cannot run yet (`[domain NAME]`).
-    UnsupportedSection {
+    /// `[domain NAME]` with a missing or malformed NAME.
+    BadDomainName {
         line: usize,
         name: &'a str,
+    },
+    /// Two `[domain NAME]` sections with the same NAME.
+    DuplicateDomain {
+        line: usize,
+        name: &'a str,
+        first_line: usize,
+    },
+    /// A domain section without `image = ...`.
+    MissingImage {
+        line: usize,
+        name: &'a str,
+    },
+    UnknownDomainKey {
+        line: usize,
+        key: &'a str,
     },
     /// A section header that appeared before, on `first_line`.
     DuplicateSection {
@@ -228,13 +320,26 @@ impl fmt::Display for ConfigError<'_> {
                 f,
                 "hypervisor.cfg line {line}: {key:?} is set before any section; put it under a [hypervisor] line"
             ),
-            Self::UnknownSection { line, name } => {
-                write!(f, "hypervisor.cfg line {line}: unknown section [{name}]; the known section is [hypervisor]")
-            }
-            Self::UnsupportedSection { line, name } => write!(
+            Self::UnknownSection { line, name } => write!(
                 f,
-                "hypervisor.cfg line {line}: [{name}] declares a domain, but domains are not supported by this build \
-                 yet; remove the section"
+                "hypervisor.cfg line {line}: unknown section [{name}]; the known sections are [hypervisor] and [domain NAME]"
+            ),
+            Self::BadDomainName { line, name } => write!(
+                f,
+                "hypervisor.cfg line {line}: [{name}]: a domain needs a name of 1 to {MAX_DOMAIN_NAME} letters, digits, \
+                 '-', '_' or '.', as in [domain web-1]"
+            ),
+            Self::DuplicateDomain { line, name, first_line } => write!(
+                f,
+                "hypervisor.cfg line {line}: domain {name:?} is declared again (first on line {first_line}); names must be unique"
+            ),
+            Self::MissingImage { line, name } => write!(
+                f,
+                "hypervisor.cfg line {line}: domain {name:?} has no `image = \"...\"` naming its boot bundle entry"
+            ),
+            Self::UnknownDomainKey { line, key } => write!(
+                f,
+                "hypervisor.cfg line {line}: unknown key {key:?} in a [domain] section; known keys: {DOMAIN_KEYS}"
             ),
             Self::DuplicateSection { line, name, first_line } => write!(
                 f,
@@ -259,8 +364,8 @@ impl core::error::Error for ConfigError<'_> {}
 /// What a `[...]` line opens.
 enum Section<'a> {
     Hypervisor,
-    /// `[domain NAME]`, reserved for the domain configuration of later builds.
-    Domain,
+    /// `[domain NAME]`: the text after `domain`, trimmed (may be empty or malformed).
+    Domain(&'a str),
     Unknown(&'a str),
 }
 
@@ -272,7 +377,7 @@ impl<'a> Section<'a> {
         }
         // `domain` alone or followed by whitespace and a name; `domains` is not one.
         match name.strip_prefix("domain") {
-            Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => Self::Domain,
+            Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => Self::Domain(rest.trim()),
             _ => Self::Unknown(name),
         }
     }
@@ -299,13 +404,51 @@ fn unquote(value: &str) -> Option<&str> {
     }
 }
 
-/// Parses the whole file. Keys that are not set keep their [`Default`] values.
-pub fn parse(text: &str) -> Result<HypervisorConfig, ConfigError<'_>> {
+const DOMAIN_KEYS: &str = "image, memory, vcpus, cmdline, load_address, entry, mode";
+
+fn valid_domain_name(name: &str) -> bool {
+    (1..=MAX_DOMAIN_NAME).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A number in decimal or `0x` hexadecimal.
+fn parse_u64(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => u64::from_str_radix(hex, 16).ok(),
+        Some(_) => None,
+        None if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().ok(),
+        None => None,
+    }
+}
+
+/// Where the walker is. (One value per parse, so the size of the domain variant does
+/// not matter; boxing it would need an allocator the hypervisor may not have yet.)
+#[allow(clippy::large_enum_variant)]
+enum Current<'a> {
+    Nowhere,
+    Hypervisor,
+    Domain(DomainConfig<'a>, [Option<usize>; 7]),
+}
+
+/// Reads the whole file, handing each finished domain to `on_domain`. The single
+/// parser behind [`parse`] and [`for_each_domain`], so both see the same rules.
+fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Result<HypervisorConfig, ConfigError<'a>> {
     let mut config = HypervisorConfig::default();
     // The line that opened [hypervisor], and the line each key was set on: both for
     // refusing repeats with a pointer to the first one.
     let mut section_line: Option<usize> = None;
     let mut key_lines: [Option<usize>; Key::ALL.len()] = [None; Key::ALL.len()];
+    let mut current = Current::Nowhere;
+    let mut finish = |current: &mut Current<'a>, config: &mut HypervisorConfig| -> Result<(), ConfigError<'a>> {
+        if let Current::Domain(d, _) = core::mem::replace(current, Current::Nowhere) {
+            if d.image.is_empty() {
+                return Err(ConfigError::MissingImage { line: d.line, name: d.name });
+            }
+            config.domain_count += 1;
+            on_domain(d);
+        }
+        Ok(())
+    };
     // `lines` splits on LF and drops a CR before it, so CRLF files read the same.
     for (line, raw) in (1..).zip(text.lines()) {
         let content = strip_comment(raw).trim();
@@ -314,14 +457,24 @@ pub fn parse(text: &str) -> Result<HypervisorConfig, ConfigError<'_>> {
         }
         if let Some(header) = content.strip_prefix('[') {
             let name = header.strip_suffix(']').ok_or(ConfigError::Syntax { line })?.trim();
+            finish(&mut current, &mut config)?;
             match Section::from_header(name) {
                 Section::Hypervisor => {
                     if let Some(first_line) = section_line {
                         return Err(ConfigError::DuplicateSection { line, name, first_line });
                     }
                     section_line = Some(line);
+                    current = Current::Hypervisor;
                 }
-                Section::Domain => return Err(ConfigError::UnsupportedSection { line, name }),
+                Section::Domain(domain) => {
+                    if !valid_domain_name(domain) {
+                        return Err(ConfigError::BadDomainName { line, name });
+                    }
+                    if let Some(first_line) = earlier_domain(text, line, domain) {
+                        return Err(ConfigError::DuplicateDomain { line, name: domain, first_line });
+                    }
+                    current = Current::Domain(DomainConfig::new(domain, line), [None; 7]);
+                }
                 Section::Unknown(name) => return Err(ConfigError::UnknownSection { line, name }),
             }
             continue;
@@ -332,50 +485,148 @@ pub fn parse(text: &str) -> Result<HypervisorConfig, ConfigError<'_>> {
         if key.is_empty() || key.contains(char::is_whitespace) {
             return Err(ConfigError::Syntax { line });
         }
-        if section_line.is_none() {
-            return Err(ConfigError::KeyOutsideSection { line, key });
-        }
-        let known = Key::from_name(key).ok_or(ConfigError::UnknownKey { line, key })?;
-        // `known` comes from `Key::ALL`, so the slot always exists.
-        if let Some(seen) = key_lines.get_mut(known as usize) {
-            if let Some(first_line) = *seen {
-                return Err(ConfigError::DuplicateKey { line, key, first_line });
-            }
-            *seen = Some(line);
-        }
-
         let bad = |expected| ConfigError::BadValue { line, key, value, expected };
         let v = unquote(value).ok_or(bad(QUOTING))?;
-        match known {
-            Key::LogLevel => config.log_level = LogLevel::from_name(v).ok_or(bad(LOG_LEVELS))?,
-            Key::Fault => {
-                config.fault = match v {
-                    "none" => None,
-                    _ => Some(FaultKind::from_name(v).ok_or(bad(FAULTS))?),
-                }
+        match &mut current {
+            Current::Nowhere => return Err(ConfigError::KeyOutsideSection { line, key }),
+            Current::Hypervisor => hypervisor_key(&mut config, &mut key_lines, line, key, value, v)?,
+            Current::Domain(d, seen) => domain_key(d, seen, line, key, value, v)?,
+        }
+    }
+    finish(&mut current, &mut config)?;
+    Ok(config)
+}
+
+/// The line of an earlier `[domain NAME]` header with the same name, if any.
+fn earlier_domain(text: &str, before: usize, name: &str) -> Option<usize> {
+    (1..).zip(text.lines()).take_while(|(l, _)| *l < before).find_map(|(l, raw)| {
+        let header = strip_comment(raw).trim().strip_prefix('[')?.strip_suffix(']')?.trim();
+        match Section::from_header(header) {
+            Section::Domain(other) if other == name => Some(l),
+            _ => None,
+        }
+    })
+}
+
+fn hypervisor_key<'a>(
+    config: &mut HypervisorConfig,
+    key_lines: &mut [Option<usize>; Key::ALL.len()],
+    line: usize,
+    key: &'a str,
+    value: &'a str,
+    v: &'a str,
+) -> Result<(), ConfigError<'a>> {
+    let bad = |expected| ConfigError::BadValue { line, key, value, expected };
+    let known = Key::from_name(key).ok_or(ConfigError::UnknownKey { line, key })?;
+    // `known` comes from `Key::ALL`, so the slot always exists.
+    if let Some(seen) = key_lines.get_mut(known as usize) {
+        if let Some(first_line) = *seen {
+            return Err(ConfigError::DuplicateKey { line, key, first_line });
+        }
+        *seen = Some(line);
+    }
+    let boolean = |v: &str| match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(BOOLS)),
+    };
+    match known {
+        Key::LogLevel => config.log_level = LogLevel::from_name(v).ok_or(bad(LOG_LEVELS))?,
+        Key::Fault => {
+            config.fault = match v {
+                "none" => None,
+                _ => Some(FaultKind::from_name(v).ok_or(bad(FAULTS))?),
             }
-            Key::EmulatorExit => {
-                config.emulator_exit = match v {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(bad(BOOLS)),
-                }
-            }
-            // Matched as text rather than parsed as a number, so spellings such as
-            // `+9600` or `09600` are refused instead of being read as a rate.
-            Key::SerialBaud => {
-                config.serial_baud = match v {
-                    "9600" => 9600,
-                    "19200" => 19_200,
-                    "38400" => 38_400,
-                    "57600" => 57_600,
-                    "115200" => 115_200,
-                    _ => return Err(bad(BAUD_RATES)),
-                }
+        }
+        Key::EmulatorExit => config.emulator_exit = boolean(v)?,
+        Key::UntilGuestsExit => config.until_guests_exit = boolean(v)?,
+        // Matched as text rather than parsed as a number, so spellings such as
+        // `+9600` or `09600` are refused instead of being read as a rate.
+        Key::SerialBaud => {
+            config.serial_baud = match v {
+                "9600" => 9600,
+                "19200" => 19_200,
+                "38400" => 38_400,
+                "57600" => 57_600,
+                "115200" => 115_200,
+                _ => return Err(bad(BAUD_RATES)),
             }
         }
     }
-    Ok(config)
+    Ok(())
+}
+
+fn domain_key<'a>(
+    d: &mut DomainConfig<'a>,
+    seen: &mut [Option<usize>; 7],
+    line: usize,
+    key: &'a str,
+    value: &'a str,
+    v: &'a str,
+) -> Result<(), ConfigError<'a>> {
+    let bad = |expected| ConfigError::BadValue { line, key, value, expected };
+    let slot = match key {
+        "image" => 0,
+        "memory" => 1,
+        "vcpus" => 2,
+        "cmdline" => 3,
+        "load_address" => 4,
+        "entry" => 5,
+        "mode" => 6,
+        _ => return Err(ConfigError::UnknownDomainKey { line, key }),
+    };
+    if let Some(entry) = seen.get_mut(slot) {
+        if let Some(first_line) = *entry {
+            return Err(ConfigError::DuplicateKey { line, key, first_line });
+        }
+        *entry = Some(line);
+    }
+    match slot {
+        0 => {
+            if v.is_empty() || v.len() > 40 {
+                return Err(bad("the name of a boot bundle entry (1 to 40 characters)"));
+            }
+            d.image = v;
+        }
+        1 => {
+            d.memory_mib = parse_u64(v)
+                .and_then(|m| u32::try_from(m).ok())
+                .filter(|m| (1..=MAX_DOMAIN_MEMORY_MIB).contains(m))
+                .ok_or(bad("a size in MiB from 1 to 65536"))?
+        }
+        2 => {
+            d.vcpus = parse_u64(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (1..=MAX_VCPUS).contains(n))
+                .ok_or(bad("a vCPU count from 1 to 64"))?
+        }
+        3 => {
+            if v.len() > MAX_CMDLINE {
+                return Err(bad("a command line of at most 1024 bytes"));
+            }
+            d.cmdline = v;
+        }
+        4 => d.load_address = Some(parse_u64(v).ok_or(bad("an address, decimal or 0x-hexadecimal"))?),
+        5 => d.entry = Some(parse_u64(v).ok_or(bad("an address, decimal or 0x-hexadecimal"))?),
+        _ => d.mode = Some(GuestMode::from_name(v).ok_or(bad("real16, protected32 or long64"))?),
+    }
+    Ok(())
+}
+
+/// Parses the whole file. Keys that are not set keep their [`Default`] values; every
+/// domain section is checked too (see [`for_each_domain`] to read them).
+pub fn parse(text: &str) -> Result<HypervisorConfig, ConfigError<'_>> {
+    walk(text, |_| {})
+}
+
+/// Parses the whole file and hands each `[domain NAME]` section to `f`, in file order.
+/// Nothing is handed out unless the whole file is valid... except that `f` may already
+/// have seen earlier domains when a later line turns out bad: call [`parse`] first.
+pub fn for_each_domain<'a>(
+    text: &'a str,
+    f: impl FnMut(DomainConfig<'a>),
+) -> Result<HypervisorConfig, ConfigError<'a>> {
+    walk(text, f)
 }
 
 // The tests build their inputs with `format!`, so they need std.
@@ -385,8 +636,14 @@ mod tests {
 
     #[test]
     fn empty_input_gives_the_defaults() {
-        let defaults =
-            HypervisorConfig { log_level: LogLevel::Info, fault: None, emulator_exit: false, serial_baud: 115_200 };
+        let defaults = HypervisorConfig {
+            log_level: LogLevel::Info,
+            fault: None,
+            emulator_exit: false,
+            serial_baud: 115_200,
+            until_guests_exit: false,
+            domain_count: 0,
+        };
         assert_eq!(HypervisorConfig::default(), defaults);
         assert_eq!(parse("").unwrap(), defaults);
         assert_eq!(parse("# only a comment\n\n[hypervisor]\n").unwrap(), defaults);
@@ -403,7 +660,9 @@ mod tests {
                 log_level: LogLevel::Debug,
                 fault: Some(FaultKind::PageFault),
                 emulator_exit: true,
-                serial_baud: 9600
+                serial_baud: 9600,
+                until_guests_exit: false,
+                domain_count: 0,
             }
         );
     }
@@ -470,7 +729,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "hypervisor.cfg line 3: unknown key \"log_lvl\" in [hypervisor]; known keys: log_level, fault, \
-             emulator_exit, serial_baud"
+             emulator_exit, serial_baud, until_guests_exit"
         );
     }
 
@@ -530,12 +789,90 @@ mod tests {
         assert_eq!(parse("[domains]\n").unwrap_err(), ConfigError::UnknownSection { line: 1, name: "domains" });
     }
 
+    fn domains_of(text: &str) -> Vec<DomainConfig<'_>> {
+        let mut out = Vec::new();
+        for_each_domain(text, |d| out.push(d)).unwrap();
+        out
+    }
+
     #[test]
-    fn a_domain_section_is_recognised_but_not_supported_yet() {
-        let err = parse("[hypervisor]\n\n[domain web]\nkernel = web.elf\n").unwrap_err();
-        assert_eq!(err, ConfigError::UnsupportedSection { line: 3, name: "domain web" });
-        assert!(err.to_string().contains("domains are not supported by this build yet"));
-        assert_eq!(parse("[domain]\n").unwrap_err(), ConfigError::UnsupportedSection { line: 1, name: "domain" });
+    fn domain_sections_are_read_with_defaults_and_every_key() {
+        let text = "[hypervisor]\nuntil_guests_exit = true\n\n[domain web]\nimage = web.elf\n\n\
+                    [domain rm-1]\nimage = \"real.bin\"\nmemory = 4\nvcpus = 2\ncmdline = \"console=ttyS0 quiet\"\n\
+                    load_address = 0x7c00\nentry = 31744\nmode = real16\n";
+        let c = parse(text).unwrap();
+        assert!(c.until_guests_exit);
+        assert_eq!(c.domain_count, 2);
+        let d = domains_of(text);
+        assert_eq!(d[0], DomainConfig { name: "web", image: "web.elf", ..DomainConfig::new("web", 4) });
+        assert_eq!(d[0].memory_mib, 16);
+        assert_eq!(d[0].vcpus, 1);
+        assert_eq!(
+            d[1],
+            DomainConfig {
+                name: "rm-1",
+                image: "real.bin",
+                memory_mib: 4,
+                vcpus: 2,
+                cmdline: "console=ttyS0 quiet",
+                load_address: Some(0x7c00),
+                entry: Some(0x7c00),
+                mode: Some(GuestMode::Real16),
+                line: 7,
+            }
+        );
+    }
+
+    #[test]
+    fn a_domain_without_an_image_is_refused_at_its_header_line() {
+        let err = parse("[domain web]\nmemory = 8\n[hypervisor]\n").unwrap_err();
+        assert_eq!(err, ConfigError::MissingImage { line: 1, name: "web" });
+        assert!(err.to_string().contains("has no `image"));
+    }
+
+    #[test]
+    fn bad_domain_names_and_duplicates_are_refused() {
+        assert_eq!(parse("[domain]\n").unwrap_err(), ConfigError::BadDomainName { line: 1, name: "domain" });
+        assert_eq!(parse("[domain a b]\n").unwrap_err(), ConfigError::BadDomainName { line: 1, name: "domain a b" });
+        let long = format!("[domain {}]\nimage = x\n", "a".repeat(33));
+        assert!(matches!(parse(&long), Err(ConfigError::BadDomainName { line: 1, .. })));
+        let err = parse("[domain web]\nimage = a\n[domain web]\nimage = b\n").unwrap_err();
+        assert_eq!(err, ConfigError::DuplicateDomain { line: 3, name: "web", first_line: 1 });
+    }
+
+    #[test]
+    fn domain_values_are_checked_against_their_limits() {
+        for (line, expected) in [
+            ("memory = 0", "a size in MiB from 1 to 65536"),
+            ("memory = 65537", "a size in MiB from 1 to 65536"),
+            ("memory = lots", "a size in MiB from 1 to 65536"),
+            ("vcpus = 0", "a vCPU count from 1 to 64"),
+            ("vcpus = 65", "a vCPU count from 1 to 64"),
+            ("load_address = 0xZZ", "an address, decimal or 0x-hexadecimal"),
+            ("entry = 0x", "an address, decimal or 0x-hexadecimal"),
+            ("entry = 99999999999999999999999", "an address, decimal or 0x-hexadecimal"),
+            ("mode = vm86", "real16, protected32 or long64"),
+        ] {
+            let text = format!("[domain d]\nimage = x\n{line}\n");
+            match parse(&text) {
+                Err(ConfigError::BadValue { line: 3, expected: e, .. }) => assert_eq!(e, expected, "{line}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        let cmdline = format!("[domain d]\nimage = x\ncmdline = \"{}\"\n", "c".repeat(1025));
+        assert!(matches!(parse(&cmdline), Err(ConfigError::BadValue { line: 3, .. })));
+    }
+
+    #[test]
+    fn unknown_and_repeated_domain_keys_are_refused() {
+        assert_eq!(
+            parse("[domain d]\nimage = x\nkernel = y\n").unwrap_err(),
+            ConfigError::UnknownDomainKey { line: 3, key: "kernel" }
+        );
+        assert_eq!(
+            parse("[domain d]\nimage = x\nimage = y\n").unwrap_err(),
+            ConfigError::DuplicateKey { line: 3, key: "image", first_line: 2 }
+        );
     }
 
     #[test]
