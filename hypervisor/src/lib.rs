@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod domain;
 pub mod loader;
 pub mod mm;
 pub mod vmx;

@@ -43,3 +43,12 @@ pub fn allocate_contiguous(count: u64, align: u64) -> Option<u64> {
 pub fn free_bytes() -> u64 {
     with(|a| Some(a.free_frames() * 4096)).unwrap_or(0)
 }
+
+/// Returns a frame. A frame the allocator cannot take back (its range table is full)
+/// stays allocated; that is reported, never silently lost.
+pub fn deallocate(frame: u64) {
+    let Some(f) = super::frames::PhysFrame::from_start(frame) else { return };
+    if let Some(Err(e)) = FRAMES.lock().as_mut().map(|a| a.deallocate(f)) {
+        log::warn!("memory: frame {frame:#x} not returned to the allocator: {e:?}");
+    }
+}
