@@ -18,8 +18,8 @@ pub const HALTED: &str = "machine halted:";
 
 /// The kernel ELF and the image tool, built once per test process (or handed over by
 /// `cargo xtask test` through the environment).
-fn tools() -> &'static (PathBuf, PathBuf) {
-    static TOOLS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+fn tools() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static TOOLS: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
     TOOLS.get_or_init(|| {
         // Relative paths are taken from the workspace root, where `cargo xtask` runs.
         let absolute = |p: PathBuf| if p.is_absolute() { p } else { xtask::workspace_root().join(p) };
@@ -31,7 +31,11 @@ fn tools() -> &'static (PathBuf, PathBuf) {
             .map(PathBuf::from)
             .map(absolute)
             .unwrap_or_else(|| build::boot_tool().expect("building the image tool"));
-        (kernel, boot)
+        let guests = std::env::var_os("FERROVISOR_GUESTS").map(PathBuf::from).map(absolute).unwrap_or_else(|| {
+            let built = build::guests(Profile::Release).expect("building the guests");
+            built.first().and_then(|g| g.path.parent()).map(PathBuf::from).unwrap_or_default()
+        });
+        (kernel, boot, guests)
     })
 }
 
@@ -80,11 +84,12 @@ impl Boot {
     /// Builds the image for this boot and runs it until the hypervisor halts the
     /// machine, the emulator exits, or the timeout passes.
     pub fn run(&self) -> BootLog {
-        let (kernel, boot) = tools();
+        let (kernel, boot, guest_dir) = tools();
         let config = format!("[hypervisor]\nlog_level = \"info\"\nemulator_exit = true\n{}\n", self.config);
+        let guests = build::guests_in(guest_dir, false).unwrap_or_else(|e| panic!("{}: {e}", self.name));
         let dir = xtask::workspace_root().join("target").join("integration").join(self.name);
         let fw = build::Firmware { bios: self.firmware == Firmware::Bios, uefi: self.firmware == Firmware::Uefi };
-        let images = build::images(boot, kernel, &config, &dir, fw).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        let images = build::images(boot, kernel, &config, &guests, &dir, fw).unwrap_or_else(|e| panic!("{}: {e}", self.name));
         let machine = Machine {
             engine: self.engine,
             firmware: self.firmware,

@@ -9,7 +9,7 @@ const BRING_UP: &[&str] = &[
     "cpu: gdt, tss (ist: #DF, NMI, #MC) and idt loaded",
     "memory: frame allocator ready",
     "memory: heap of",
-    "bundle: version 1 with 1 entries",
+    "bundle: version 1 with",
     "bundle: entry hypervisor.cfg",
     "config: log_level=info",
     "timer: TSC runs at",

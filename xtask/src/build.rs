@@ -45,6 +45,81 @@ pub fn kernel(profile: Profile) -> Result<PathBuf, String> {
     Ok(workspace_root().join("target").join(KERNEL_TARGET).join(profile.dir()).join("hypervisor"))
 }
 
+/// A guest from `guests/` and how it goes into the bundle.
+pub struct GuestSpec {
+    pub name: &'static str,
+    /// The `boot --entry` kind: elf64, multiboot or flat.
+    pub kind: &'static str,
+    /// Flattened with `objcopy -O binary` (assembly guests whose ELF wrapper is only a
+    /// build artefact: the multiboot a.out-kludge kernel and the real-mode program).
+    pub flat: bool,
+}
+
+/// The guests in `guests/` (their own workspace), built as static x86_64 executables.
+pub const GUESTS: &[GuestSpec] = &[
+    GuestSpec { name: "hello64", kind: "elf64", flat: false },
+    GuestSpec { name: "multiboot32", kind: "multiboot", flat: true },
+    GuestSpec { name: "real16", kind: "flat", flat: true },
+];
+
+/// A built guest: bundle entry name, kind and file.
+#[derive(Debug, Clone)]
+pub struct BuiltGuest {
+    pub name: String,
+    pub kind: String,
+    pub path: PathBuf,
+}
+
+/// Builds our guests.
+pub fn guests(profile: Profile) -> Result<Vec<BuiltGuest>, String> {
+    let names: Vec<&str> = GUESTS.iter().map(|g| g.name).collect();
+    step(&format!("building the guests ({})", names.join(", ")));
+    let root = workspace_root();
+    let target_dir = root.join("target").join("guests");
+    let mut cmd = cargo();
+    cmd.arg("build").arg("--manifest-path").arg(root.join("guests").join("Cargo.toml"));
+    cmd.args(["--target", KERNEL_TARGET, "--target-dir"]).arg(&target_dir);
+    cmd.args(["-Zbuild-std=core,compiler_builtins", "-Zbuild-std-features=compiler-builtins-mem"]);
+    for g in GUESTS {
+        cmd.args(["--bin", g.name]);
+    }
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    // Guests are loaded at fixed addresses (ET_EXEC), not relocated like the kernel.
+    cmd.env("RUSTFLAGS", "-C relocation-model=static");
+    run(&mut cmd, "building the guests")?;
+    let dir = target_dir.join(KERNEL_TARGET).join(profile.dir());
+    guests_in(&dir, true)
+}
+
+/// The guests as built in `dir`; with `flatten`, (re)makes the flat binaries.
+pub fn guests_in(dir: &Path, flatten: bool) -> Result<Vec<BuiltGuest>, String> {
+    let mut out = Vec::new();
+    for g in GUESTS {
+        let elf = dir.join(g.name);
+        let path = if g.flat {
+            let bin = dir.join(format!("{}.bin", g.name));
+            if flatten {
+                let status = Command::new(objcopy()?)
+                    .args(["-O", "binary"])
+                    .arg(&elf)
+                    .arg(&bin)
+                    .status()
+                    .map_err(|e| format!("cannot run llvm-objcopy: {e}"))?;
+                if !status.success() {
+                    return Err(format!("llvm-objcopy -O binary {} failed", elf.display()));
+                }
+            }
+            bin
+        } else {
+            elf
+        };
+        out.push(BuiltGuest { name: g.name.to_string(), kind: g.kind.to_string(), path });
+    }
+    Ok(out)
+}
+
 /// Which disk images to make.
 #[derive(Debug, Clone, Copy)]
 pub struct Firmware {
@@ -91,7 +166,14 @@ fn objcopy() -> Result<PathBuf, String> {
 /// The image gets a copy of the kernel without debug information (the bootloader
 /// reads the whole file, and in Bochs every byte costs); the unstripped ELF stays
 /// next to it for `addr2line` on the RIPs of an exception report.
-pub fn images(boot: &Path, kernel: &Path, config: &str, dir: &Path, firmware: Firmware) -> Result<Images, String> {
+pub fn images(
+    boot: &Path,
+    kernel: &Path,
+    config: &str,
+    guests: &[BuiltGuest],
+    dir: &Path,
+    firmware: Firmware,
+) -> Result<Images, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let stripped = dir.join("hypervisor.stripped");
     let status = Command::new(objcopy()?)
@@ -108,6 +190,9 @@ pub fn images(boot: &Path, kernel: &Path, config: &str, dir: &Path, firmware: Fi
     std::fs::write(&cfg, config).map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
     let mut cmd = Command::new(boot);
     cmd.arg("--kernel").arg(kernel).arg("--out").arg(dir).arg("--config").arg(&cfg);
+    for g in guests {
+        cmd.arg("--entry").arg(format!("{}={}:{}", g.name, g.kind, g.path.display()));
+    }
     if firmware.bios {
         cmd.arg("--bios");
     }

@@ -83,11 +83,13 @@ fn config_text(log_level: Option<&str>) -> Result<String, String> {
 fn cmd_build(o: &Opts) -> Result<build::Images, String> {
     let kernel = build::kernel(profile(o))?;
     let boot = build::boot_tool()?;
+    let guests = build::guests(profile(o))?;
     step("making the BIOS and UEFI disk images");
     let images = build::images(
         &boot,
         &kernel,
         &config_text(o.log_level.as_deref())?,
+        &guests,
         &build::image_dir(profile(o), "default"),
         build::Firmware { bios: true, uefi: true },
     )?;
@@ -222,12 +224,15 @@ fn run_tests(o: &Opts, tally: &mut Tally) -> Result<ExitCode, String> {
     // several times faster than the debug build.
     let kernel = build::kernel(Profile::Release)?;
     let boot = build::boot_tool()?;
+    let guests = build::guests(Profile::Release)?;
+    let guest_dir = guests.first().and_then(|g| g.path.parent()).map(|p| p.to_path_buf()).unwrap_or_default();
     step("integration tests: booting the image in emulators (about a minute)");
     let mut it = Command::new(&cargo);
     it.current_dir(workspace_root())
         .args(["test", "--package", "integration", "--", "--test-threads=2", "--show-output"])
         .env("FERROVISOR_KERNEL", &kernel)
-        .env("FERROVISOR_BOOT_TOOL", &boot);
+        .env("FERROVISOR_BOOT_TOOL", &boot)
+        .env("FERROVISOR_GUESTS", &guest_dir);
     if let Some(f) = &o.filter {
         it.arg(f);
     }

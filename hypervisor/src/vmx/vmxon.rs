@@ -10,6 +10,7 @@ use core::arch::asm;
 use core::fmt;
 
 const CR4_VMXE: u64 = 1 << 13;
+const CR4_OSXSAVE: u64 = 1 << 18;
 
 #[derive(Debug)]
 pub enum EnableError {
@@ -70,7 +71,9 @@ pub fn enable_this_cpu(caps: &VmxCapabilities) -> Result<u64, EnableError> {
     // SDM Vol. 3C "VMX-Fixed Bits in CR0/CR4": the bits fixed to 1 (PE, NE, PG, VMXE)
     // must be set and those fixed to 0 cleared before VMXON.
     let cr0 = caps.cr0_fixed().apply(read_cr0());
-    let cr4 = caps.cr4_fixed().apply(read_cr4() | CR4_VMXE);
+    // CR4.OSXSAVE lets guests use XSETBV/XSAVE state (the CPU carries their XCR0).
+    let osxsave = if crate::arch::cpu::cpuid(1, 0).ecx & (1 << 26) != 0 { CR4_OSXSAVE } else { 0 };
+    let cr4 = caps.cr4_fixed().apply(read_cr4() | CR4_VMXE | osxsave);
     // SAFETY: the fixed-bit rules only set bits the hypervisor already runs with
     // (PE, PG, NE) plus VMXE, which changes nothing until VMXON.
     unsafe {
