@@ -80,7 +80,8 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     init_heap();
 
     // 5. The boot bundle and the configuration inside it.
-    let config = read_bundle(boot_info);
+    let boot_bundle = read_bundle(boot_info);
+    let config = boot_bundle.config;
     crate::logger::set_level(config.log_level);
     if config.serial_baud != 115_200 {
         log::info!("serial: switching COM1 to {} baud", config.serial_baud);
@@ -179,12 +180,18 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         used / 1024,
         free / 1024
     );
-    log::info!("boot complete: {online} CPU(s) online, VMX ready; no domains to run yet");
-    if config.emulator_exit {
-        power::stop_machine(StopReason::Done);
+    crate::sched::configure(online, config.until_guests_exit, tsc_hz);
+    let domains = create_domains(&boot_bundle);
+    if domains == 0 {
+        log::info!("boot complete: {online} CPU(s) online, VMX ready; no domains to run");
+        if config.emulator_exit || config.until_guests_exit {
+            power::stop_machine(StopReason::Done);
+        }
+        log::info!("idle: all CPUs halted (press Ctrl-C to end the emulator)");
+        idle_loop()
     }
-    log::info!("idle: all CPUs halted (press Ctrl-C to end the emulator)");
-    idle_loop()
+    log::info!("boot complete: {online} CPU(s) online, VMX ready; running {domains} domain(s)");
+    crate::sched::run_loop()
 }
 
 /// Per-CPU set-up that every AP repeats after the BSP (same CR0/CR4).
@@ -303,18 +310,28 @@ fn init_heap() {
     log::info!("memory: heap of {} KiB at phys {phys:#x}", HEAP_SIZE / 1024);
 }
 
+/// The boot bundle as read at boot: the configuration and where it came from.
+struct BootBundle {
+    config: HypervisorConfig,
+    bundle: Option<Bundle<'static>>,
+    config_text: Option<&'static str>,
+}
+
 /// Parses and lists the boot bundle; returns the configuration it carries (or the
 /// defaults when there is none).
-fn read_bundle(boot_info: &BootInfo) -> HypervisorConfig {
+fn read_bundle(boot_info: &BootInfo) -> BootBundle {
+    let defaults = BootBundle { config: HypervisorConfig::default(), bundle: None, config_text: None };
     let Some(addr) = boot_info.ramdisk_addr.into_option() else {
         log::warn!(
             "bundle: no boot bundle was loaded (build the image with `cargo xtask build`); using the default configuration"
         );
-        return HypervisorConfig::default();
+        return defaults;
     };
-    // SAFETY: the bootloader mapped the ramdisk at `addr` for `ramdisk_len` bytes, and its
-    // frames are reserved from the allocator, so nothing else writes there.
-    let bytes = unsafe { core::slice::from_raw_parts(addr as *const u8, boot_info.ramdisk_len as usize) };
+    // SAFETY: the bootloader mapped the ramdisk at `addr` for `ramdisk_len` bytes for
+    // the kernel's whole life, and its frames are reserved from the allocator, so
+    // nothing else writes there.
+    let bytes: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(addr as *const u8, boot_info.ramdisk_len as usize) };
     let bundle = match Bundle::parse(bytes) {
         Ok(b) => b,
         Err(e) => fatal_fmt(format_args!("{e}")),
@@ -336,15 +353,51 @@ fn read_bundle(boot_info: &BootInfo) -> HypervisorConfig {
     }
     let Some(cfg) = bundle.find("hypervisor.cfg") else {
         log::warn!("bundle: no hypervisor.cfg entry; using the default configuration");
-        return HypervisorConfig::default();
+        return BootBundle { bundle: Some(bundle), ..defaults };
     };
     let Ok(text) = core::str::from_utf8(cfg.data) else {
         fatal("bundle: hypervisor.cfg is not UTF-8 text; fix the file and rebuild with `cargo xtask build`");
     };
     match abi::config::parse(text) {
-        Ok(c) => c,
+        Ok(config) => BootBundle { config, bundle: Some(bundle), config_text: Some(text) },
         Err(e) => fatal_fmt(format_args!("{e}; fix the file and rebuild with `cargo xtask build`")),
     }
+}
+
+/// Creates every configured domain; a domain that cannot be created is reported and
+/// skipped, the others still start.
+fn create_domains(boot: &BootBundle) -> usize {
+    let (Some(bundle), Some(text)) = (boot.bundle, boot.config_text) else { return 0 };
+    let mut created = 0;
+    let _ = abi::config::for_each_domain(text, |d| {
+        let Some(image) = bundle.find(d.image) else {
+            log::error!(
+                "domain {}: the boot bundle has no entry {:?} (hypervisor.cfg line {})",
+                d.name,
+                d.image,
+                d.line
+            );
+            return;
+        };
+        match crate::domain::create::create(&d, image) {
+            Ok(dom) => {
+                log::info!(
+                    "domain {} (id {}) created: {} MiB, {} vCPU(s), image {} ({} bytes)",
+                    dom.name,
+                    dom.id,
+                    d.memory_mib,
+                    d.vcpus,
+                    d.image,
+                    image.data.len()
+                );
+                crate::sched::place(&dom);
+                crate::domain::register(dom);
+                created += 1;
+            }
+            Err(e) => log::error!("domain {}: not created: {e}", d.name),
+        }
+    });
+    created
 }
 
 fn start_application_processors(cpus: &[arch::acpi::CpuEntry]) -> u32 {

@@ -23,3 +23,7 @@ pub mod logger;
 pub mod percpu;
 #[cfg(target_os = "none")]
 pub mod power;
+#[cfg(target_os = "none")]
+pub mod sched;
+#[cfg(target_os = "none")]
+pub mod vmexit;

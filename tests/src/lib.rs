@@ -89,7 +89,8 @@ impl Boot {
         let guests = build::guests_in(guest_dir, false).unwrap_or_else(|e| panic!("{}: {e}", self.name));
         let dir = xtask::workspace_root().join("target").join("integration").join(self.name);
         let fw = build::Firmware { bios: self.firmware == Firmware::Bios, uefi: self.firmware == Firmware::Uefi };
-        let images = build::images(boot, kernel, &config, &guests, &dir, fw).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        let images =
+            build::images(boot, kernel, &config, &guests, &dir, fw).unwrap_or_else(|e| panic!("{}: {e}", self.name));
         let machine = Machine {
             engine: self.engine,
             firmware: self.firmware,

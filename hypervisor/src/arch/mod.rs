@@ -5,6 +5,7 @@ pub mod acpi;
 pub mod apic;
 pub mod cpu;
 pub mod exceptions;
+pub mod fpu;
 pub mod gdt;
 pub mod serial;
 pub mod smp;

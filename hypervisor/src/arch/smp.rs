@@ -261,5 +261,5 @@ extern "C" fn ap_entry(index: u64) -> ! {
     let vmx = crate::vmx::enable_this_cpu();
     log::info!("cpu{index} online: apic_id={} {vmx}", apic::id());
     ONLINE.fetch_add(1, Ordering::AcqRel);
-    crate::boot::idle_loop()
+    crate::sched::run_loop()
 }

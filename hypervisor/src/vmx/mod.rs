@@ -6,11 +6,19 @@ pub mod exit;
 pub mod fields;
 
 #[cfg(target_os = "none")]
+pub mod entry;
+#[cfg(target_os = "none")]
+pub mod host;
+#[cfg(target_os = "none")]
 pub mod instr;
 #[cfg(target_os = "none")]
 pub mod probe;
 #[cfg(target_os = "none")]
+pub mod vmcs;
+#[cfg(target_os = "none")]
 pub mod vmxon;
+#[cfg(target_os = "none")]
+pub mod xcr0;
 
 #[cfg(target_os = "none")]
 static CAPS: spin::Once<caps::VmxCapabilities> = spin::Once::new();
@@ -47,8 +55,9 @@ pub fn enable_this_cpu() -> &'static str {
 #[cfg(target_os = "none")]
 pub fn disable_this_cpu() {
     let cpu = crate::percpu::current();
-    if cpu.vmxon_region != 0 {
+    // Mark first, then VMXOFF: an NMI arriving in between (the stop path sends them)
+    // must not execute a second VMXOFF, which would be #UD outside VMX operation.
+    if core::mem::replace(&mut cpu.vmxon_region, 0) != 0 {
         vmxon::disable_this_cpu();
-        cpu.vmxon_region = 0;
     }
 }

@@ -1,0 +1,157 @@
+//! Building a domain from its configuration and its image in the boot bundle: memory,
+//! EPT, image, boot area, vCPUs with their VMCS.
+
+use super::boot_area;
+use super::memory::GuestMemory;
+use super::vcpu::{self, Vcpu, VmcsSetup};
+use super::{Domain, DomainRuntime, DomainState, EXIT_REASONS, LineBuffer};
+use crate::loader::plan::{EntryMode, LoadPlan};
+use crate::mm::addr::HostPhysAddr;
+use crate::mm::ept::{Ept, EptPerms, Mapping, MemType, TableMemory};
+use crate::mm::{paging, phys};
+use crate::vmx;
+use abi::bundle::{Entry, EntryKind};
+use abi::config::DomainConfig;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+use spin::{Mutex, Once};
+
+static NEXT_DOMAIN_ID: AtomicU32 = AtomicU32::new(1);
+
+/// EPT tables live in frames reached through the direct map.
+pub struct FrameTables;
+
+impl TableMemory for FrameTables {
+    fn alloc_table(&mut self) -> Option<HostPhysAddr> {
+        let pa = phys::allocate()?;
+        // SAFETY: a fresh frame, ours alone, through the direct map.
+        unsafe { core::ptr::write_bytes(paging::phys_to_virt(pa) as *mut u8, 0, 4096) };
+        Some(HostPhysAddr(pa))
+    }
+
+    fn table(&mut self, pa: HostPhysAddr) -> &mut [u64; 512] {
+        // SAFETY: `pa` is a table frame this memory allocated (the EPT only passes
+        // those), 4 KiB, aligned, reached through the direct map.
+        unsafe { &mut *(paging::phys_to_virt(pa.0) as *mut [u64; 512]) }
+    }
+
+    fn free_table(&mut self, pa: HostPhysAddr) {
+        phys::deallocate(pa.0);
+    }
+}
+
+/// I/O and MSR bitmaps shared by every DomU: all ones, so every port and every MSR
+/// access exits and is decided by the hypervisor (SDM Vol. 3C "I/O-Bitmap Addresses",
+/// "MSR-Bitmap Address").
+struct Bitmaps {
+    io_a: u64,
+    io_b: u64,
+    msr: u64,
+}
+
+static BITMAPS: Once<Option<Bitmaps>> = Once::new();
+
+fn bitmaps() -> Option<&'static Bitmaps> {
+    BITMAPS
+        .call_once(|| {
+            let frame = || {
+                let pa = phys::allocate()?;
+                // SAFETY: fresh frame through the direct map.
+                unsafe { core::ptr::write_bytes(paging::phys_to_virt(pa) as *mut u8, 0xFF, 4096) };
+                Some(pa)
+            };
+            Some(Bitmaps { io_a: frame()?, io_b: frame()?, msr: frame()? })
+        })
+        .as_ref()
+}
+
+/// Creates the domain described by `config` from `image`. Errors are sentences for the
+/// boot log.
+pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String> {
+    let caps = vmx::capabilities().ok_or("VMX is not available")?;
+    let controls = vmx::controls::compute(caps, &vmx::controls::default_request(caps)).map_err(|e| e.to_string())?;
+    let size = u64::from(config.memory_mib) << 20;
+    let plan: LoadPlan = match image.kind {
+        EntryKind::Elf64 => {
+            crate::loader::elf64::load(image.data, size).map_err(|e| format!("image {}: {e}", image.name))?
+        }
+        other => return Err(format!("image {} is of kind {other}; this build boots ELF64 images only", image.name)),
+    };
+    if plan.mode != EntryMode::Long64 {
+        return Err(format!("image {}: only 64-bit guests are supported by this build", image.name));
+    }
+    for seg in &plan.segments {
+        if seg.gpa.0 < boot_area::BOOT_AREA_END {
+            return Err(format!(
+                "image {}: a segment loads at {:#x}, inside the boot area below {:#x}; link the guest higher (e.g. 2 MiB)",
+                image.name,
+                seg.gpa.0,
+                boot_area::BOOT_AREA_END
+            ));
+        }
+    }
+    let mut memory = GuestMemory::allocate(size).map_err(|e| e.to_string())?;
+    let mut tables = FrameTables;
+    let mut ept = Ept::new(&mut tables).map_err(|e| format!("EPT: {e}"))?;
+    for chunk in memory.chunks() {
+        let m = Mapping {
+            gpa: chunk.gpa,
+            hpa: chunk.hpa,
+            len: chunk.len,
+            perms: EptPerms::all(),
+            mem_type: MemType::WriteBack,
+        };
+        ept.map(&mut tables, &m).map_err(|e| format!("EPT: {e}"))?;
+    }
+    for seg in &plan.segments {
+        memory.write(seg.gpa.0, seg.data).map_err(|e| format!("image {}: {e}", image.name))?;
+    }
+    let id = NEXT_DOMAIN_ID.fetch_add(1, Ordering::Relaxed);
+    for (gpa, bytes) in boot_area::build(size, id, config.vcpus, config.cmdline) {
+        memory.write(gpa, &bytes).map_err(|e| e.to_string())?;
+    }
+    let eptp = ept.eptp(caps.ept_ad());
+    let bitmaps = bitmaps().ok_or("out of memory for the I/O and MSR bitmaps")?;
+    let ia32e = vmx::caps::EntryControls::IA32E_MODE_GUEST.bits();
+    let setup = VmcsSetup {
+        controls: &controls,
+        eptp,
+        io_bitmaps: (bitmaps.io_a, bitmaps.io_b),
+        msr_bitmap: bitmaps.msr,
+        cr0_fixed: (caps.cr0_fixed().fixed0, caps.cr0_fixed().fixed1),
+        cr4_fixed: (caps.cr4_fixed().fixed0, caps.cr4_fixed().fixed1),
+        unrestricted_guest: caps.has_unrestricted_guest(),
+        ia32e_mode_entry_bit: ia32e,
+    };
+    let mut vcpus = Vec::new();
+    // Secondary vCPUs wait for a start signal (scheduler issue); only vCPU 0 runs now.
+    let mut v = Vcpu::new(0, caps.basic().revision_id()).ok_or("out of memory for a VMCS")?;
+    {
+        // SAFETY: the VMCS was just created and is current nowhere else.
+        let current = unsafe { v.vmcs.load() }.map_err(|e| format!("VMPTRLD failed: {e:?}"))?;
+        vcpu::setup_long_mode(&current, &mut v, &setup, plan.entry, size & !0xF);
+    }
+    // SAFETY: the VMCS is loaded on this CPU only; clearing it lets any CPU load it.
+    let _ = unsafe { vmx::instr::vmclear(v.vmcs.phys()) };
+    vcpus.push(Arc::new(Mutex::new(v)));
+    let domain = Arc::new(Domain {
+        id,
+        name: config.name.to_string(),
+        memory: Mutex::new(memory),
+        ept: Mutex::new(ept),
+        eptp,
+        vcpus,
+        runtime: Mutex::new(DomainRuntime {
+            state: DomainState::Running,
+            exit_status: None,
+            exit_counts: [0; EXIT_REASONS],
+            unclaimed_ports: BTreeMap::new(),
+            console: LineBuffer::default(),
+        }),
+    });
+    Ok(domain)
+}

@@ -1,0 +1,189 @@
+//! A virtual CPU: its VMCS, the registers the VMCS does not hold, and its statistics.
+
+use super::boot_area;
+use crate::vmx::controls::Controls;
+use crate::vmx::entry::GuestRegs;
+use crate::vmx::fields::{Field16, Field32, Field64, FieldNatural};
+use crate::vmx::vmcs::{Current, VmcsRegion};
+use core::sync::atomic::{AtomicU16, Ordering};
+
+/// VPID 0 is the host's; each vCPU gets its own so the TLB keeps guests apart without
+/// flushing on every switch (SDM Vol. 3C "Virtual-Processor Identifiers").
+static NEXT_VPID: AtomicU16 = AtomicU16::new(1);
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const CR4_VMXE: u64 = 1 << 13;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+/// The power-on PAT (SDM Vol. 3A "PAT Initialization").
+const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+
+/// Segment access rights (SDM Vol. 3C "Guest Segment Registers"): type, S, DPL, P,
+/// L, D/B, G; bit 16 marks the segment unusable.
+const AR_CODE64: u32 = 0xA09B;
+const AR_DATA: u32 = 0xC093;
+const AR_TSS64_BUSY: u32 = 0x008B;
+const AR_UNUSABLE: u32 = 1 << 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuState {
+    Runnable,
+    /// HLT with interrupts enabled: waits for an interrupt.
+    Blocked,
+    /// The domain ended; this vCPU never runs again.
+    Done,
+}
+
+/// The CR0/CR4 bits the hypervisor owns (guest/host masks) and what the guest believes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CrShadows {
+    pub cr0_mask: u64,
+    pub cr0_shadow: u64,
+    pub cr4_mask: u64,
+    pub cr4_shadow: u64,
+}
+
+pub struct Vcpu {
+    pub id: u32,
+    pub vpid: u16,
+    pub vmcs: VmcsRegion,
+    pub regs: GuestRegs,
+    pub launched: bool,
+    pub state: VcpuState,
+    pub cr: CrShadows,
+    /// The guest's XCR0 (loaded with XSETBV before each entry when it differs).
+    pub xcr0: u64,
+    /// Exits handled, for the statistics.
+    pub exits: u64,
+    /// The CPU whose host state this VMCS holds (None: not yet run anywhere).
+    pub host_cpu: Option<u32>,
+    /// x87/SSE/AVX state while another vCPU uses the CPU.
+    pub fpu: crate::arch::fpu::FpuState,
+}
+
+impl Vcpu {
+    pub fn new(id: u32, revision_id: u32) -> Option<Self> {
+        Some(Self {
+            id,
+            vpid: NEXT_VPID.fetch_add(1, Ordering::Relaxed),
+            vmcs: VmcsRegion::allocate(revision_id)?,
+            regs: GuestRegs::default(),
+            launched: false,
+            state: VcpuState::Runnable,
+            cr: CrShadows::default(),
+            xcr0: 1,
+            exits: 0,
+            host_cpu: None,
+            fpu: crate::arch::fpu::FpuState::new()?,
+        })
+    }
+}
+
+/// Everything a VMCS needs besides the host state.
+pub struct VmcsSetup<'a> {
+    pub controls: &'a Controls,
+    pub eptp: u64,
+    pub io_bitmaps: (u64, u64),
+    pub msr_bitmap: u64,
+    pub cr0_fixed: (u64, u64),
+    pub cr4_fixed: (u64, u64),
+    pub unrestricted_guest: bool,
+    pub ia32e_mode_entry_bit: u32,
+}
+
+/// Fills the control fields and the 64-bit guest state of `vcpu`'s VMCS (current).
+pub fn setup_long_mode(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64, stack_top: u64) {
+    let c = s.controls;
+    vmcs.write32(Field32::PinBasedControls, c.pin);
+    vmcs.write32(Field32::PrimaryProcBasedControls, c.proc);
+    vmcs.write32(Field32::SecondaryProcBasedControls, c.proc2);
+    vmcs.write32(Field32::ExitControls, c.exit);
+    vmcs.write32(Field32::EntryControls, c.entry | s.ia32e_mode_entry_bit);
+    vmcs.write32(Field32::ExceptionBitmap, 0);
+    vmcs.write32(Field32::Cr3TargetCount, 0);
+    vmcs.write32(Field32::ExitMsrStoreCount, 0);
+    vmcs.write32(Field32::ExitMsrLoadCount, 0);
+    vmcs.write32(Field32::EntryMsrLoadCount, 0);
+    vmcs.write32(Field32::EntryInterruptionInfo, 0);
+    vmcs.write16(Field16::VirtualProcessorId, vcpu.vpid);
+    vmcs.write64(Field64::EptPointer, s.eptp);
+    vmcs.write64(Field64::IoBitmapA, s.io_bitmaps.0);
+    vmcs.write64(Field64::IoBitmapB, s.io_bitmaps.1);
+    vmcs.write64(Field64::MsrBitmaps, s.msr_bitmap);
+    vmcs.write64(Field64::VmcsLinkPointer, u64::MAX);
+
+    // CR0/CR4: the guest sees what it asked for (read shadows); the bits VMX forces
+    // (fixed0: NE, and PE/PG unless unrestricted guest; CR4.VMXE) stay set underneath
+    // and are owned by us through the guest/host masks.
+    let wanted_cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+    let mut cr0_fixed0 = s.cr0_fixed.0;
+    if s.unrestricted_guest {
+        cr0_fixed0 &= !(CR0_PE | CR0_PG);
+    }
+    let wanted_cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+    let cr4_fixed0 = s.cr4_fixed.0 | CR4_VMXE;
+    vcpu.cr = CrShadows { cr0_mask: cr0_fixed0, cr0_shadow: wanted_cr0, cr4_mask: cr4_fixed0, cr4_shadow: wanted_cr4 };
+    vmcs.write_natural(FieldNatural::Cr0GuestHostMask, vcpu.cr.cr0_mask);
+    vmcs.write_natural(FieldNatural::Cr0ReadShadow, vcpu.cr.cr0_shadow);
+    vmcs.write_natural(FieldNatural::Cr4GuestHostMask, vcpu.cr.cr4_mask);
+    vmcs.write_natural(FieldNatural::Cr4ReadShadow, vcpu.cr.cr4_shadow);
+    vmcs.write_natural(FieldNatural::GuestCr0, (wanted_cr0 | cr0_fixed0) & s.cr0_fixed.1);
+    vmcs.write_natural(FieldNatural::GuestCr4, (wanted_cr4 | cr4_fixed0) & s.cr4_fixed.1);
+    vmcs.write_natural(FieldNatural::GuestCr3, boot_area::PML4_GPA);
+    vmcs.write_natural(FieldNatural::GuestDr7, 0x400);
+    vmcs.write_natural(FieldNatural::GuestRsp, stack_top);
+    vmcs.write_natural(FieldNatural::GuestRip, entry);
+    vmcs.write_natural(FieldNatural::GuestRflags, 0x2);
+    vmcs.write64(Field64::GuestIa32Efer, EFER_LME | EFER_LMA | EFER_NXE);
+    vmcs.write64(Field64::GuestIa32Pat, PAT_DEFAULT);
+    vmcs.write64(Field64::GuestIa32Debugctl, 0);
+
+    let code = boot_area::CODE64_SELECTOR;
+    let data = boot_area::DATA_SELECTOR;
+    vmcs.write16(Field16::GuestCsSelector, code);
+    vmcs.write_natural(FieldNatural::GuestCsBase, 0);
+    vmcs.write32(Field32::GuestCsLimit, u32::MAX);
+    vmcs.write32(Field32::GuestCsAccessRights, AR_CODE64);
+    for (sel, base, limit, ar) in [
+        (Field16::GuestSsSelector, FieldNatural::GuestSsBase, Field32::GuestSsLimit, Field32::GuestSsAccessRights),
+        (Field16::GuestDsSelector, FieldNatural::GuestDsBase, Field32::GuestDsLimit, Field32::GuestDsAccessRights),
+        (Field16::GuestEsSelector, FieldNatural::GuestEsBase, Field32::GuestEsLimit, Field32::GuestEsAccessRights),
+        (Field16::GuestFsSelector, FieldNatural::GuestFsBase, Field32::GuestFsLimit, Field32::GuestFsAccessRights),
+        (Field16::GuestGsSelector, FieldNatural::GuestGsBase, Field32::GuestGsLimit, Field32::GuestGsAccessRights),
+    ] {
+        vmcs.write16(sel, data);
+        vmcs.write_natural(base, 0);
+        vmcs.write32(limit, u32::MAX);
+        vmcs.write32(ar, AR_DATA);
+    }
+    // A usable busy TSS is required for VM entry even if the guest never uses one.
+    vmcs.write16(Field16::GuestTrSelector, 0);
+    vmcs.write_natural(FieldNatural::GuestTrBase, 0);
+    vmcs.write32(Field32::GuestTrLimit, 0x67);
+    vmcs.write32(Field32::GuestTrAccessRights, AR_TSS64_BUSY);
+    vmcs.write16(Field16::GuestLdtrSelector, 0);
+    vmcs.write_natural(FieldNatural::GuestLdtrBase, 0);
+    vmcs.write32(Field32::GuestLdtrLimit, 0);
+    vmcs.write32(Field32::GuestLdtrAccessRights, AR_UNUSABLE);
+    vmcs.write_natural(FieldNatural::GuestGdtrBase, boot_area::GDT_GPA);
+    vmcs.write32(Field32::GuestGdtrLimit, 3 * 8 - 1);
+    vmcs.write_natural(FieldNatural::GuestIdtrBase, 0);
+    vmcs.write32(Field32::GuestIdtrLimit, 0);
+
+    vmcs.write32(Field32::GuestInterruptibilityState, 0);
+    vmcs.write32(Field32::GuestActivityState, 0);
+    vmcs.write_natural(FieldNatural::GuestPendingDebugExceptions, 0);
+    vmcs.write32(Field32::GuestSysenterCs, 0);
+    vmcs.write_natural(FieldNatural::GuestSysenterEsp, 0);
+    vmcs.write_natural(FieldNatural::GuestSysenterEip, 0);
+    vcpu.regs.rdi = boot_area::BOOT_INFO_GPA;
+}

@@ -1,0 +1,272 @@
+//! Handling VM exits. `handle` reads the exit information from the current VMCS and
+//! dispatches on the exit reason; each handler returns what happens next, and RIP is
+//! advanced in exactly one place (by the VM-exit instruction length, never a guess).
+
+use crate::domain::vcpu::Vcpu;
+use crate::domain::{Domain, DomainState};
+use crate::vmx::exit::{
+    CrAccess, CrAccessType, EptViolation, ExitReason, InterruptionInfo, IoQualification, RawExitReason,
+};
+use crate::vmx::fields::{Field32, FieldNatural, ReadOnly32, ReadOnly64, ReadOnlyNatural};
+use crate::vmx::vmcs::Current;
+
+pub mod cpuid;
+pub mod io;
+pub mod msr;
+
+/// What to do after an exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Skip the exiting instruction and resume.
+    Advance,
+    /// Resume at the same RIP (event injected, or nothing to skip).
+    Resume,
+    /// Stop running this vCPU (HLT): the scheduler decides when it runs again.
+    Block,
+    /// Give the CPU to the next vCPU (preemption timer).
+    Yield,
+    /// The domain has ended (exited or crashed); never run it again.
+    Ended,
+}
+
+/// Injects a hardware exception at the next VM entry.
+pub fn inject_exception(vmcs: &Current, vector: u8, error_code: Option<u32>) {
+    let info = InterruptionInfo::hardware_exception(vector, error_code);
+    vmcs.write32(Field32::EntryInterruptionInfo, info.raw());
+    if let Some(code) = error_code {
+        vmcs.write32(Field32::EntryExceptionErrorCode, code);
+    }
+}
+
+pub const UD: u8 = 6;
+pub const GP: u8 = 13;
+
+/// Crashes the domain with a report: why, then the guest state.
+pub fn crash(vmcs: &Current, domain: &Domain, vcpu: &Vcpu, why: core::fmt::Arguments) -> Next {
+    if domain.finish(DomainState::Crashed, None) {
+        log::error!("domain {} crashed: {why}", domain.name);
+        dump_state(vmcs, domain, vcpu);
+    }
+    Next::Ended
+}
+
+fn dump_state(vmcs: &Current, domain: &Domain, vcpu: &Vcpu) {
+    let r = &vcpu.regs;
+    log::error!(
+        "  {} vcpu{}: rip={:#018x} rsp={:#018x} rflags={:#x}",
+        domain.name,
+        vcpu.id,
+        vmcs.read_natural(FieldNatural::GuestRip),
+        vmcs.read_natural(FieldNatural::GuestRsp),
+        vmcs.read_natural(FieldNatural::GuestRflags)
+    );
+    log::error!(
+        "  cr0={:#x} cr3={:#x} cr4={:#x} cr2={:#x}",
+        vmcs.read_natural(FieldNatural::GuestCr0),
+        vmcs.read_natural(FieldNatural::GuestCr3),
+        vmcs.read_natural(FieldNatural::GuestCr4),
+        r.cr2
+    );
+    log::error!("  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", r.rax, r.rbx, r.rcx, r.rdx);
+    log::error!("  rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}", r.rsi, r.rdi, r.rbp, r.r8);
+    log::error!("  r9 ={:#018x} r10={:#018x} r11={:#018x} r12={:#018x}", r.r9, r.r10, r.r11, r.r12);
+    log::error!("  r13={:#018x} r14={:#018x} r15={:#018x}", r.r13, r.r14, r.r15);
+}
+
+/// Handles the exit that just happened on `vcpu`.
+pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
+    let raw = RawExitReason(vmcs.read_ro32(ReadOnly32::ExitReason));
+    vcpu.exits += 1;
+    let reason = match raw.basic() {
+        Ok(r) => r,
+        Err(n) => return crash(vmcs, domain, vcpu, format_args!("unknown VM exit reason {n}")),
+    };
+    domain.count_exit(Some(reason));
+    if raw.entry_failure() {
+        return crash(
+            vmcs,
+            domain,
+            vcpu,
+            format_args!("VM entry failed: {} (exit reason {})", reason.name(), reason as u16),
+        );
+    }
+    let qualification = vmcs.read_ro_natural(ReadOnlyNatural::ExitQualification);
+    let next = match reason {
+        ExitReason::Cpuid => cpuid::handle(vcpu),
+        ExitReason::IoInstruction => match IoQualification::from_raw(qualification) {
+            Ok(q) => io::handle(domain, vcpu, q),
+            Err(_) => crash(vmcs, domain, vcpu, format_args!("undecodable I/O exit qualification {qualification:#x}")),
+        },
+        ExitReason::Rdmsr => msr::rdmsr(vmcs, vcpu),
+        ExitReason::Wrmsr => msr::wrmsr(vmcs, vcpu),
+        ExitReason::Hlt => {
+            let rflags = vmcs.read_natural(FieldNatural::GuestRflags);
+            if rflags & (1 << 9) == 0 {
+                // HLT with interrupts off and no interrupt sources yet: nothing can ever
+                // wake it. Xen calls this a dead vCPU; we end the domain and say so.
+                if domain.finish(DomainState::ShutDown, None) {
+                    log::warn!("domain {} halted with interrupts disabled; shutting it down", domain.name);
+                }
+                Next::Ended
+            } else {
+                Next::Block
+            }
+        }
+        ExitReason::Vmcall => {
+            // The hypercall ABI comes with Domain0; until then every call is -ENOSYS.
+            vcpu.regs.rax = (-38i64) as u64;
+            Next::Advance
+        }
+        ExitReason::CrAccess => match CrAccess::from_raw(qualification) {
+            Ok(cr) => control_register(vmcs, domain, vcpu, cr),
+            Err(_) => crash(vmcs, domain, vcpu, format_args!("undecodable CR-access qualification {qualification:#x}")),
+        },
+        ExitReason::Xsetbv => xsetbv(vmcs, vcpu),
+        ExitReason::Invd | ExitReason::Wbinvd => {
+            // Guest RAM is write-back and coherent; there is nothing a guest's cache flush
+            // must achieve that would justify stalling the host. (INVD without write-back
+            // would lose data, so it is never executed for real.)
+            Next::Advance
+        }
+        r if r.is_vmx_instruction() => {
+            inject_exception(vmcs, UD, None);
+            Next::Resume
+        }
+        ExitReason::TripleFault => crash(vmcs, domain, vcpu, format_args!("triple fault")),
+        ExitReason::InvalidGuestState => crash(vmcs, domain, vcpu, format_args!("invalid guest state")),
+        ExitReason::EptViolation => {
+            let gpa = vmcs.read_ro64(ReadOnly64::GuestPhysicalAddress);
+            let v = EptViolation::from_raw(qualification);
+            // No device models yet: nothing claims MMIO, so the access is a guest bug.
+            crash(
+                vmcs,
+                domain,
+                vcpu,
+                format_args!("{} access to unmapped guest-physical address {gpa:#x}", v.access_str()),
+            )
+        }
+        ExitReason::EptMisconfig => {
+            let gpa = vmcs.read_ro64(ReadOnly64::GuestPhysicalAddress);
+            crash(vmcs, domain, vcpu, format_args!("EPT misconfiguration at {gpa:#x} (a hypervisor bug)"))
+        }
+        ExitReason::ExternalInterrupt => Next::Resume,
+        ExitReason::PreemptionTimer => Next::Yield,
+        ExitReason::ExceptionOrNmi => {
+            if crate::power::stopping() {
+                crate::power::park_this_cpu();
+            }
+            Next::Resume
+        }
+        other => crash(vmcs, domain, vcpu, format_args!("unhandled VM exit {} ({})", other.name(), other as u16)),
+    };
+    if next == Next::Advance {
+        let len = vmcs.read_ro32(ReadOnly32::ExitInstructionLength);
+        let rip = vmcs.read_natural(FieldNatural::GuestRip);
+        vmcs.write_natural(FieldNatural::GuestRip, rip.wrapping_add(u64::from(len)));
+        // Skipping an instruction ends STI/MOV SS blocking (SDM Vol. 3C "Interruptibility State").
+        let intr = vmcs.read32(Field32::GuestInterruptibilityState);
+        if intr & 0b11 != 0 {
+            vmcs.write32(Field32::GuestInterruptibilityState, intr & !0b11);
+        }
+    }
+    next
+}
+
+fn gpr(vcpu: &mut Vcpu, n: u8) -> Option<&mut u64> {
+    let r = &mut vcpu.regs;
+    Some(match n {
+        0 => &mut r.rax,
+        1 => &mut r.rcx,
+        2 => &mut r.rdx,
+        3 => &mut r.rbx,
+        5 => &mut r.rbp,
+        6 => &mut r.rsi,
+        7 => &mut r.rdi,
+        8 => &mut r.r8,
+        9 => &mut r.r9,
+        10 => &mut r.r10,
+        11 => &mut r.r11,
+        12 => &mut r.r12,
+        13 => &mut r.r13,
+        14 => &mut r.r14,
+        15 => &mut r.r15,
+        _ => return None, // 4 is RSP, which lives in the VMCS
+    })
+}
+
+fn read_gpr(vmcs: &Current, vcpu: &mut Vcpu, n: u8) -> u64 {
+    if n == 4 { vmcs.read_natural(FieldNatural::GuestRsp) } else { gpr(vcpu, n).map_or(0, |r| *r) }
+}
+
+fn write_gpr(vmcs: &Current, vcpu: &mut Vcpu, n: u8, value: u64) {
+    if n == 4 {
+        vmcs.write_natural(FieldNatural::GuestRsp, value);
+    } else if let Some(r) = gpr(vcpu, n) {
+        *r = value;
+    }
+}
+
+/// MOV to/from CR0/CR4 of bits we own (guest/host mask), CLTS, LMSW.
+fn control_register(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, cr: CrAccess) -> Next {
+    let _ = domain;
+    match cr.access {
+        CrAccessType::MovToCr { gpr } => {
+            let value = read_gpr(vmcs, vcpu, gpr);
+            match cr.cr {
+                0 => {
+                    vcpu.cr.cr0_shadow = value;
+                    vmcs.write_natural(FieldNatural::Cr0ReadShadow, value);
+                    let actual = value | vcpu.cr.cr0_mask;
+                    vmcs.write_natural(FieldNatural::GuestCr0, actual);
+                }
+                4 => {
+                    vcpu.cr.cr4_shadow = value;
+                    vmcs.write_natural(FieldNatural::Cr4ReadShadow, value);
+                    vmcs.write_natural(FieldNatural::GuestCr4, value | vcpu.cr.cr4_mask);
+                }
+                _ => {
+                    inject_exception(vmcs, UD, None);
+                    return Next::Resume;
+                }
+            }
+            Next::Advance
+        }
+        CrAccessType::MovFromCr { gpr } => {
+            // With EPT and no CR3 exiting, only CR8 could get here; we have no TPR yet.
+            write_gpr(vmcs, vcpu, gpr, 0);
+            Next::Advance
+        }
+        CrAccessType::Clts => {
+            vcpu.cr.cr0_shadow &= !(1 << 3);
+            vmcs.write_natural(FieldNatural::Cr0ReadShadow, vcpu.cr.cr0_shadow);
+            let cr0 = vmcs.read_natural(FieldNatural::GuestCr0);
+            vmcs.write_natural(FieldNatural::GuestCr0, cr0 & !(1 << 3));
+            Next::Advance
+        }
+        CrAccessType::Lmsw { source_data, .. } => {
+            // LMSW changes PE, MP, EM, TS only, and cannot clear PE.
+            let low = u64::from(source_data) & 0xF;
+            let shadow = (vcpu.cr.cr0_shadow & !0xE) | low | (vcpu.cr.cr0_shadow & 1);
+            vcpu.cr.cr0_shadow = shadow;
+            vmcs.write_natural(FieldNatural::Cr0ReadShadow, shadow);
+            vmcs.write_natural(FieldNatural::GuestCr0, shadow | vcpu.cr.cr0_mask);
+            Next::Advance
+        }
+    }
+}
+
+/// XSETBV: only XCR0, only with x87 set, only bits the CPU supports, AVX only with SSE
+/// (SDM Vol. 1 "XSAVE-Supported Features"); anything else is #GP in the guest.
+fn xsetbv(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
+    let index = vcpu.regs.rcx as u32;
+    let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xFFFF_FFFF);
+    let leaf = crate::arch::cpu::cpuid(0xD, 0);
+    let supported = (u64::from(leaf.edx) << 32) | u64::from(leaf.eax);
+    let valid = index == 0 && value & 1 != 0 && value & !supported == 0 && !(value & 0b100 != 0 && value & 0b10 == 0);
+    if !valid {
+        inject_exception(vmcs, GP, Some(0));
+        return Next::Resume;
+    }
+    vcpu.xcr0 = value;
+    Next::Advance
+}

@@ -1,0 +1,107 @@
+//! RDMSR/WRMSR from a DomU. Every MSR access exits (the MSR bitmap is all ones); the
+//! few MSRs a guest kernel needs are emulated from VMCS guest state or constants, and
+//! everything else raises #GP in the guest, as a CPU without that MSR would.
+
+use super::{GP, Next, inject_exception};
+use crate::domain::vcpu::Vcpu;
+use crate::vmx::fields::{Field64, FieldNatural};
+use crate::vmx::vmcs::Current;
+
+const IA32_TSC: u32 = 0x10;
+const IA32_APIC_BASE: u32 = 0x1B;
+const IA32_MTRRCAP: u32 = 0xFE;
+const IA32_SYSENTER_CS: u32 = 0x174;
+const IA32_SYSENTER_ESP: u32 = 0x175;
+const IA32_SYSENTER_EIP: u32 = 0x176;
+const IA32_MISC_ENABLE: u32 = 0x1A0;
+const IA32_PAT: u32 = 0x277;
+const IA32_MTRR_DEF_TYPE: u32 = 0x2FF;
+const IA32_EFER: u32 = 0xC000_0080;
+const IA32_FS_BASE: u32 = 0xC000_0100;
+const IA32_GS_BASE: u32 = 0xC000_0101;
+
+/// EFER bits a guest may set: SCE, LME, LMA (read-only, derived), NXE.
+const EFER_WRITABLE: u64 = (1 << 0) | (1 << 8) | (1 << 11);
+/// xAPIC at the architectural base, enabled, this vCPU is the BSP.
+const APIC_BASE_VALUE: u64 = 0xFEE0_0000 | (1 << 11) | (1 << 8);
+
+fn split(vcpu: &mut Vcpu, value: u64) {
+    vcpu.regs.rax = value & 0xFFFF_FFFF;
+    vcpu.regs.rdx = value >> 32;
+}
+
+pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
+    let value = match vcpu.regs.rcx as u32 {
+        IA32_TSC => crate::arch::cpu::rdtsc(),
+        IA32_APIC_BASE => APIC_BASE_VALUE,
+        IA32_MTRRCAP | IA32_MTRR_DEF_TYPE => 0,
+        IA32_MISC_ENABLE => 1, // fast strings
+        IA32_PAT => vmcs.read64(Field64::GuestIa32Pat),
+        IA32_EFER => vmcs.read64(Field64::GuestIa32Efer),
+        IA32_FS_BASE => vmcs.read_natural(FieldNatural::GuestFsBase),
+        IA32_GS_BASE => vmcs.read_natural(FieldNatural::GuestGsBase),
+        IA32_SYSENTER_CS => u64::from(vmcs.read32(crate::vmx::fields::Field32::GuestSysenterCs)),
+        IA32_SYSENTER_ESP => vmcs.read_natural(FieldNatural::GuestSysenterEsp),
+        IA32_SYSENTER_EIP => vmcs.read_natural(FieldNatural::GuestSysenterEip),
+        _ => {
+            inject_exception(vmcs, GP, Some(0));
+            return Next::Resume;
+        }
+    };
+    split(vcpu, value);
+    Next::Advance
+}
+
+fn canonical(v: u64) -> bool {
+    ((v as i64) << 16 >> 16) as u64 == v
+}
+
+/// Whether `pat` holds only valid memory types (0, 1, 4, 5, 6, 7) in its eight bytes.
+fn valid_pat(pat: u64) -> bool {
+    pat.to_le_bytes().iter().all(|&t| matches!(t, 0 | 1 | 4..=7))
+}
+
+pub fn wrmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
+    let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xFFFF_FFFF);
+    let ok = match vcpu.regs.rcx as u32 {
+        IA32_EFER if value & !(EFER_WRITABLE | (1 << 10)) == 0 => {
+            // LMA follows LME once paging is on; keep what the VMCS says for LMA.
+            let lma = vmcs.read64(Field64::GuestIa32Efer) & (1 << 10);
+            vmcs.write64(Field64::GuestIa32Efer, (value & EFER_WRITABLE) | lma);
+            true
+        }
+        IA32_PAT if valid_pat(value) => {
+            vmcs.write64(Field64::GuestIa32Pat, value);
+            true
+        }
+        IA32_FS_BASE if canonical(value) => {
+            vmcs.write_natural(FieldNatural::GuestFsBase, value);
+            true
+        }
+        IA32_GS_BASE if canonical(value) => {
+            vmcs.write_natural(FieldNatural::GuestGsBase, value);
+            true
+        }
+        IA32_SYSENTER_CS => {
+            vmcs.write32(crate::vmx::fields::Field32::GuestSysenterCs, value as u32);
+            true
+        }
+        IA32_SYSENTER_ESP if canonical(value) => {
+            vmcs.write_natural(FieldNatural::GuestSysenterEsp, value);
+            true
+        }
+        IA32_SYSENTER_EIP if canonical(value) => {
+            vmcs.write_natural(FieldNatural::GuestSysenterEip, value);
+            true
+        }
+        // Writes the platform ignores.
+        IA32_APIC_BASE | IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE => true,
+        _ => false,
+    };
+    if ok {
+        Next::Advance
+    } else {
+        inject_exception(vmcs, GP, Some(0));
+        Next::Resume
+    }
+}
