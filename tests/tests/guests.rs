@@ -21,3 +21,72 @@ fn a_64_bit_guest_boots_prints_sees_the_hypervisor_leaf_and_exits_with_status_0(
     ]);
     log.expect_absent("ERROR");
 }
+
+#[test]
+fn two_domains_cannot_see_each_others_memory() {
+    let log = Boot::bochs("guest-isolation", 1)
+        .with_config(
+            "until_guests_exit = true\n\
+             [domain writer]\nimage = hello64\nmemory = 16\ncmdline = pattern\n\
+             [domain scanner]\nimage = hello64\nmemory = 16\ncmdline = scan\n",
+        )
+        .run();
+    log.expect_in_order(&[
+        "domain writer (id 1) created",
+        "domain scanner (id 2) created",
+        "[writer] pattern: 1 MiB written at 0x400000",
+    ]);
+    log.expect_in_order(&["[scanner] scan: 16 MiB searched, pattern not found", "domain scanner exited status=0"]);
+    log.expect_in_order(&["domain writer exited status=0", "machine halted: done"]);
+    log.expect_absent("pattern found");
+}
+
+#[test]
+fn a_guest_writing_outside_its_memory_is_crashed_and_the_other_completes() {
+    let log = Boot::bochs("guest-wild", 1)
+        .with_config(
+            "until_guests_exit = true\n\
+             [domain wild]\nimage = hello64\nmemory = 16\ncmdline = wild\n\
+             [domain calm]\nimage = hello64\nmemory = 16\n",
+        )
+        .run();
+    log.expect_in_order(&[
+        "[wild] wild: writing to 0x2000000, beyond my memory",
+        "domain wild crashed: write access to unmapped guest-physical address 0x2000000",
+        "wild vcpu0: rip=",
+    ]);
+    log.expect_in_order(&["[calm] hello64: 0 check(s) failed", "domain calm exited status=0"]);
+    log.expect_in_order(&[
+        "domain wild (id 1): crashed status=-",
+        "domain calm (id 2): shut down status=0",
+        "machine halted: done",
+    ]);
+    log.expect_absent("wild: the write went through");
+}
+
+#[test]
+fn vmxon_in_a_guest_raises_ud_in_that_guest() {
+    let log = Boot::bochs("guest-vmxon", 1)
+        .with_config("until_guests_exit = true\n[domain vmx]\nimage = hello64\nmemory = 16\ncmdline = vmxon\n")
+        .run();
+    log.expect_in_order(&["[vmx] vmxon: raised #UD, as it should in a guest", "domain vmx exited status=0", "vmxon=1"]);
+    log.expect_absent("did not fault");
+}
+
+#[test]
+fn a_triple_fault_crashes_only_its_domain() {
+    let log = Boot::bochs("guest-triple", 1)
+        .with_config(
+            "until_guests_exit = true\n\
+             [domain triple]\nimage = hello64\nmemory = 16\ncmdline = triple\n\
+             [domain calm]\nimage = hello64\nmemory = 16\n",
+        )
+        .run();
+    log.expect_in_order(&["[triple] triple: loading an empty IDT and faulting", "domain triple crashed: triple fault"]);
+    log.expect_in_order(&[
+        "domain calm exited status=0",
+        "domain triple (id 1): crashed",
+        "triple_fault=1",
+        "machine halted: done",
+    ]);
+}
