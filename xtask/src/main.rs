@@ -14,7 +14,7 @@ usage: cargo xtask <command> [options]
 commands:
   build [--release]                 build the hypervisor and its BIOS and UEFI disk images
   run   [--release] [--emulator auto|qemu|bochs] [--uefi] [--cpus N] [--memory MiB]
-        [--log-level error|warn|info|debug|trace]
+        [--log-level error|warn|info|debug|trace] [--guest FILE]... [--until-guests-exit]
                                     build, then boot in an emulator with the serial console
                                     on this terminal (Ctrl-C ends it). auto = QEMU+KVM where
                                     the host has nested VT-x, Bochs otherwise
@@ -30,6 +30,8 @@ struct Opts {
     log_level: Option<String>,
     no_integration: bool,
     filter: Option<String>,
+    guests: Vec<std::path::PathBuf>,
+    until_guests_exit: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -42,6 +44,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         log_level: None,
         no_integration: false,
         filter: None,
+        guests: Vec::new(),
+        until_guests_exit: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -56,6 +60,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--log-level" => o.log_level = Some(val("--log-level")?),
             "--no-integration" => o.no_integration = true,
+            "--guest" => o.guests.push(std::path::PathBuf::from(val("--guest")?)),
+            "--until-guests-exit" => o.until_guests_exit = true,
             f if !f.starts_with('-') && o.filter.is_none() => o.filter = Some(f.to_string()),
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -80,15 +86,56 @@ fn config_text(log_level: Option<&str>) -> Result<String, String> {
     Ok(text)
 }
 
+/// The DomUs given with `--guest FILE`: a bundle entry and a `[domain]` section each.
+/// The kind comes from the file: ELF64 (our 64-bit protocol), ELF32 or a multiboot
+/// header in the first 8 KiB (multiboot 1), anything else a flat real-mode binary
+/// loaded at 0x7C00 like a boot sector.
+fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), String> {
+    let mut guests = Vec::new();
+    let mut config = String::new();
+    for (i, path) in o.guests.iter().enumerate() {
+        let data = std::fs::read(path).map_err(|e| format!("--guest {}: {e}", path.display()))?;
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("guest");
+        let mut name: String = stem
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+            .take(24)
+            .collect();
+        if guests.iter().any(|g: &build::BuiltGuest| g.name == name) || name.is_empty() {
+            name = format!("{name}{i}");
+        }
+        let multiboot = data.windows(4).take(8192).step_by(4).any(|w| w == 0x1BAD_B002u32.to_le_bytes());
+        let (kind, extra) = if data.starts_with(b"\x7fELF") && data.get(4) == Some(&2) {
+            ("elf64", "")
+        } else if multiboot || (data.starts_with(b"\x7fELF") && data.get(4) == Some(&1)) {
+            ("multiboot", "")
+        } else {
+            ("flat", "load_address = 0x7c00\nentry = 0x7c00\nmode = real16\n")
+        };
+        config.push_str(&format!("\n[domain {name}]\nimage = \"{name}\"\nmemory = 32\n{extra}"));
+        guests.push(build::BuiltGuest { name, kind: kind.to_string(), path: path.clone() });
+    }
+    Ok((guests, config))
+}
+
 fn cmd_build(o: &Opts) -> Result<build::Images, String> {
     let kernel = build::kernel(profile(o))?;
     let boot = build::boot_tool()?;
-    let guests = build::guests(profile(o))?;
+    let mut guests = build::guests(profile(o))?;
+    let (extra, domains) = command_line_guests(o)?;
+    // A guest named like one of ours replaces it.
+    guests.retain(|g| !extra.iter().any(|e| e.name == g.name));
+    guests.extend(extra);
+    let mut config = config_text(o.log_level.as_deref())?;
+    if o.until_guests_exit {
+        config = config.replacen("[hypervisor]", "[hypervisor]\nuntil_guests_exit = true\nemulator_exit = true", 1);
+    }
+    config.push_str(&domains);
     step("making the BIOS and UEFI disk images");
     let images = build::images(
         &boot,
         &kernel,
-        &config_text(o.log_level.as_deref())?,
+        &config,
         &guests,
         &build::image_dir(profile(o), "default"),
         build::Firmware { bios: true, uefi: true },
@@ -158,6 +205,9 @@ fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
                 code.map_or("signal".into(), |c| c.to_string()),
                 machine.emulator_log().display()
             );
+            if o.until_guests_exit {
+                return Ok(guest_verdict(&running.serial(), o.guests.len()));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Outcome::TimedOut => Ok(ExitCode::FAILURE),
@@ -198,6 +248,17 @@ impl Tally {
     fn summary(&self) -> String {
         format!("{} passed, {} failed", self.passed, self.failed)
     }
+}
+
+/// With `--until-guests-exit`: success only if every domain exited with status 0.
+fn guest_verdict(serial: &str, given: usize) -> ExitCode {
+    let exited: Vec<&str> = serial.lines().filter(|l| l.contains(" exited status=")).collect();
+    let crashed: Vec<&str> =
+        serial.lines().filter(|l| l.contains(" crashed: ") || l.contains(": not created: ")).collect();
+    let bad = exited.iter().filter(|l| !l.ends_with("status=0")).count() + crashed.len();
+    let good = exited.len() - exited.iter().filter(|l| !l.ends_with("status=0")).count();
+    eprintln!("xtask: {good} domain(s) exited with status 0, {bad} failed or crashed");
+    if bad == 0 && good > 0 && (given == 0 || good >= given) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
