@@ -90,3 +90,23 @@ fn a_triple_fault_crashes_only_its_domain() {
         "machine halted: done",
     ]);
 }
+
+#[test]
+fn a_multiboot_kernel_gets_the_multiboot_hand_off_in_32_bit_protected_mode() {
+    let log = Boot::bochs("guest-multiboot", 1)
+        .with_config(
+            "until_guests_exit = true\n[domain mb]\nimage = multiboot32\nmemory = 16\ncmdline = \"hello multiboot\"\n",
+        )
+        .run();
+    log.expect_in_order(&[
+        "domain mb (id 1) created: 16 MiB, 1 vCPU(s), image multiboot32",
+        "[mb] hello from a multiboot kernel in 32-bit protected mode",
+        "[mb] mem_upper=0x00003c00 KiB",
+        "[mb] cmdline: hello multiboot",
+        "[mb] mmap_length=0x00000060",
+        "[mb] multiboot32: failed checks: 0",
+        "domain mb exited status=0",
+        "machine halted: done",
+    ]);
+    log.expect_absent("ERROR");
+}

@@ -5,6 +5,7 @@ use super::boot_area;
 use super::memory::GuestMemory;
 use super::vcpu::{self, Vcpu, VmcsSetup};
 use super::{Domain, DomainRuntime, DomainState, EXIT_REASONS, LineBuffer};
+use crate::loader::multiboot;
 use crate::loader::plan::{EntryMode, LoadPlan};
 use crate::mm::addr::HostPhysAddr;
 use crate::mm::ept::{Ept, EptPerms, Mapping, MemType, TableMemory};
@@ -76,21 +77,27 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     let controls = vmx::controls::compute(caps, &vmx::controls::default_request(caps)).map_err(|e| e.to_string())?;
     let size = u64::from(config.memory_mib) << 20;
     let plan: LoadPlan = match image.kind {
-        EntryKind::Elf64 => {
-            crate::loader::elf64::load(image.data, size).map_err(|e| format!("image {}: {e}", image.name))?
-        }
-        other => return Err(format!("image {} is of kind {other}; this build boots ELF64 images only", image.name)),
-    };
-    if plan.mode != EntryMode::Long64 {
-        return Err(format!("image {}: only 64-bit guests are supported by this build", image.name));
-    }
-    for seg in &plan.segments {
-        if seg.gpa.0 < boot_area::BOOT_AREA_END {
+        EntryKind::Elf64 => crate::loader::elf64::load(image.data, size),
+        EntryKind::MultibootElf32 => crate::loader::multiboot::load(image.data, size),
+        other => {
             return Err(format!(
-                "image {}: a segment loads at {:#x}, inside the boot area below {:#x}; link the guest higher (e.g. 2 MiB)",
-                image.name,
-                seg.gpa.0,
-                boot_area::BOOT_AREA_END
+                "image {} is of kind {other}; this build boots ELF64 and multiboot 1 images",
+                image.name
+            ));
+        }
+    }
+    .map_err(|e| format!("image {}: {e}", image.name))?;
+    // The low area the hypervisor writes into (boot area, multiboot information) must
+    // stay clear of the image.
+    let reserved_end = match plan.mode {
+        EntryMode::Long64 => boot_area::BOOT_AREA_END,
+        _ => multiboot::INFO_GPA + 0x1000,
+    };
+    for seg in &plan.segments {
+        if seg.gpa.0 < reserved_end {
+            return Err(format!(
+                "image {}: a segment loads at {:#x}, inside the boot area below {:#x}; link the guest higher (e.g. 1 MiB)",
+                image.name, seg.gpa.0, reserved_end
             ));
         }
     }
@@ -111,8 +118,13 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
         memory.write(seg.gpa.0, seg.data).map_err(|e| format!("image {}: {e}", image.name))?;
     }
     let id = NEXT_DOMAIN_ID.fetch_add(1, Ordering::Relaxed);
-    for (gpa, bytes) in boot_area::build(size, id, config.vcpus, config.cmdline) {
-        memory.write(gpa, &bytes).map_err(|e| e.to_string())?;
+    if plan.mode == EntryMode::Long64 {
+        for (gpa, bytes) in boot_area::build(size, id, config.vcpus, config.cmdline) {
+            memory.write(gpa, &bytes).map_err(|e| e.to_string())?;
+        }
+    } else {
+        let info = multiboot::build_info(size, config.cmdline, "Ferrovisor");
+        memory.write(multiboot::INFO_GPA, &info).map_err(|e| e.to_string())?;
     }
     let eptp = ept.eptp(caps.ept_ad());
     let bitmaps = bitmaps().ok_or("out of memory for the I/O and MSR bitmaps")?;
@@ -133,7 +145,17 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     {
         // SAFETY: the VMCS was just created and is current nowhere else.
         let current = unsafe { v.vmcs.load() }.map_err(|e| format!("VMPTRLD failed: {e:?}"))?;
-        vcpu::setup_long_mode(&current, &mut v, &setup, plan.entry, size & !0xF);
+        match plan.mode {
+            EntryMode::Long64 => vcpu::setup_long_mode(&current, &mut v, &setup, plan.entry, size & !0xF),
+            _ => vcpu::setup_protected32(
+                &current,
+                &mut v,
+                &setup,
+                plan.entry,
+                multiboot::BOOTLOADER_MAGIC,
+                multiboot::INFO_GPA as u32,
+            ),
+        }
     }
     // SAFETY: the VMCS is loaded on this CPU only; clearing it lets any CPU load it.
     let _ = unsafe { vmx::instr::vmclear(v.vmcs.phys()) };

@@ -30,6 +30,7 @@ const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 /// Segment access rights (SDM Vol. 3C "Guest Segment Registers"): type, S, DPL, P,
 /// L, D/B, G; bit 16 marks the segment unusable.
 const AR_CODE64: u32 = 0xA09B;
+const AR_CODE32: u32 = 0xC09B;
 const AR_DATA: u32 = 0xC093;
 const AR_TSS64_BUSY: u32 = 0x008B;
 const AR_UNUSABLE: u32 = 1 << 16;
@@ -100,14 +101,14 @@ pub struct VmcsSetup<'a> {
     pub ia32e_mode_entry_bit: u32,
 }
 
-/// Fills the control fields and the 64-bit guest state of `vcpu`'s VMCS (current).
-pub fn setup_long_mode(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64, stack_top: u64) {
+/// The control fields every vCPU shares; `long_mode` sets "IA-32e mode guest".
+fn write_controls(vmcs: &Current, vcpu: &Vcpu, s: &VmcsSetup, long_mode: bool) {
     let c = s.controls;
     vmcs.write32(Field32::PinBasedControls, c.pin);
     vmcs.write32(Field32::PrimaryProcBasedControls, c.proc);
     vmcs.write32(Field32::SecondaryProcBasedControls, c.proc2);
     vmcs.write32(Field32::ExitControls, c.exit);
-    vmcs.write32(Field32::EntryControls, c.entry | s.ia32e_mode_entry_bit);
+    vmcs.write32(Field32::EntryControls, c.entry | if long_mode { s.ia32e_mode_entry_bit } else { 0 });
     vmcs.write32(Field32::ExceptionBitmap, 0);
     vmcs.write32(Field32::Cr3TargetCount, 0);
     vmcs.write32(Field32::ExitMsrStoreCount, 0);
@@ -120,39 +121,32 @@ pub fn setup_long_mode(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u6
     vmcs.write64(Field64::IoBitmapB, s.io_bitmaps.1);
     vmcs.write64(Field64::MsrBitmaps, s.msr_bitmap);
     vmcs.write64(Field64::VmcsLinkPointer, u64::MAX);
+}
 
-    // CR0/CR4: the guest sees what it asked for (read shadows); the bits VMX forces
-    // (fixed0: NE, and PE/PG unless unrestricted guest; CR4.VMXE) stay set underneath
-    // and are owned by us through the guest/host masks.
-    let wanted_cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+/// Sets CR0/CR4 to what the guest should believe (`cr0`, `cr4`), with the bits VMX
+/// forces kept set underneath and owned by us through the guest/host masks.
+fn write_control_registers(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, cr0: u64, cr4: u64) {
     let mut cr0_fixed0 = s.cr0_fixed.0;
     if s.unrestricted_guest {
         cr0_fixed0 &= !(CR0_PE | CR0_PG);
     }
-    let wanted_cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
     let cr4_fixed0 = s.cr4_fixed.0 | CR4_VMXE;
-    vcpu.cr = CrShadows { cr0_mask: cr0_fixed0, cr0_shadow: wanted_cr0, cr4_mask: cr4_fixed0, cr4_shadow: wanted_cr4 };
+    vcpu.cr = CrShadows { cr0_mask: cr0_fixed0, cr0_shadow: cr0, cr4_mask: cr4_fixed0, cr4_shadow: cr4 };
     vmcs.write_natural(FieldNatural::Cr0GuestHostMask, vcpu.cr.cr0_mask);
     vmcs.write_natural(FieldNatural::Cr0ReadShadow, vcpu.cr.cr0_shadow);
     vmcs.write_natural(FieldNatural::Cr4GuestHostMask, vcpu.cr.cr4_mask);
     vmcs.write_natural(FieldNatural::Cr4ReadShadow, vcpu.cr.cr4_shadow);
-    vmcs.write_natural(FieldNatural::GuestCr0, (wanted_cr0 | cr0_fixed0) & s.cr0_fixed.1);
-    vmcs.write_natural(FieldNatural::GuestCr4, (wanted_cr4 | cr4_fixed0) & s.cr4_fixed.1);
-    vmcs.write_natural(FieldNatural::GuestCr3, boot_area::PML4_GPA);
-    vmcs.write_natural(FieldNatural::GuestDr7, 0x400);
-    vmcs.write_natural(FieldNatural::GuestRsp, stack_top);
-    vmcs.write_natural(FieldNatural::GuestRip, entry);
-    vmcs.write_natural(FieldNatural::GuestRflags, 0x2);
-    vmcs.write64(Field64::GuestIa32Efer, EFER_LME | EFER_LMA | EFER_NXE);
-    vmcs.write64(Field64::GuestIa32Pat, PAT_DEFAULT);
-    vmcs.write64(Field64::GuestIa32Debugctl, 0);
+    vmcs.write_natural(FieldNatural::GuestCr0, (cr0 | cr0_fixed0) & s.cr0_fixed.1);
+    vmcs.write_natural(FieldNatural::GuestCr4, (cr4 | cr4_fixed0) & s.cr4_fixed.1);
+}
 
-    let code = boot_area::CODE64_SELECTOR;
-    let data = boot_area::DATA_SELECTOR;
+/// Flat segments: CS with `code_ar`, the data segments with `data_ar`, a busy TSS and
+/// an unusable LDTR (SDM Vol. 3C "Checks on Guest Segment Registers").
+fn write_flat_segments(vmcs: &Current, code: u16, code_ar: u32, data: u16) {
     vmcs.write16(Field16::GuestCsSelector, code);
     vmcs.write_natural(FieldNatural::GuestCsBase, 0);
     vmcs.write32(Field32::GuestCsLimit, u32::MAX);
-    vmcs.write32(Field32::GuestCsAccessRights, AR_CODE64);
+    vmcs.write32(Field32::GuestCsAccessRights, code_ar);
     for (sel, base, limit, ar) in [
         (Field16::GuestSsSelector, FieldNatural::GuestSsBase, Field32::GuestSsLimit, Field32::GuestSsAccessRights),
         (Field16::GuestDsSelector, FieldNatural::GuestDsBase, Field32::GuestDsLimit, Field32::GuestDsAccessRights),
@@ -165,7 +159,6 @@ pub fn setup_long_mode(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u6
         vmcs.write32(limit, u32::MAX);
         vmcs.write32(ar, AR_DATA);
     }
-    // A usable busy TSS is required for VM entry even if the guest never uses one.
     vmcs.write16(Field16::GuestTrSelector, 0);
     vmcs.write_natural(FieldNatural::GuestTrBase, 0);
     vmcs.write32(Field32::GuestTrLimit, 0x67);
@@ -174,16 +167,52 @@ pub fn setup_long_mode(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u6
     vmcs.write_natural(FieldNatural::GuestLdtrBase, 0);
     vmcs.write32(Field32::GuestLdtrLimit, 0);
     vmcs.write32(Field32::GuestLdtrAccessRights, AR_UNUSABLE);
-    vmcs.write_natural(FieldNatural::GuestGdtrBase, boot_area::GDT_GPA);
-    vmcs.write32(Field32::GuestGdtrLimit, 3 * 8 - 1);
-    vmcs.write_natural(FieldNatural::GuestIdtrBase, 0);
-    vmcs.write32(Field32::GuestIdtrLimit, 0);
+}
 
+/// Registers every entry mode starts with.
+fn write_common_state(vmcs: &Current, entry: u64, rsp: u64) {
+    vmcs.write_natural(FieldNatural::GuestDr7, 0x400);
+    vmcs.write_natural(FieldNatural::GuestRsp, rsp);
+    vmcs.write_natural(FieldNatural::GuestRip, entry);
+    vmcs.write_natural(FieldNatural::GuestRflags, 0x2);
+    vmcs.write64(Field64::GuestIa32Pat, PAT_DEFAULT);
+    vmcs.write64(Field64::GuestIa32Debugctl, 0);
     vmcs.write32(Field32::GuestInterruptibilityState, 0);
     vmcs.write32(Field32::GuestActivityState, 0);
     vmcs.write_natural(FieldNatural::GuestPendingDebugExceptions, 0);
     vmcs.write32(Field32::GuestSysenterCs, 0);
     vmcs.write_natural(FieldNatural::GuestSysenterEsp, 0);
     vmcs.write_natural(FieldNatural::GuestSysenterEip, 0);
+    vmcs.write_natural(FieldNatural::GuestIdtrBase, 0);
+    vmcs.write32(Field32::GuestIdtrLimit, 0);
+}
+
+/// 32-bit flat protected mode, paging off, as Multiboot 0.6.96 section 3.2 prescribes:
+/// EAX = 0x2BADB002, EBX = the boot information, CS/DS flat 4 GiB, interrupts off.
+/// The guest must load its own GDT before reloading a segment register, so GDTR is 0.
+pub fn setup_protected32(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64, eax: u32, ebx: u32) {
+    write_controls(vmcs, vcpu, s, false);
+    write_control_registers(vmcs, vcpu, s, CR0_PE | CR0_ET | CR0_NE, 0);
+    vmcs.write_natural(FieldNatural::GuestCr3, 0);
+    vmcs.write64(Field64::GuestIa32Efer, 0);
+    write_flat_segments(vmcs, 0x08, AR_CODE32, 0x10);
+    vmcs.write_natural(FieldNatural::GuestGdtrBase, 0);
+    vmcs.write32(Field32::GuestGdtrLimit, 0);
+    write_common_state(vmcs, entry, 0);
+    vcpu.regs.rax = u64::from(eax);
+    vcpu.regs.rbx = u64::from(ebx);
+}
+
+/// Fills the control fields and the 64-bit guest state of `vcpu`'s VMCS (current).
+pub fn setup_long_mode(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64, stack_top: u64) {
+    write_controls(vmcs, vcpu, s, true);
+    let cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+    write_control_registers(vmcs, vcpu, s, cr0, CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT);
+    vmcs.write_natural(FieldNatural::GuestCr3, boot_area::PML4_GPA);
+    vmcs.write64(Field64::GuestIa32Efer, EFER_LME | EFER_LMA | EFER_NXE);
+    write_flat_segments(vmcs, boot_area::CODE64_SELECTOR, AR_CODE64, boot_area::DATA_SELECTOR);
+    vmcs.write_natural(FieldNatural::GuestGdtrBase, boot_area::GDT_GPA);
+    vmcs.write32(Field32::GuestGdtrLimit, 3 * 8 - 1);
+    write_common_state(vmcs, entry, stack_top);
     vcpu.regs.rdi = boot_area::BOOT_INFO_GPA;
 }

@@ -2,4 +2,5 @@
 //! copy where in guest-physical memory, and how to enter it). Pure parsing, host-tested.
 
 pub mod elf64;
+pub mod multiboot;
 pub mod plan;

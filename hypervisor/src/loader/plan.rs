@@ -42,6 +42,9 @@ pub enum LoadError {
     SegmentOutsideMemory { index: usize, gpa: u64, size: u64, memory: u64 },
     SegmentsOverlap { first: usize, second: usize },
     EntryOutsideImage { entry: u64 },
+    NoMultibootHeader,
+    UnsupportedMultibootFlags { flags: u32 },
+    BadMultibootAddresses,
 }
 
 impl fmt::Display for LoadError {
@@ -69,6 +72,13 @@ impl fmt::Display for LoadError {
             Self::EntryOutsideImage { entry } => {
                 write!(f, "the entry point {entry:#x} lies outside every loaded segment")
             }
+            Self::NoMultibootHeader => {
+                write!(f, "no multiboot 1 header (magic 0x1BADB002 with a valid checksum) in the first 8 KiB")
+            }
+            Self::UnsupportedMultibootFlags { flags } => {
+                write!(f, "the multiboot header requires features {flags:#x} this loader does not provide")
+            }
+            Self::BadMultibootAddresses => write!(f, "the multiboot header's address fields are inconsistent"),
         }
     }
 }
