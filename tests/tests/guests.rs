@@ -110,3 +110,21 @@ fn a_multiboot_kernel_gets_the_multiboot_hand_off_in_32_bit_protected_mode() {
     ]);
     log.expect_absent("ERROR");
 }
+
+#[test]
+fn a_real_mode_program_starts_at_a_reset_like_state() {
+    let log = Boot::bochs("guest-real16", 1)
+        .with_config(
+            "until_guests_exit = true\n\
+             [domain rm]\nimage = real16\nmemory = 4\nload_address = 0x7c00\nentry = 0x7c00\nmode = real16\n",
+        )
+        .run();
+    log.expect_in_order(&[
+        "domain rm (id 1) created: 4 MiB, 1 vCPU(s), image real16",
+        "[rm] hello from 16-bit real mode",
+        "[rm] real16: failed checks: 0",
+        "domain rm exited status=0",
+        "machine halted: done",
+    ]);
+    log.expect_absent("ERROR");
+}

@@ -7,12 +7,12 @@ use super::vcpu::{self, Vcpu, VmcsSetup};
 use super::{Domain, DomainRuntime, DomainState, EXIT_REASONS, LineBuffer};
 use crate::loader::multiboot;
 use crate::loader::plan::{EntryMode, LoadPlan};
-use crate::mm::addr::HostPhysAddr;
+use crate::mm::addr::{GuestPhysAddr, HostPhysAddr};
 use crate::mm::ept::{Ept, EptPerms, Mapping, MemType, TableMemory};
 use crate::mm::{paging, phys};
 use crate::vmx;
 use abi::bundle::{Entry, EntryKind};
-use abi::config::DomainConfig;
+use abi::config::{DomainConfig, GuestMode};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -79,6 +79,23 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     let plan: LoadPlan = match image.kind {
         EntryKind::Elf64 => crate::loader::elf64::load(image.data, size),
         EntryKind::MultibootElf32 => crate::loader::multiboot::load(image.data, size),
+        EntryKind::Flat => {
+            let mode = match config.mode {
+                None | Some(GuestMode::Real16) => EntryMode::Real16,
+                Some(GuestMode::Long64) => EntryMode::Long64,
+                Some(GuestMode::Protected32) => {
+                    return Err(format!(
+                        "image {}: 32-bit flat images are not supported; give the kernel a multiboot header",
+                        image.name
+                    ));
+                }
+            };
+            let Some(load_address) = config.load_address else {
+                return Err(format!("domain {}: a flat image needs `load_address` (and `entry`)", config.name));
+            };
+            let entry = config.entry.unwrap_or(load_address);
+            crate::loader::flat::load(image.data, GuestPhysAddr(load_address), entry, mode, size)
+        }
         other => {
             return Err(format!(
                 "image {} is of kind {other}; this build boots ELF64 and multiboot 1 images",
@@ -91,7 +108,9 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     // stay clear of the image.
     let reserved_end = match plan.mode {
         EntryMode::Long64 => boot_area::BOOT_AREA_END,
-        _ => multiboot::INFO_GPA + 0x1000,
+        EntryMode::Protected32 => multiboot::INFO_GPA + 0x1000,
+        // Nothing is written for a real-mode program: all of low memory is its own.
+        EntryMode::Real16 => 0,
     };
     for seg in &plan.segments {
         if seg.gpa.0 < reserved_end {
@@ -118,13 +137,17 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
         memory.write(seg.gpa.0, seg.data).map_err(|e| format!("image {}: {e}", image.name))?;
     }
     let id = NEXT_DOMAIN_ID.fetch_add(1, Ordering::Relaxed);
-    if plan.mode == EntryMode::Long64 {
-        for (gpa, bytes) in boot_area::build(size, id, config.vcpus, config.cmdline) {
-            memory.write(gpa, &bytes).map_err(|e| e.to_string())?;
+    match plan.mode {
+        EntryMode::Long64 => {
+            for (gpa, bytes) in boot_area::build(size, id, config.vcpus, config.cmdline) {
+                memory.write(gpa, &bytes).map_err(|e| e.to_string())?;
+            }
         }
-    } else {
-        let info = multiboot::build_info(size, config.cmdline, "Ferrovisor");
-        memory.write(multiboot::INFO_GPA, &info).map_err(|e| e.to_string())?;
+        EntryMode::Protected32 => {
+            let info = multiboot::build_info(size, config.cmdline, "Ferrovisor");
+            memory.write(multiboot::INFO_GPA, &info).map_err(|e| e.to_string())?;
+        }
+        EntryMode::Real16 => {}
     }
     let eptp = ept.eptp(caps.ept_ad());
     let bitmaps = bitmaps().ok_or("out of memory for the I/O and MSR bitmaps")?;
@@ -147,7 +170,8 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
         let current = unsafe { v.vmcs.load() }.map_err(|e| format!("VMPTRLD failed: {e:?}"))?;
         match plan.mode {
             EntryMode::Long64 => vcpu::setup_long_mode(&current, &mut v, &setup, plan.entry, size & !0xF),
-            _ => vcpu::setup_protected32(
+            EntryMode::Real16 => vcpu::setup_real16(&current, &mut v, &setup, plan.entry),
+            EntryMode::Protected32 => vcpu::setup_protected32(
                 &current,
                 &mut v,
                 &setup,

@@ -31,6 +31,8 @@ const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 /// L, D/B, G; bit 16 marks the segment unusable.
 const AR_CODE64: u32 = 0xA09B;
 const AR_CODE32: u32 = 0xC09B;
+const AR_REAL_CODE: u32 = 0x009B;
+const AR_REAL_DATA: u32 = 0x0093;
 const AR_DATA: u32 = 0xC093;
 const AR_TSS64_BUSY: u32 = 0x008B;
 const AR_UNUSABLE: u32 = 1 << 16;
@@ -201,6 +203,45 @@ pub fn setup_protected32(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: 
     write_common_state(vmcs, entry, 0);
     vcpu.regs.rax = u64::from(eax);
     vcpu.regs.rbx = u64::from(ebx);
+}
+
+/// 16-bit real mode at a reset-like state (needs unrestricted guest: CR0.PE = 0 under
+/// VMX). CS:IP = 0000:entry below 64 KiB, else (entry >> 4):(entry & 0xF); data
+/// segments at 0 with 64 KiB limits; the IVT at 0 (IDTR limit 0x3FF); interrupts off.
+pub fn setup_real16(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64) {
+    write_controls(vmcs, vcpu, s, false);
+    write_control_registers(vmcs, vcpu, s, CR0_ET, 0);
+    vmcs.write_natural(FieldNatural::GuestCr3, 0);
+    vmcs.write64(Field64::GuestIa32Efer, 0);
+    let (cs, ip) = if entry < 0x1_0000 { (0u16, entry) } else { ((entry >> 4) as u16, entry & 0xF) };
+    // Real-mode segments: base = selector << 4, limit 64 KiB, present read/write
+    // (code: execute/read), accessed (SDM Vol. 3C "Checks on Guest Segment Registers",
+    // unrestricted-guest rules).
+    write_flat_segments(vmcs, cs, AR_REAL_CODE, 0);
+    vmcs.write_natural(FieldNatural::GuestCsBase, u64::from(cs) << 4);
+    for limit in [
+        Field32::GuestCsLimit,
+        Field32::GuestSsLimit,
+        Field32::GuestDsLimit,
+        Field32::GuestEsLimit,
+        Field32::GuestFsLimit,
+        Field32::GuestGsLimit,
+    ] {
+        vmcs.write32(limit, 0xFFFF);
+    }
+    for ar in [
+        Field32::GuestSsAccessRights,
+        Field32::GuestDsAccessRights,
+        Field32::GuestEsAccessRights,
+        Field32::GuestFsAccessRights,
+        Field32::GuestGsAccessRights,
+    ] {
+        vmcs.write32(ar, AR_REAL_DATA);
+    }
+    vmcs.write_natural(FieldNatural::GuestGdtrBase, 0);
+    vmcs.write32(Field32::GuestGdtrLimit, 0xFFFF);
+    write_common_state(vmcs, ip, 0);
+    vmcs.write32(Field32::GuestIdtrLimit, 0x3FF);
 }
 
 /// Fills the control fields and the 64-bit guest state of `vcpu`'s VMCS (current).

@@ -2,5 +2,6 @@
 //! copy where in guest-physical memory, and how to enter it). Pure parsing, host-tested.
 
 pub mod elf64;
+pub mod flat;
 pub mod multiboot;
 pub mod plan;
