@@ -88,6 +88,11 @@ pub fn enable_this_cpu() {
     write(reg::EOI, 0);
 }
 
+/// Signals end of interrupt for the highest-priority in-service vector.
+pub fn eoi() {
+    write(reg::EOI, 0);
+}
+
 /// This CPU's APIC ID (xAPIC: bits 31:24 of the ID register).
 pub fn id() -> u32 {
     read(reg::ID) >> 24

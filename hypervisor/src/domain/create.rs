@@ -108,7 +108,7 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     // stay clear of the image.
     let reserved_end = match plan.mode {
         EntryMode::Long64 => boot_area::BOOT_AREA_END,
-        EntryMode::Protected32 => multiboot::INFO_GPA + 0x1000,
+        EntryMode::Protected32 => multiboot::INFO_GPA.0 + 0x1000,
         // Nothing is written for a real-mode program: all of low memory is its own.
         EntryMode::Real16 => 0,
     };
@@ -144,8 +144,9 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
             }
         }
         EntryMode::Protected32 => {
-            let info = multiboot::build_info(size, config.cmdline, "Ferrovisor");
-            memory.write(multiboot::INFO_GPA, &info).map_err(|e| e.to_string())?;
+            let info = multiboot::build_info(multiboot::INFO_GPA, size, config.cmdline, "Ferrovisor")
+                .map_err(|e| format!("image {}: {e}", image.name))?;
+            memory.write(info.info_gpa.0, &info.bytes).map_err(|e| e.to_string())?;
         }
         EntryMode::Real16 => {}
     }
@@ -176,8 +177,8 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
                 &mut v,
                 &setup,
                 plan.entry,
-                multiboot::BOOTLOADER_MAGIC,
-                multiboot::INFO_GPA as u32,
+                multiboot::MULTIBOOT_BOOTLOADER_MAGIC,
+                multiboot::INFO_GPA.0 as u32,
             ),
         }
     }

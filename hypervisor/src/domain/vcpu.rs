@@ -123,6 +123,11 @@ fn write_controls(vmcs: &Current, vcpu: &Vcpu, s: &VmcsSetup, long_mode: bool) {
     vmcs.write64(Field64::IoBitmapB, s.io_bitmaps.1);
     vmcs.write64(Field64::MsrBitmaps, s.msr_bitmap);
     vmcs.write64(Field64::VmcsLinkPointer, u64::MAX);
+    // With "enable XSAVES/XRSTORS", XSAVES exits for any IA32_XSS bit set here; none
+    // of the supervisor state it manages is ours, so nothing exits.
+    if c.proc2 & crate::vmx::caps::SecondaryProcBased::ENABLE_XSAVES.bits() != 0 {
+        vmcs.write64(Field64::XssExitingBitmap, 0);
+    }
 }
 
 /// Sets CR0/CR4 to what the guest should believe (`cr0`, `cr4`), with the bits VMX

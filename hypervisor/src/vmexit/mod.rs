@@ -5,7 +5,7 @@
 use crate::domain::vcpu::Vcpu;
 use crate::domain::{Domain, DomainState};
 use crate::vmx::exit::{
-    CrAccess, CrAccessType, EptViolation, ExitReason, InterruptionInfo, IoQualification, RawExitReason,
+    CrAccess, CrAccessType, EptViolation, ExitReason, Gpr, InterruptionInfo, IoQualification, RawExitReason,
 };
 use crate::vmx::fields::{Field32, FieldNatural, ReadOnly32, ReadOnly64, ReadOnlyNatural};
 use crate::vmx::vmcs::Current;
@@ -122,6 +122,9 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
             Err(_) => crash(vmcs, domain, vcpu, format_args!("undecodable CR-access qualification {qualification:#x}")),
         },
         ExitReason::Xsetbv => xsetbv(vmcs, vcpu),
+        // MONITOR/MWAIT exit so a guest cannot park the physical CPU in a deep C-state;
+        // treated as NOPs (as KVM does): MWAIT then returns at once, which is allowed.
+        ExitReason::Monitor | ExitReason::Mwait => Next::Advance,
         ExitReason::Invd | ExitReason::Wbinvd => {
             // Guest RAM is write-back and coherent; there is nothing a guest's cache flush
             // must achieve that would justify stalling the host. (INVD without write-back
@@ -149,7 +152,13 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
             let gpa = vmcs.read_ro64(ReadOnly64::GuestPhysicalAddress);
             crash(vmcs, domain, vcpu, format_args!("EPT misconfiguration at {gpa:#x} (a hypervisor bug)"))
         }
-        ExitReason::ExternalInterrupt => Next::Resume,
+        ExitReason::ExternalInterrupt => {
+            // "Acknowledge interrupt on exit" took the vector from the local APIC; no
+            // host interrupt source is in use yet, so complete it (EOI) and go on, rather
+            // than leave its in-service bit set and block every lower-priority vector.
+            crate::arch::apic::eoi();
+            Next::Resume
+        }
         ExitReason::PreemptionTimer => Next::Yield,
         ExitReason::ExceptionOrNmi => {
             if crate::power::stopping() {
@@ -172,37 +181,40 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
     next
 }
 
-fn gpr(vcpu: &mut Vcpu, n: u8) -> Option<&mut u64> {
+/// The saved guest register `g`; `None` for RSP, which lives in the VMCS.
+fn gpr(vcpu: &mut Vcpu, g: Gpr) -> Option<&mut u64> {
     let r = &mut vcpu.regs;
-    Some(match n {
-        0 => &mut r.rax,
-        1 => &mut r.rcx,
-        2 => &mut r.rdx,
-        3 => &mut r.rbx,
-        5 => &mut r.rbp,
-        6 => &mut r.rsi,
-        7 => &mut r.rdi,
-        8 => &mut r.r8,
-        9 => &mut r.r9,
-        10 => &mut r.r10,
-        11 => &mut r.r11,
-        12 => &mut r.r12,
-        13 => &mut r.r13,
-        14 => &mut r.r14,
-        15 => &mut r.r15,
-        _ => return None, // 4 is RSP, which lives in the VMCS
+    Some(match g {
+        Gpr::Rax => &mut r.rax,
+        Gpr::Rcx => &mut r.rcx,
+        Gpr::Rdx => &mut r.rdx,
+        Gpr::Rbx => &mut r.rbx,
+        Gpr::Rsp => return None,
+        Gpr::Rbp => &mut r.rbp,
+        Gpr::Rsi => &mut r.rsi,
+        Gpr::Rdi => &mut r.rdi,
+        Gpr::R8 => &mut r.r8,
+        Gpr::R9 => &mut r.r9,
+        Gpr::R10 => &mut r.r10,
+        Gpr::R11 => &mut r.r11,
+        Gpr::R12 => &mut r.r12,
+        Gpr::R13 => &mut r.r13,
+        Gpr::R14 => &mut r.r14,
+        Gpr::R15 => &mut r.r15,
     })
 }
 
-fn read_gpr(vmcs: &Current, vcpu: &mut Vcpu, n: u8) -> u64 {
-    if n == 4 { vmcs.read_natural(FieldNatural::GuestRsp) } else { gpr(vcpu, n).map_or(0, |r| *r) }
+fn read_gpr(vmcs: &Current, vcpu: &mut Vcpu, g: Gpr) -> u64 {
+    match gpr(vcpu, g) {
+        Some(r) => *r,
+        None => vmcs.read_natural(FieldNatural::GuestRsp),
+    }
 }
 
-fn write_gpr(vmcs: &Current, vcpu: &mut Vcpu, n: u8, value: u64) {
-    if n == 4 {
-        vmcs.write_natural(FieldNatural::GuestRsp, value);
-    } else if let Some(r) = gpr(vcpu, n) {
-        *r = value;
+fn write_gpr(vmcs: &Current, vcpu: &mut Vcpu, g: Gpr, value: u64) {
+    match gpr(vcpu, g) {
+        Some(r) => *r = value,
+        None => vmcs.write_natural(FieldNatural::GuestRsp, value),
     }
 }
 

@@ -123,6 +123,8 @@ bitflags! {
         const INTERRUPT_WINDOW_EXITING = 1 << 2;
         const USE_TSC_OFFSETTING = 1 << 3;
         const HLT_EXITING = 1 << 7;
+        const INVLPG_EXITING = 1 << 9;
+        const MWAIT_EXITING = 1 << 10;
         const CR3_LOAD_EXITING = 1 << 15;
         const CR3_STORE_EXITING = 1 << 16;
         const USE_TPR_SHADOW = 1 << 21;
@@ -131,6 +133,7 @@ bitflags! {
         const USE_IO_BITMAPS = 1 << 25;
         const MONITOR_TRAP_FLAG = 1 << 27;
         const USE_MSR_BITMAPS = 1 << 28;
+        const MONITOR_EXITING = 1 << 29;
         const ACTIVATE_SECONDARY_CONTROLS = 1 << 31;
     }
 }
