@@ -4,7 +4,7 @@
 use super::boot_area;
 use super::memory::GuestMemory;
 use super::vcpu::{self, Vcpu, VmcsSetup};
-use super::{Domain, DomainRuntime, DomainState, EXIT_REASONS, LineBuffer};
+use super::{Domain, DomainRuntime, DomainState, LineBuffer};
 use crate::loader::multiboot;
 use crate::loader::plan::{EntryMode, LoadPlan};
 use crate::mm::addr::{GuestPhysAddr, HostPhysAddr};
@@ -195,7 +195,6 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
         runtime: Mutex::new(DomainRuntime {
             state: DomainState::Running,
             exit_status: None,
-            exit_counts: [0; EXIT_REASONS],
             unclaimed_ports: BTreeMap::new(),
             console: LineBuffer::default(),
         }),

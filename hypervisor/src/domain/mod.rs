@@ -85,7 +85,6 @@ mod kernel {
     use super::vcpu::Vcpu;
     use super::{DomainState, LineBuffer};
     use crate::mm::ept::Ept;
-    use crate::vmx::exit::ExitReason;
     use alloc::collections::BTreeMap;
     use alloc::string::String;
     use alloc::sync::Arc;
@@ -99,7 +98,6 @@ mod kernel {
     pub struct DomainRuntime {
         pub state: DomainState,
         pub exit_status: Option<u8>,
-        pub exit_counts: [u64; EXIT_REASONS],
         /// Reads and writes of ports nobody claims, per port.
         pub unclaimed_ports: BTreeMap<u16, u64>,
         pub console: LineBuffer,
@@ -116,13 +114,16 @@ mod kernel {
     }
 
     impl Domain {
-        pub fn count_exit(&self, reason: Option<ExitReason>) {
-            if let Some(r) = reason {
-                let mut rt = self.runtime.lock();
-                if let Some(c) = rt.exit_counts.get_mut(r as usize) {
-                    *c += 1;
+        /// Exit counts summed over the domain's vCPUs (each counts its own, lock-free on
+        /// the exit path).
+        pub fn exit_counts(&self) -> [u64; EXIT_REASONS] {
+            let mut total = [0; EXIT_REASONS];
+            for v in &self.vcpus {
+                for (t, c) in total.iter_mut().zip(v.lock().exit_counts.iter()) {
+                    *t += c;
                 }
             }
+            total
         }
 
         pub fn state(&self) -> DomainState {

@@ -65,8 +65,8 @@ pub struct Vcpu {
     pub cr: CrShadows,
     /// The guest's XCR0 (loaded with XSETBV before each entry when it differs).
     pub xcr0: u64,
-    /// Exits handled, for the statistics.
-    pub exits: u64,
+    /// Exits handled, per basic exit reason (the domain report sums its vCPUs).
+    pub exit_counts: [u64; super::EXIT_REASONS],
     /// The CPU whose host state this VMCS holds (None: not yet run anywhere).
     pub host_cpu: Option<u32>,
     /// x87/SSE/AVX state while another vCPU uses the CPU.
@@ -84,7 +84,7 @@ impl Vcpu {
             state: VcpuState::Runnable,
             cr: CrShadows::default(),
             xcr0: 1,
-            exits: 0,
+            exit_counts: [0; super::EXIT_REASONS],
             host_cpu: None,
             fpu: crate::arch::fpu::FpuState::new()?,
         })

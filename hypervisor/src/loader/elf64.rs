@@ -606,21 +606,7 @@ mod tests {
         assert_eq!(load(&empty, MEM_16M), Err(LoadError::NoLoadSegments));
     }
 
-    /// xorshift64 (Marsaglia 2003): deterministic, no dependency.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::loader::test_rng::XorShift;
 
     #[test]
     fn random_mutations_of_a_valid_image_never_panic_and_accepted_plans_are_valid() {

@@ -177,11 +177,12 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
 /// The end-of-run report: each domain's state and exit counters.
 pub fn report() {
     for d in domain::all() {
+        let counts = d.exit_counts();
         let rt = d.runtime.lock();
         let status = rt.exit_status.map_or(alloc::string::String::from("-"), |s| alloc::format!("{s}"));
         log::info!("domain {} (id {}): {} status={status}", d.name, d.id, rt.state.as_str());
         let mut line = alloc::string::String::new();
-        for (reason, &count) in rt.exit_counts.iter().enumerate() {
+        for (reason, &count) in counts.iter().enumerate() {
             if count == 0 {
                 continue;
             }

@@ -76,12 +76,13 @@ fn dump_state(vmcs: &Current, domain: &Domain, vcpu: &Vcpu) {
 /// Handles the exit that just happened on `vcpu`.
 pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
     let raw = RawExitReason(vmcs.read_ro32(ReadOnly32::ExitReason));
-    vcpu.exits += 1;
     let reason = match raw.basic() {
         Ok(r) => r,
         Err(n) => return crash(vmcs, domain, vcpu, format_args!("unknown VM exit reason {n}")),
     };
-    domain.count_exit(Some(reason));
+    if let Some(c) = vcpu.exit_counts.get_mut(reason as usize) {
+        *c += 1;
+    }
     if raw.entry_failure() {
         return crash(
             vmcs,

@@ -1118,18 +1118,17 @@ pub fn feature_control_enabling_vmx(value: u64) -> Option<u64> {
     }
 }
 
+/// Capability values the tests of this module and of `controls` share.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use alloc::string::{String, ToString};
-    use alloc::vec::Vec;
+pub(crate) mod test_fixtures {
+    use super::RawVmxMsrs;
 
     /// A Skylake-class CPU with TRUE controls, EPT and VPID. BASIC, PINBASED, PROCBASED,
     /// EXIT, ENTRY, MISC and EPT_VPID_CAP are Skylake-class values; each TRUE MSR clears
     /// exactly the default1 bits that A.3.2/A.4/A.5 allow to be cleared; PROCBASED_CTLS2
     /// is modelled on a client part (no APIC-register virtualization, virtual-interrupt
     /// delivery or mode-based execute control).
-    fn skylake() -> RawVmxMsrs {
+    pub(crate) fn skylake() -> RawVmxMsrs {
         RawVmxMsrs {
             basic: 0x00da_0400_0000_0004,
             pinbased: 0x0000_007f_0000_0016,
@@ -1154,6 +1153,15 @@ mod tests {
             vmfunc: Some(0x1),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::{String, ToString};
+    use alloc::vec::Vec;
+
+    use super::test_fixtures::skylake;
 
     /// An early (Core 2 era) CPU: no TRUE MSRs, no secondary controls, no preemption timer.
     fn core2() -> RawVmxMsrs {

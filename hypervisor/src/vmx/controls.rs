@@ -560,30 +560,9 @@ mod tests {
     use alloc::string::ToString;
     use alloc::vec::Vec;
 
-    /// A Skylake server (the MSR values of caps.rs' tests): TRUE controls, EPT, VPID,
+    /// A Skylake server (the shared fixture of caps.rs): TRUE controls, EPT, VPID,
     /// unrestricted guest, preemption timer, XSAVES.
-    fn skylake_msrs() -> RawVmxMsrs {
-        RawVmxMsrs {
-            basic: 0x00da_0400_0000_0004,
-            pinbased: 0x0000_007f_0000_0016,
-            procbased: 0xfff9_fffe_0401_e172,
-            exit: 0x01ff_ffff_0003_6dff,
-            entry: 0x0003_ffff_0000_11ff,
-            misc: 0x0000_0000_7004_c1e7,
-            cr0_fixed0: 0x8000_0021,
-            cr0_fixed1: 0xffff_ffff,
-            cr4_fixed0: 0x0000_2000,
-            cr4_fixed1: 0x0037_67ff,
-            // Allowed-1: bits 0-7, 10-20, 25.
-            procbased2: Some(0x021f_fcff_0000_0000),
-            ept_vpid_cap: Some(0x0000_0f01_0673_4141),
-            true_pinbased: Some(0x0000_007f_0000_0016),
-            true_procbased: Some(0xfff9_fffe_0400_6172),
-            true_exit: Some(0x01ff_ffff_0003_6dfb),
-            true_entry: Some(0x0003_ffff_0000_11fb),
-            vmfunc: Some(0x1),
-        }
-    }
+    use crate::vmx::caps::test_fixtures::skylake as skylake_msrs;
 
     fn skylake() -> VmxCapabilities {
         VmxCapabilities::decode(&skylake_msrs())
