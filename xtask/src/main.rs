@@ -14,10 +14,14 @@ usage: cargo xtask <command> [options]
 commands:
   build [--release]                 build the hypervisor and its BIOS and UEFI disk images
   run   [--release] [--emulator auto|qemu|bochs] [--uefi] [--cpus N] [--memory MiB]
-        [--log-level error|warn|info|debug|trace] [--guest FILE]... [--until-guests-exit]
+        [--log-level error|warn|info|debug|trace] [--until-guests-exit]
+        [--guest FILE[,memory=MiB][,cmdline=TEXT]]...
                                     build, then boot in an emulator with the serial console
                                     on this terminal (Ctrl-C ends it). auto = QEMU+KVM where
-                                    the host has nested VT-x, Bochs otherwise
+                                    the host has nested VT-x, Bochs otherwise. Each --guest
+                                    FILE (ELF64, multiboot 1 or flat real-mode) becomes a
+                                    DomU (32 MiB unless memory= says otherwise; cmdline=
+                                    must come last and takes the rest of the argument)
   test  [--no-integration] [FILTER] host unit tests, then the integration tests that boot
                                     the image in Bochs and QEMU and judge the serial log";
 
@@ -30,7 +34,7 @@ struct Opts {
     log_level: Option<String>,
     no_integration: bool,
     filter: Option<String>,
-    guests: Vec<std::path::PathBuf>,
+    guests: Vec<GuestArg>,
     until_guests_exit: bool,
 }
 
@@ -60,7 +64,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--log-level" => o.log_level = Some(val("--log-level")?),
             "--no-integration" => o.no_integration = true,
-            "--guest" => o.guests.push(std::path::PathBuf::from(val("--guest")?)),
+            "--guest" => o.guests.push(GuestArg::parse(&val("--guest")?)?),
             "--until-guests-exit" => o.until_guests_exit = true,
             f if !f.starts_with('-') && o.filter.is_none() => o.filter = Some(f.to_string()),
             other => return Err(format!("unknown option {other:?}")),
@@ -86,6 +90,46 @@ fn config_text(log_level: Option<&str>) -> Result<String, String> {
     Ok(text)
 }
 
+/// One `--guest FILE[,memory=MiB][,cmdline=TEXT]`.
+struct GuestArg {
+    path: std::path::PathBuf,
+    memory_mib: u32,
+    cmdline: Option<String>,
+}
+
+impl GuestArg {
+    fn parse(arg: &str) -> Result<GuestArg, String> {
+        // cmdline= swallows the rest, so a kernel command line may itself hold commas.
+        let (head, cmdline) = match arg.find(",cmdline=") {
+            Some(i) => (&arg[..i], Some(arg[i + ",cmdline=".len()..].to_string())),
+            None => (arg, None),
+        };
+        let mut parts = head.split(',');
+        let path = std::path::PathBuf::from(parts.next().unwrap_or_default());
+        let mut g = GuestArg { path, memory_mib: 32, cmdline };
+        for opt in parts {
+            match opt.split_once('=') {
+                Some(("memory", v)) => {
+                    g.memory_mib = v.trim_end_matches("M").parse().ok().filter(|m| *m >= 1).ok_or_else(|| {
+                        format!("--guest {arg}: memory={v} is not a number of MiB (for example memory=64)")
+                    })?
+                }
+                _ => {
+                    return Err(format!(
+                        "--guest {arg}: unknown option {opt:?}; use --guest FILE[,memory=MiB][,cmdline=TEXT]"
+                    ));
+                }
+            }
+        }
+        if let Some(c) = &g.cmdline {
+            if c.contains('"') || c.contains('\n') {
+                return Err(format!("--guest {arg}: the command line may not contain quotes or newlines"));
+            }
+        }
+        Ok(g)
+    }
+}
+
 /// The DomUs given with `--guest FILE`: a bundle entry and a `[domain]` section each.
 /// The kind comes from the file: ELF64 (our 64-bit protocol), ELF32 or a multiboot
 /// header in the first 8 KiB (multiboot 1), anything else a flat real-mode binary
@@ -93,7 +137,8 @@ fn config_text(log_level: Option<&str>) -> Result<String, String> {
 fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), String> {
     let mut guests = Vec::new();
     let mut config = String::new();
-    for (i, path) in o.guests.iter().enumerate() {
+    for (i, arg) in o.guests.iter().enumerate() {
+        let path = &arg.path;
         let data = std::fs::read(path).map_err(|e| format!("--guest {}: {e}", path.display()))?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("guest");
         let mut name: String = stem
@@ -112,7 +157,11 @@ fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), Str
         } else {
             ("flat", "load_address = 0x7c00\nentry = 0x7c00\nmode = real16\n")
         };
-        config.push_str(&format!("\n[domain {name}]\nimage = \"{name}\"\nmemory = 32\n{extra}"));
+        let memory = arg.memory_mib;
+        config.push_str(&format!("\n[domain {name}]\nimage = \"{name}\"\nmemory = {memory}\n{extra}"));
+        if let Some(c) = &arg.cmdline {
+            config.push_str(&format!("cmdline = \"{c}\"\n"));
+        }
         guests.push(build::BuiltGuest { name, kind: kind.to_string(), path: path.clone() });
     }
     Ok((guests, config))
