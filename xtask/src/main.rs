@@ -121,10 +121,10 @@ impl GuestArg {
                 }
             }
         }
-        if let Some(c) = &g.cmdline {
-            if c.contains('"') || c.contains('\n') {
-                return Err(format!("--guest {arg}: the command line may not contain quotes or newlines"));
-            }
+        if let Some(c) = &g.cmdline
+            && (c.contains('"') || c.contains('\n'))
+        {
+            return Err(format!("--guest {arg}: the command line may not contain quotes or newlines"));
         }
         Ok(g)
     }
