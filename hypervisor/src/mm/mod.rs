@@ -4,6 +4,7 @@
 pub mod addr;
 pub mod ept;
 pub mod frames;
+pub mod guest_paging;
 
 #[cfg(target_os = "none")]
 pub mod heap;
