@@ -4,6 +4,7 @@ pub mod caps;
 pub mod controls;
 pub mod exit;
 pub mod fields;
+pub mod inject;
 
 #[cfg(target_os = "none")]
 pub mod entry;
