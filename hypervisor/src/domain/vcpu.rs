@@ -5,11 +5,11 @@ use crate::vmx::controls::Controls;
 use crate::vmx::entry::GuestRegs;
 use crate::vmx::fields::{Field16, Field32, Field64, FieldNatural};
 use crate::vmx::vmcs::{Current, VmcsRegion};
-use core::sync::atomic::{AtomicU16, Ordering};
+use crate::vmx::vpid::{Vpid, VpidPool};
 
-/// VPID 0 is the host's; each vCPU gets its own so the TLB keeps guests apart without
-/// flushing on every switch (SDM Vol. 3C "Virtual-Processor Identifiers").
-static NEXT_VPID: AtomicU16 = AtomicU16::new(1);
+/// Each vCPU gets its own VPID so the TLB keeps guests apart without flushing on every
+/// switch; VPIDs return to the pool when their vCPU goes away.
+static VPIDS: spin::Mutex<VpidPool> = spin::Mutex::new(VpidPool::new());
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_MP: u64 = 1 << 1;
@@ -57,7 +57,7 @@ pub struct CrShadows {
 
 pub struct Vcpu {
     pub id: u32,
-    pub vpid: u16,
+    pub vpid: Vpid,
     pub vmcs: VmcsRegion,
     pub regs: GuestRegs,
     pub launched: bool,
@@ -74,11 +74,15 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
+    /// `None` when the machine is out of memory for the VMCS or the XSAVE area, or all
+    /// 65535 VPIDs are taken.
     pub fn new(id: u32, revision_id: u32) -> Option<Self> {
+        let vmcs = VmcsRegion::allocate(revision_id)?;
+        let fpu = crate::arch::fpu::FpuState::new()?;
         Some(Self {
             id,
-            vpid: NEXT_VPID.fetch_add(1, Ordering::Relaxed),
-            vmcs: VmcsRegion::allocate(revision_id)?,
+            vpid: VPIDS.lock().allocate()?,
+            vmcs,
             regs: GuestRegs::default(),
             launched: false,
             state: VcpuState::Runnable,
@@ -86,8 +90,14 @@ impl Vcpu {
             xcr0: 1,
             exit_counts: [0; super::EXIT_REASONS],
             host_cpu: None,
-            fpu: crate::arch::fpu::FpuState::new()?,
+            fpu,
         })
+    }
+}
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        VPIDS.lock().release(self.vpid);
     }
 }
 
@@ -117,7 +127,7 @@ fn write_controls(vmcs: &Current, vcpu: &Vcpu, s: &VmcsSetup, long_mode: bool) {
     vmcs.write32(Field32::ExitMsrLoadCount, 0);
     vmcs.write32(Field32::EntryMsrLoadCount, 0);
     vmcs.write32(Field32::EntryInterruptionInfo, 0);
-    vmcs.write16(Field16::VirtualProcessorId, vcpu.vpid);
+    vmcs.write16(Field16::VirtualProcessorId, vcpu.vpid.get());
     vmcs.write64(Field64::EptPointer, s.eptp);
     vmcs.write64(Field64::IoBitmapA, s.io_bitmaps.0);
     vmcs.write64(Field64::IoBitmapB, s.io_bitmaps.1);

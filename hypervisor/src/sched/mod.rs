@@ -116,6 +116,9 @@ fn run_slice(cpu: u32, p: &Placement) {
     };
     if vcpu.host_cpu != Some(cpu) {
         crate::vmx::host::write(&current);
+        // New to this CPU: whatever it caches under this VPID or EPTP is someone
+        // else's or out of date (see vmx::tlb).
+        crate::vmx::tlb::flush_on_arrival(p.domain.eptp, vcpu.vpid.get());
         vcpu.host_cpu = Some(cpu);
     }
     let slice = SLICE_TICKS.load(Ordering::Relaxed);

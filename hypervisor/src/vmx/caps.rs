@@ -127,6 +127,8 @@ bitflags! {
         const MWAIT_EXITING = 1 << 10;
         const CR3_LOAD_EXITING = 1 << 15;
         const CR3_STORE_EXITING = 1 << 16;
+        const CR8_LOAD_EXITING = 1 << 19;
+        const CR8_STORE_EXITING = 1 << 20;
         const USE_TPR_SHADOW = 1 << 21;
         const NMI_WINDOW_EXITING = 1 << 22;
         const UNCONDITIONAL_IO_EXITING = 1 << 24;

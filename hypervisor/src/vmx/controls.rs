@@ -488,6 +488,10 @@ pub fn compute(caps: &VmxCapabilities, req: &ControlRequest) -> Result<Controls,
 /// - HLT exiting (an idle guest yields its CPU), I/O bitmaps and MSR bitmaps (which
 ///   ports and MSRs exit is decided per port/MSR), activate secondary controls (added by
 ///   [`compute`]);
+/// - CR8-load and CR8-store exiting: without a TPR shadow, a guest MOV to CR8 would write
+///   the *physical* local APIC's TPR (SDM Vol. 3C "Changes to Instruction Behavior in VMX
+///   Non-Root Operation") and could mask the host's interrupts. The TRUE MSRs let these
+///   default-1 bits be 0, so they are asked for explicitly; CR8 is the virtual TPR;
 /// - MWAIT exiting and MONITOR exiting *(if available)*: a guest must not put the
 ///   physical CPU into a deep C-state, where the preemption timer may stop and wake-up
 ///   latency is the guest's choice. The exit handler decides what the guest sees
@@ -518,7 +522,11 @@ pub fn compute(caps: &VmxCapabilities, req: &ControlRequest) -> Result<Controls,
 /// are asked for so that every CPU behaves the same.
 pub fn default_request(caps: &VmxCapabilities) -> ControlRequest {
     let mut pin = PinBased::EXTERNAL_INTERRUPT_EXITING | PinBased::NMI_EXITING | PinBased::VIRTUAL_NMIS;
-    let mut proc = PrimaryProcBased::HLT_EXITING | PrimaryProcBased::USE_IO_BITMAPS | PrimaryProcBased::USE_MSR_BITMAPS;
+    let mut proc = PrimaryProcBased::HLT_EXITING
+        | PrimaryProcBased::USE_IO_BITMAPS
+        | PrimaryProcBased::USE_MSR_BITMAPS
+        | PrimaryProcBased::CR8_LOAD_EXITING
+        | PrimaryProcBased::CR8_STORE_EXITING;
     let mut proc2 = SecondaryProcBased::ENABLE_EPT
         | SecondaryProcBased::ENABLE_VPID
         | SecondaryProcBased::UNRESTRICTED_GUEST
@@ -599,9 +607,9 @@ mod tests {
             Controls {
                 // Wanted 0, 3, 5, 6; required (reserved) 1, 2, 4.
                 pin: 0x0000_007f,
-                // Wanted 7, 10, 25, 28, 29, 31; required 1, 4-6, 8, 13, 14, 26. CR3-load/store
-                // exiting (15, 16) stay 0.
-                proc: 0xb600_65f2,
+                // Wanted 7, 10, 19, 20, 25, 28, 29, 31; required 1, 4-6, 8, 13, 14, 26.
+                // CR3-load/store exiting (15, 16) stay 0.
+                proc: 0xb618_65f2,
                 // EPT 1, RDTSCP 3, VPID 5, WBINVD 6, UG 7, INVPCID 12, XSAVES 20.
                 proc2: 0x0010_10ea,
                 // Wanted 2, 9, 15, 18-22; required 0, 1, 3-8, 10, 11, 13, 14, 16, 17.
@@ -630,6 +638,8 @@ mod tests {
                 | PrimaryProcBased::USE_IO_BITMAPS
                 | PrimaryProcBased::USE_MSR_BITMAPS
                 | PrimaryProcBased::MONITOR_EXITING
+                | PrimaryProcBased::CR8_LOAD_EXITING
+                | PrimaryProcBased::CR8_STORE_EXITING
         );
         assert!(!req.proc.intersects(
             PrimaryProcBased::INVLPG_EXITING

@@ -5,6 +5,7 @@ pub mod controls;
 pub mod exit;
 pub mod fields;
 pub mod inject;
+pub mod vpid;
 
 #[cfg(target_os = "none")]
 pub mod entry;
@@ -14,6 +15,8 @@ pub mod host;
 pub mod instr;
 #[cfg(target_os = "none")]
 pub mod probe;
+#[cfg(target_os = "none")]
+pub mod tlb;
 #[cfg(target_os = "none")]
 pub mod vmcs;
 #[cfg(target_os = "none")]
