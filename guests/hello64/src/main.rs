@@ -194,6 +194,14 @@ extern "C" fn _start(boot_info: u64) -> ! {
     if vmx || !hv || sig != "Ferrovisor" {
         failures += 1;
     }
+    // CR8 is virtual: what the guest writes it reads back, and the host's TPR is untouched.
+    let cr8: u64;
+    // SAFETY: CR8 only sets which interrupt classes this vCPU accepts; restored to 0 at once.
+    unsafe { asm!("mov cr8, {0}", "mov {1}, cr8", "mov cr8, {2}", in(reg) 5u64, out(reg) cr8, in(reg) 0u64) };
+    let _ = writeln!(out, "cr8: wrote 5, read {cr8}");
+    if cr8 != 5 {
+        failures += 1;
+    }
     let _ = writeln!(out, "hello64: {} check(s) failed", failures);
     exit(failures)
 }

@@ -63,6 +63,8 @@ pub struct Vcpu {
     pub launched: bool,
     pub state: VcpuState,
     pub cr: CrShadows,
+    /// CR8, the task-priority class the guest set (no interrupt controller models it yet).
+    pub cr8: u8,
     /// The guest's XCR0 (loaded with XSETBV before each entry when it differs).
     pub xcr0: u64,
     /// Exits handled, per basic exit reason (the domain report sums its vCPUs).
@@ -87,6 +89,7 @@ impl Vcpu {
             launched: false,
             state: VcpuState::Runnable,
             cr: CrShadows::default(),
+            cr8: 0,
             xcr0: 1,
             exit_counts: [0; super::EXIT_REASONS],
             host_cpu: None,

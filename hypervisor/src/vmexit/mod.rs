@@ -237,6 +237,13 @@ fn control_register(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, cr: CrAcce
                     vmcs.write_natural(FieldNatural::Cr4ReadShadow, value);
                     vmcs.write_natural(FieldNatural::GuestCr4, value | vcpu.cr.cr4_mask);
                 }
+                // CR8 is the task-priority register's class (TPR bits 7:4); bits 63:4
+                // are reserved (SDM Vol. 3A "Control Registers": #GP).
+                8 if value > 0xF => {
+                    inject_exception(vmcs, GP, Some(0));
+                    return Next::Resume;
+                }
+                8 => vcpu.cr8 = value as u8,
                 _ => {
                     inject_exception(vmcs, UD, None);
                     return Next::Resume;
@@ -245,8 +252,9 @@ fn control_register(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, cr: CrAcce
             Next::Advance
         }
         CrAccessType::MovFromCr { gpr } => {
-            // With EPT and no CR3 exiting, only CR8 could get here; we have no TPR yet.
-            write_gpr(vmcs, vcpu, gpr, 0);
+            // With EPT and no CR3-store exiting, only CR8 stores exit.
+            let value = if cr.cr == 8 { u64::from(vcpu.cr8) } else { 0 };
+            write_gpr(vmcs, vcpu, gpr, value);
             Next::Advance
         }
         CrAccessType::Clts => {
