@@ -8,9 +8,12 @@
 
 extern crate alloc;
 
+pub mod decode;
+pub mod devices;
 pub mod domain;
 pub mod loader;
 pub mod mm;
+pub mod sched;
 pub mod vmx;
 
 #[cfg(target_os = "none")]
@@ -23,7 +26,5 @@ pub mod logger;
 pub mod percpu;
 #[cfg(target_os = "none")]
 pub mod power;
-#[cfg(target_os = "none")]
-pub mod sched;
 #[cfg(target_os = "none")]
 pub mod vmexit;

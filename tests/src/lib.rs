@@ -49,6 +49,8 @@ pub struct Boot {
     /// Extra `[hypervisor]` lines of the boot configuration.
     pub config: &'static str,
     pub timeout: Duration,
+    /// Images beyond our own guests (foreign kernels), as bundle entries.
+    pub extra_guests: Vec<build::BuiltGuest>,
 }
 
 impl Boot {
@@ -61,6 +63,7 @@ impl Boot {
             memory_mib: 128,
             config: "",
             timeout: Duration::from_secs(240),
+            extra_guests: Vec::new(),
         }
     }
 
@@ -73,7 +76,14 @@ impl Boot {
             memory_mib: 128,
             config: "",
             timeout: Duration::from_secs(120),
+            extra_guests: Vec::new(),
         }
+    }
+
+    /// Adds an image to the bundle under `name` (`kind` as in `boot --entry`).
+    pub fn with_guest(mut self, name: &str, kind: &str, path: PathBuf) -> Self {
+        self.extra_guests.push(build::BuiltGuest { name: name.into(), kind: kind.into(), path });
+        self
     }
 
     pub fn with_config(mut self, lines: &'static str) -> Self {
@@ -86,7 +96,8 @@ impl Boot {
     pub fn run(&self) -> BootLog {
         let (kernel, boot, guest_dir) = tools();
         let config = format!("[hypervisor]\nlog_level = \"info\"\nemulator_exit = true\n{}\n", self.config);
-        let guests = build::guests_in(guest_dir, false).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        let mut guests = build::guests_in(guest_dir, false).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        guests.extend(self.extra_guests.iter().cloned());
         let dir = xtask::workspace_root().join("target").join("integration").join(self.name);
         let fw = build::Firmware { bios: self.firmware == Firmware::Bios, uefi: self.firmware == Firmware::Uefi };
         let images =

@@ -129,3 +129,29 @@ fn a_real_mode_program_starts_at_a_reset_like_state() {
     ]);
     log.expect_absent("ERROR");
 }
+
+#[test]
+fn the_local_apic_timer_interrupts_a_halted_guest_through_emulated_mmio() {
+    let log = Boot::bochs("guest-apic", 1)
+        .with_config("until_guests_exit = true\n[domain apic]\nimage = hello64\nmemory = 16\ncmdline = apic\n")
+        .run();
+    log.expect_in_order(&[
+        "domain apic (id 1) created",
+        "[apic] apic: ok   id=0 version=0x",
+        "[apic] apic: ok   byte=0x14 qword=0x",
+        "[apic] apic: ok   10 periodic interrupts while halting",
+        "[apic] apic: ok   cli held the timer back",
+        "[apic] apic: ok   cr8=5 held vector 0x40 back",
+        "[apic] apic: ok   one-shot fired once",
+        "[apic] apic: 0 check(s) failed",
+        "domain apic exited status=0",
+        "domain apic exits:",
+        "machine halted: done",
+    ]);
+    // The path each check took: MMIO as EPT violations, HLT, interrupt windows, CR8.
+    let exits = log.line_with("domain apic exits:");
+    for kind in ["ept_violation=", "hlt=", "interrupt_window=", "cr_access=", "preemption_timer="] {
+        assert!(exits.contains(kind), "expected {kind} in {exits:?}");
+    }
+    log.expect_absent("ERROR");
+}

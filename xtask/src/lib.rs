@@ -5,6 +5,7 @@
 pub mod build;
 pub mod deps;
 pub mod emulator;
+pub mod foreign;
 
 use std::path::PathBuf;
 

@@ -9,7 +9,11 @@
 //! - `scan`: looks for that pattern in all of its own RAM (isolation: it must not);
 //! - `wild`: writes beyond its memory (the hypervisor must crash it, nobody else);
 //! - `vmxon`: executes VMXON (the hypervisor must answer #UD);
-//! - `triple`: triple-faults (the hypervisor must crash it, nobody else).
+//! - `triple`: triple-faults (the hypervisor must crash it, nobody else);
+//! - `apic`: drives its local APIC through the xAPIC MMIO page (EPT violations that
+//!   the hypervisor emulates): periodic timer interrupts while halted, an interrupt held
+//!   back by CLI and taken right after STI (interrupt-window exiting), CR8 holding back
+//!   a lower class, and a one-shot timer.
 #![no_std]
 #![no_main]
 
@@ -104,7 +108,12 @@ fn scan(memory: u64) -> ! {
         }
         addr += 8;
     }
-    let _ = writeln!(Console, "scan: {} MiB searched, pattern {}", memory >> 20, if found == 0 { "not found" } else { "FOUND" });
+    let _ = writeln!(
+        Console,
+        "scan: {} MiB searched, pattern {}",
+        memory >> 20,
+        if found == 0 { "not found" } else { "FOUND" }
+    );
     exit(if found == 0 { 0 } else { 1 })
 }
 
@@ -155,6 +164,189 @@ fn vmxon() -> ! {
     exit(1)
 }
 
+const APIC: u64 = 0xFEE0_0000;
+const TIMER_VECTOR: u8 = 0x40;
+
+fn apic_read(offset: u64) -> u32 {
+    // SAFETY: the xAPIC page: an EPT violation the hypervisor emulates.
+    unsafe { ((APIC + offset) as *const u32).read_volatile() }
+}
+
+fn apic_write(offset: u64, value: u32) {
+    // SAFETY: as in `apic_read`.
+    unsafe { ((APIC + offset) as *mut u32).write_volatile(value) }
+}
+
+static TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+// The timer interrupt: save the caller-saved registers (the frame leaves RSP 16-byte
+// aligned after nine pushes), count, EOI, return.
+core::arch::global_asm!(
+    ".global timer_entry",
+    "timer_entry:",
+    "push rax",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "cld",
+    "call on_timer",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rax",
+    "iretq",
+);
+unsafe extern "C" {
+    fn timer_entry();
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn on_timer() {
+    TICKS.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    apic_write(0xB0, 0); // EOI
+}
+
+/// Puts `handler` in IDT entry `vector` (64-bit interrupt gate, DPL 0) and loads the IDT.
+fn set_gate(vector: usize, handler: u64) {
+    // Interrupt gate, present, DPL0, selector 0x08 (SDM Vol. 3A "64-Bit IDT Gate Descriptors").
+    let low = (handler & 0xFFFF) | (0x08 << 16) | (0x8E00 << 32) | ((handler >> 16) & 0xFFFF) << 48;
+    let high = handler >> 32;
+    // SAFETY: single-threaded guest; the IDT is static and lives forever.
+    unsafe {
+        let idt = &mut *core::ptr::addr_of_mut!(APIC_IDT);
+        idt.0[vector * 2] = low;
+        idt.0[vector * 2 + 1] = high;
+        let base = idt.0.as_ptr() as u64;
+        let pointer: [u16; 5] =
+            [(256 * 16 - 1) as u16, base as u16, (base >> 16) as u16, (base >> 32) as u16, (base >> 48) as u16];
+        asm!("lidt [{}]", in(reg) &pointer);
+    }
+}
+
+#[repr(C, align(16))]
+struct FullIdt([u64; 512]);
+static mut APIC_IDT: FullIdt = FullIdt([0; 512]);
+
+fn ticks() -> u64 {
+    TICKS.load(core::sync::atomic::Ordering::SeqCst)
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Spins for `tsc` ticks with interrupts as they are.
+fn spin(tsc: u64) {
+    let end = rdtsc() + tsc;
+    while rdtsc() < end {
+        core::hint::spin_loop();
+    }
+}
+
+fn check(out: &mut Console, failures: &mut u8, ok: bool, what: core::fmt::Arguments) {
+    let _ = writeln!(out, "apic: {} {}", if ok { "ok  " } else { "FAIL" }, what);
+    if !ok {
+        *failures += 1;
+    }
+}
+
+fn apic() -> ! {
+    let mut out = Console;
+    let mut failures = 0u8;
+    let id = apic_read(0x20) >> 24;
+    let version = apic_read(0x30);
+    check(&mut out, &mut failures, id == 0 && version & 0xFF == 0x14, format_args!("id={id} version={version:#x}"));
+    // Other instruction forms the hypervisor must decode: a byte load and a 64-bit load.
+    let (byte, wide): (u8, u64);
+    // SAFETY: reads of the xAPIC page (version register at +0x30).
+    unsafe {
+        asm!("mov {b}, byte ptr [{p}]", "mov {w}, qword ptr [{p}]", p = in(reg) APIC + 0x30, b = out(reg_byte) byte, w = out(reg) wide)
+    };
+    check(
+        &mut out,
+        &mut failures,
+        byte == 0x14 && wide == u64::from(version),
+        format_args!("byte={byte:#x} qword={wide:#x}"),
+    );
+
+    set_gate(TIMER_VECTOR as usize, timer_entry as *const () as u64);
+    apic_write(0xF0, 0x1FF); // SVR: software-enable, spurious vector 0xFF
+    apic_write(0x3E0, 0b1011); // divide by 1
+    apic_write(0x320, u32::from(TIMER_VECTOR) | (1 << 17)); // periodic
+    apic_write(0x380, 1_000_000); // 1 ms at the 1 GHz APIC bus
+    // 1. Periodic interrupts wake a halted vCPU.
+    let start = rdtsc();
+    // SAFETY: STI then HLT in a loop; the handler is installed.
+    unsafe { asm!("sti") };
+    while ticks() < 10 {
+        // SAFETY: halts until the next interrupt.
+        unsafe { asm!("hlt") };
+    }
+    let elapsed = rdtsc() - start;
+    check(&mut out, &mut failures, true, format_args!("10 periodic interrupts while halting ({elapsed} TSC ticks)"));
+    // 2. Held back by CLI, taken at once after STI (interrupt-window exiting).
+    // SAFETY: masking interrupts in our own guest.
+    unsafe { asm!("cli") };
+    let before = ticks();
+    spin(elapsed / 2); // about 5 timer periods
+    let during = ticks();
+    // SAFETY: the one-instruction STI shadow ends after the NOP.
+    unsafe { asm!("sti", "nop") };
+    let after = ticks();
+    check(
+        &mut out,
+        &mut failures,
+        during == before && after > before,
+        format_args!("cli held the timer back ({before}->{during}), sti+nop took it ({after})"),
+    );
+    // 3. CR8 (TPR class 5) holds back vector 0x40 (class 4).
+    // SAFETY: raising our own task priority.
+    unsafe { asm!("mov cr8, {}", in(reg) 5u64) };
+    let before = ticks();
+    spin(elapsed / 2);
+    let during = ticks();
+    // SAFETY: lowering it again.
+    unsafe { asm!("mov cr8, {}", in(reg) 0u64) };
+    spin(elapsed / 10);
+    let after = ticks();
+    check(
+        &mut out,
+        &mut failures,
+        during == before && after > before,
+        format_args!("cr8=5 held vector 0x40 back ({before}->{during}), cr8=0 let it in ({after})"),
+    );
+    // 4. One-shot: exactly one more interrupt.
+    apic_write(0x320, u32::from(TIMER_VECTOR)); // one-shot (changing mode disarms)
+    apic_write(0x380, 500_000);
+    let before = ticks();
+    // SAFETY: halts until the one-shot fires.
+    unsafe { asm!("hlt") };
+    spin(elapsed / 2);
+    let after = ticks();
+    let current = apic_read(0x390);
+    check(
+        &mut out,
+        &mut failures,
+        after == before + 1 && current == 0,
+        format_args!("one-shot fired once ({before}->{after}), current count {current}"),
+    );
+    // SAFETY: no more interrupts wanted.
+    unsafe { asm!("cli") };
+    let _ = writeln!(out, "apic: {failures} check(s) failed");
+    exit(failures)
+}
+
 fn triple() -> ! {
     let _ = writeln!(Console, "triple: loading an empty IDT and faulting");
     let pointer: [u16; 5] = [0; 5];
@@ -177,6 +369,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"wild" => wild(info.memory_size),
         b"vmxon" => vmxon(),
         b"triple" => triple(),
+        b"apic" => apic(),
         _ => {}
     }
     let _ = writeln!(out, "hello from a 64-bit guest (boot info at {boot_info:#x})");

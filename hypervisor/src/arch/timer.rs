@@ -14,6 +14,8 @@ const CALIBRATION_MS: u64 = 10;
 
 /// Measured TSC ticks per microsecond (0 = not calibrated; delays then assume 1 GHz).
 static TSC_PER_US: AtomicU64 = AtomicU64::new(0);
+/// Measured TSC frequency in Hz (0 = not calibrated: 1 GHz is assumed).
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 
 /// Calibrates the TSC against PIT channel 2 and returns the frequency in Hz.
 pub fn calibrate() -> u64 {
@@ -45,7 +47,29 @@ pub fn calibrate() -> u64 {
     };
     let hz = (end - start) * 1000 / CALIBRATION_MS;
     TSC_PER_US.store((hz / 1_000_000).max(1), Ordering::Relaxed);
+    TSC_HZ.store(hz.max(1), Ordering::Relaxed);
     hz
+}
+
+fn tsc_hz() -> u64 {
+    match TSC_HZ.load(Ordering::Relaxed) {
+        0 => 1_000_000_000,
+        n => n,
+    }
+}
+
+/// Monotonic nanoseconds since reset, from the TSC (the clock of every virtual timer).
+/// The TSC is invariant and the same on every CPU of the machines we support.
+pub fn now_ns() -> u64 {
+    tsc_to_ns(rdtsc())
+}
+
+pub fn tsc_to_ns(tsc: u64) -> u64 {
+    (u128::from(tsc) * 1_000_000_000 / u128::from(tsc_hz())).min(u128::from(u64::MAX)) as u64
+}
+
+pub fn ns_to_tsc(ns: u64) -> u64 {
+    (u128::from(ns) * u128::from(tsc_hz()) / 1_000_000_000).min(u128::from(u64::MAX)) as u64
 }
 
 fn ticks_per_us() -> u64 {

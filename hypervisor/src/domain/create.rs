@@ -165,7 +165,8 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     };
     let mut vcpus = Vec::new();
     // Secondary vCPUs wait for a start signal (scheduler issue); only vCPU 0 runs now.
-    let mut v = Vcpu::new(0, caps.basic().revision_id()).ok_or("out of memory for a VMCS or XSAVE area, or out of VPIDs")?;
+    let mut v =
+        Vcpu::new(0, caps.basic().revision_id()).ok_or("out of memory for a VMCS or XSAVE area, or out of VPIDs")?;
     {
         // SAFETY: the VMCS was just created and is current nowhere else.
         let current = unsafe { v.vmcs.load() }.map_err(|e| format!("VMPTRLD failed: {e:?}"))?;
@@ -197,6 +198,7 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
             exit_status: None,
             unclaimed_ports: BTreeMap::new(),
             console: LineBuffer::default(),
+            devices: crate::devices::DomainDevices::new(),
         }),
     });
     Ok(domain)

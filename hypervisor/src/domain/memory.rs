@@ -174,3 +174,19 @@ impl Drop for GuestMemory {
         self.free();
     }
 }
+
+/// The guest page walker reads page tables and instruction bytes through this: always
+/// bounds-checked, so a guest page table pointing outside RAM ends the walk.
+impl crate::mm::guest_paging::GuestRam for GuestMemory {
+    fn read_u64(&self, gpa: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(gpa, &mut b).ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+}
+
+impl crate::mm::guest_paging::GuestBytes for GuestMemory {
+    fn read_bytes(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        self.read(gpa, buf).ok()
+    }
+}

@@ -101,6 +101,8 @@ mod kernel {
         /// Reads and writes of ports nobody claims, per port.
         pub unclaimed_ports: BTreeMap<u16, u64>,
         pub console: LineBuffer,
+        /// The emulated devices the domain's vCPUs share.
+        pub devices: crate::devices::DomainDevices,
     }
 
     pub struct Domain {

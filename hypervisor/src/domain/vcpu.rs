@@ -1,6 +1,7 @@
 //! A virtual CPU: its VMCS, the registers the VMCS does not hold, and its statistics.
 
 use super::boot_area;
+use crate::devices::lapic::LocalApic;
 use crate::vmx::controls::Controls;
 use crate::vmx::entry::GuestRegs;
 use crate::vmx::fields::{Field16, Field32, Field64, FieldNatural};
@@ -63,8 +64,17 @@ pub struct Vcpu {
     pub launched: bool,
     pub state: VcpuState,
     pub cr: CrShadows,
-    /// CR8, the task-priority class the guest set (no interrupt controller models it yet).
-    pub cr8: u8,
+    /// The vCPU's local APIC (CR8 is its TPR's priority class).
+    pub lapic: LocalApic,
+    /// IA32_TSC_DEADLINE as the guest wrote it (TSC ticks; 0 = disarmed).
+    pub tsc_deadline: u64,
+    /// Interrupt-window exiting is on: an interrupt waits for the guest to accept it.
+    pub window_exiting: bool,
+    pub interrupts_injected: u64,
+    /// IPIs to other vCPUs, which single-vCPU domains cannot deliver yet.
+    pub ipis_dropped: u64,
+    /// When the current time slice ends (TSC); the scheduler sets it.
+    pub slice_end_tsc: u64,
     /// The guest's XCR0 (loaded with XSETBV before each entry when it differs).
     pub xcr0: u64,
     /// Exits handled, per basic exit reason (the domain report sums its vCPUs).
@@ -89,7 +99,12 @@ impl Vcpu {
             launched: false,
             state: VcpuState::Runnable,
             cr: CrShadows::default(),
-            cr8: 0,
+            lapic: LocalApic::new(id, id == 0),
+            tsc_deadline: 0,
+            window_exiting: false,
+            interrupts_injected: 0,
+            ipis_dropped: 0,
+            slice_end_tsc: u64::MAX,
             xcr0: 1,
             exit_counts: [0; super::EXIT_REASONS],
             host_cpu: None,

@@ -432,7 +432,10 @@ mod tests {
         assert_eq!(translate(&ram, &ctx, 0x0045_6789, Access::Write), Ok(0x3_0045_6789));
         // Without CR4.PSE the PS bit is ignored and the PDE points to a page table.
         let no_pse = Context { mode: PagingMode::Bits32 { pse: false }, ..ctx };
-        assert_eq!(translate(&ram, &no_pse, 0x0040_0000, Access::Read), Err(WalkError::NotPresent { linear: 0x40_0000 }));
+        assert_eq!(
+            translate(&ram, &no_pse, 0x0040_0000, Access::Read),
+            Err(WalkError::NotPresent { linear: 0x40_0000 })
+        );
     }
 
     #[test]
@@ -485,7 +488,8 @@ mod tests {
                     3 => PagingMode::Long { la57: false },
                     _ => PagingMode::Long { la57: true },
                 };
-                let ctx = Context { mode, cr3: rng.next() % 65536, write_protect: true, nxe: rng.next() % 2 == 0 };
+                let ctx =
+                    Context { mode, cr3: rng.next() % 65536, write_protect: true, nxe: rng.next().is_multiple_of(2) };
                 let _ = translate(&ram, &ctx, rng.next(), Access::Write);
                 let mut buf = [0u8; 15];
                 let n = read_linear(&ram, &ctx, rng.next(), &mut buf, Access::Fetch);

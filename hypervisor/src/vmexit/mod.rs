@@ -10,8 +10,11 @@ use crate::vmx::exit::{
 use crate::vmx::fields::{Field32, FieldNatural, ReadOnly32, ReadOnly64, ReadOnlyNatural};
 use crate::vmx::vmcs::Current;
 
+pub mod apic;
 pub mod cpuid;
+pub mod events;
 pub mod io;
+pub mod mmio;
 pub mod msr;
 
 /// What to do after an exit.
@@ -19,9 +22,13 @@ pub mod msr;
 pub enum Next {
     /// Skip the exiting instruction and resume.
     Advance,
+    /// Skip this many bytes and resume: an instruction the hypervisor decoded and
+    /// emulated itself (EPT violations report no instruction length).
+    Skip(u8),
     /// Resume at the same RIP (event injected, or nothing to skip).
     Resume,
-    /// Stop running this vCPU (HLT): the scheduler decides when it runs again.
+    /// Skip the exiting instruction (HLT) and stop running this vCPU until an
+    /// interrupt is deliverable to it.
     Block,
     /// Give the CPU to the next vCPU (preemption timer).
     Yield,
@@ -91,6 +98,7 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
             format_args!("VM entry failed: {} (exit reason {})", reason.name(), reason as u16),
         );
     }
+    events::reinject_interrupted(vmcs);
     let qualification = vmcs.read_ro_natural(ReadOnlyNatural::ExitQualification);
     let next = match reason {
         ExitReason::Cpuid => cpuid::handle(vcpu),
@@ -102,7 +110,10 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
         ExitReason::Wrmsr => msr::wrmsr(vmcs, vcpu),
         ExitReason::Hlt => {
             let rflags = vmcs.read_natural(FieldNatural::GuestRflags);
-            if rflags & (1 << 9) == 0 {
+            if rflags & (1 << 9) != 0 && vcpu.lapic.pending(crate::arch::timer::now_ns()).is_some() {
+                // An interrupt is already deliverable: HLT ends at once.
+                Next::Advance
+            } else if rflags & (1 << 9) == 0 {
                 // HLT with interrupts off and no interrupt sources yet: nothing can ever
                 // wake it. Xen calls this a dead vCPU; we end the domain and say so.
                 if domain.finish(DomainState::ShutDown, None) {
@@ -140,14 +151,7 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
         ExitReason::InvalidGuestState => crash(vmcs, domain, vcpu, format_args!("invalid guest state")),
         ExitReason::EptViolation => {
             let gpa = vmcs.read_ro64(ReadOnly64::GuestPhysicalAddress);
-            let v = EptViolation::from_raw(qualification);
-            // No device models yet: nothing claims MMIO, so the access is a guest bug.
-            crash(
-                vmcs,
-                domain,
-                vcpu,
-                format_args!("{} access to unmapped guest-physical address {gpa:#x}", v.access_str()),
-            )
+            mmio::handle(vmcs, domain, vcpu, gpa, EptViolation::from_raw(qualification))
         }
         ExitReason::EptMisconfig => {
             let gpa = vmcs.read_ro64(ReadOnly64::GuestPhysicalAddress);
@@ -160,7 +164,12 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
             crate::arch::apic::eoi();
             Next::Resume
         }
-        ExitReason::PreemptionTimer => Next::Yield,
+        // The timer ends the slice, or was set early for the vCPU's own APIC timer,
+        // which `events::before_entry` then delivers.
+        ExitReason::PreemptionTimer if crate::arch::cpu::rdtsc() >= vcpu.slice_end_tsc => Next::Yield,
+        ExitReason::PreemptionTimer => Next::Resume,
+        // The guest became interruptible: `events::before_entry` injects now.
+        ExitReason::InterruptWindow => Next::Resume,
         ExitReason::ExceptionOrNmi => {
             if crate::power::stopping() {
                 crate::power::park_this_cpu();
@@ -169,17 +178,41 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
         }
         other => crash(vmcs, domain, vcpu, format_args!("unhandled VM exit {} ({})", other.name(), other as u16)),
     };
-    if next == Next::Advance {
-        let len = vmcs.read_ro32(ReadOnly32::ExitInstructionLength);
-        let rip = vmcs.read_natural(FieldNatural::GuestRip);
-        vmcs.write_natural(FieldNatural::GuestRip, rip.wrapping_add(u64::from(len)));
-        // Skipping an instruction ends STI/MOV SS blocking (SDM Vol. 3C "Interruptibility State").
-        let intr = vmcs.read32(Field32::GuestInterruptibilityState);
-        if intr & 0b11 != 0 {
-            vmcs.write32(Field32::GuestInterruptibilityState, intr & !0b11);
+    match next {
+        Next::Advance => {
+            skip(vmcs, vmcs.read_ro32(ReadOnly32::ExitInstructionLength));
+            Next::Advance
         }
+        Next::Skip(len) => {
+            skip(vmcs, u32::from(len));
+            Next::Advance
+        }
+        // HLT is complete when the vCPU wakes: the interrupt handler must return to the
+        // instruction after it, as on hardware.
+        Next::Block => {
+            skip(vmcs, vmcs.read_ro32(ReadOnly32::ExitInstructionLength));
+            Next::Block
+        }
+        other => other,
     }
-    next
+}
+
+/// Moves RIP past an instruction the hypervisor completed for the guest.
+fn skip(vmcs: &Current, len: u32) {
+    let rip = vmcs.read_natural(FieldNatural::GuestRip);
+    let mut next = rip.wrapping_add(u64::from(len));
+    // Outside 64-bit code, EIP wraps at 4 GiB (and IP at 64 KiB, which real-mode code
+    // never relies on across an emulated instruction).
+    let cs = vmcs.read32(Field32::GuestCsAccessRights);
+    if cs & (1 << 13) == 0 {
+        next &= 0xFFFF_FFFF;
+    }
+    vmcs.write_natural(FieldNatural::GuestRip, next);
+    // Skipping an instruction ends STI/MOV SS blocking (SDM Vol. 3C "Interruptibility State").
+    let intr = vmcs.read32(Field32::GuestInterruptibilityState);
+    if intr & 0b11 != 0 {
+        vmcs.write32(Field32::GuestInterruptibilityState, intr & !0b11);
+    }
 }
 
 /// The saved guest register `g`; `None` for RSP, which lives in the VMCS.
@@ -243,7 +276,7 @@ fn control_register(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, cr: CrAcce
                     inject_exception(vmcs, GP, Some(0));
                     return Next::Resume;
                 }
-                8 => vcpu.cr8 = value as u8,
+                8 => vcpu.lapic.set_tpr((value as u8) << 4),
                 _ => {
                     inject_exception(vmcs, UD, None);
                     return Next::Resume;
@@ -253,7 +286,7 @@ fn control_register(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, cr: CrAcce
         }
         CrAccessType::MovFromCr { gpr } => {
             // With EPT and no CR3-store exiting, only CR8 stores exit.
-            let value = if cr.cr == 8 { u64::from(vcpu.cr8) } else { 0 };
+            let value = if cr.cr == 8 { u64::from(vcpu.lapic.tpr() >> 4) } else { 0 };
             write_gpr(vmcs, vcpu, gpr, value);
             Next::Advance
         }

@@ -1,14 +1,15 @@
 //! RDMSR/WRMSR from a DomU. Every MSR access exits (the MSR bitmap is all ones); the
-//! few MSRs a guest kernel needs are emulated from VMCS guest state or constants, and
-//! everything else raises #GP in the guest, as a CPU without that MSR would.
+//! few MSRs a guest kernel needs are emulated from VMCS guest state or constants, the
+//! APIC's MSRs go to the vCPU's local APIC model (`apic`), and everything else raises
+//! #GP in the guest, as a CPU without that MSR would.
 
+use super::apic::MsrOutcome;
 use super::{GP, Next, inject_exception};
 use crate::domain::vcpu::Vcpu;
 use crate::vmx::fields::{Field64, FieldNatural};
 use crate::vmx::vmcs::Current;
 
 const IA32_TSC: u32 = 0x10;
-const IA32_APIC_BASE: u32 = 0x1B;
 const IA32_MTRRCAP: u32 = 0xFE;
 const IA32_SYSENTER_CS: u32 = 0x174;
 const IA32_SYSENTER_ESP: u32 = 0x175;
@@ -22,8 +23,6 @@ const IA32_GS_BASE: u32 = 0xC000_0101;
 
 /// EFER bits a guest may set: SCE, LME, LMA (read-only, derived), NXE.
 const EFER_WRITABLE: u64 = (1 << 0) | (1 << 8) | (1 << 11);
-/// xAPIC at the architectural base, enabled, this vCPU is the BSP.
-const APIC_BASE_VALUE: u64 = 0xFEE0_0000 | (1 << 11) | (1 << 8);
 
 fn split(vcpu: &mut Vcpu, value: u64) {
     vcpu.regs.rax = value & 0xFFFF_FFFF;
@@ -31,9 +30,20 @@ fn split(vcpu: &mut Vcpu, value: u64) {
 }
 
 pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
-    let value = match vcpu.regs.rcx as u32 {
+    let msr = vcpu.regs.rcx as u32;
+    match super::apic::rdmsr(vcpu, msr) {
+        MsrOutcome::NotApic => {}
+        MsrOutcome::Done(value) => {
+            split(vcpu, value);
+            return Next::Advance;
+        }
+        MsrOutcome::Fault => {
+            inject_exception(vmcs, GP, Some(0));
+            return Next::Resume;
+        }
+    }
+    let value = match msr {
         IA32_TSC => crate::arch::cpu::rdtsc(),
-        IA32_APIC_BASE => APIC_BASE_VALUE,
         IA32_MTRRCAP | IA32_MTRR_DEF_TYPE => 0,
         IA32_MISC_ENABLE => 1, // fast strings
         IA32_PAT => vmcs.read64(Field64::GuestIa32Pat),
@@ -63,7 +73,23 @@ fn valid_pat(pat: u64) -> bool {
 
 pub fn wrmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
     let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xFFFF_FFFF);
-    let ok = match vcpu.regs.rcx as u32 {
+    let msr = vcpu.regs.rcx as u32;
+    let ok = match super::apic::wrmsr(vcpu, msr, value) {
+        MsrOutcome::Done(_) => true,
+        MsrOutcome::Fault => false,
+        MsrOutcome::NotApic => plain_wrmsr(vmcs, msr, value),
+    };
+    if ok {
+        Next::Advance
+    } else {
+        inject_exception(vmcs, GP, Some(0));
+        Next::Resume
+    }
+}
+
+/// The non-APIC MSRs; false means #GP.
+fn plain_wrmsr(vmcs: &Current, msr: u32, value: u64) -> bool {
+    match msr {
         IA32_EFER if value & !(EFER_WRITABLE | (1 << 10)) == 0 => {
             // LMA follows LME once paging is on; keep what the VMCS says for LMA.
             let lma = vmcs.read64(Field64::GuestIa32Efer) & (1 << 10);
@@ -95,13 +121,7 @@ pub fn wrmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
             true
         }
         // Writes the platform ignores.
-        IA32_APIC_BASE | IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE => true,
+        IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE => true,
         _ => false,
-    };
-    if ok {
-        Next::Advance
-    } else {
-        inject_exception(vmcs, GP, Some(0));
-        Next::Resume
     }
 }

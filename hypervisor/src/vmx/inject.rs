@@ -17,7 +17,7 @@
 //! This module decides; `vmexit::events` writes the VMCS. The decision is pure so every
 //! case is unit-tested on the host.
 
-use super::exit::{InterruptionInfo, InterruptionType, Interruptibility};
+use super::exit::{Interruptibility, InterruptionInfo, InterruptionType};
 
 /// What to do about external interrupts at the next VM entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,9 @@ impl GuestInterruptState {
     /// Whether an external interrupt can be delivered at the next instruction boundary.
     pub fn accepts_interrupt(&self) -> bool {
         self.interrupts_enabled
-            && !self.interruptibility.intersects(Interruptibility::BLOCKING_BY_STI | Interruptibility::BLOCKING_BY_MOV_SS)
+            && !self
+                .interruptibility
+                .intersects(Interruptibility::BLOCKING_BY_STI | Interruptibility::BLOCKING_BY_MOV_SS)
     }
 }
 

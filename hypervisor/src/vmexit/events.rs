@@ -1,0 +1,66 @@
+//! Interrupts into a vCPU: re-injecting an event an exit interrupted, and injecting the
+//! local APIC's highest pending interrupt at VM entry or asking for an interrupt window
+//! when the guest cannot take it yet. The decisions are `vmx::inject`'s (host-tested);
+//! this module reads and writes the VMCS.
+
+use crate::domain::vcpu::Vcpu;
+use crate::vmx::caps::PrimaryProcBased;
+use crate::vmx::exit::InterruptionInfo;
+use crate::vmx::fields::{Field32, FieldNatural, ReadOnly32};
+use crate::vmx::inject::{self, GuestInterruptState, Plan};
+use crate::vmx::vmcs::Current;
+
+/// After every exit: an event whose delivery the exit interrupted (IDT-vectoring
+/// information valid) is delivered again at the next entry, so nothing is lost.
+pub fn reinject_interrupted(vmcs: &Current) {
+    let idt = vmcs.read_ro32(ReadOnly32::IdtVectoringInfo);
+    if idt & (1 << 31) == 0 {
+        return;
+    }
+    let len = vmcs.read_ro32(ReadOnly32::ExitInstructionLength);
+    if let Some(r) = inject::reinjection(idt, len) {
+        vmcs.write32(Field32::EntryInterruptionInfo, r.info.raw());
+        if r.info.delivers_error_code() {
+            vmcs.write32(Field32::EntryExceptionErrorCode, vmcs.read_ro32(ReadOnly32::IdtVectoringErrorCode));
+        }
+        if let Some(len) = r.instruction_length {
+            vmcs.write32(Field32::EntryInstructionLength, len);
+        }
+    }
+}
+
+/// Before every entry: run the vCPU's timers up to `now`, then inject its highest
+/// deliverable interrupt or open an interrupt window.
+pub fn before_entry(vmcs: &Current, vcpu: &mut Vcpu, now: u64) {
+    vcpu.lapic.tick(now);
+    let pending = vcpu.lapic.pending(now);
+    if pending.is_none() && !vcpu.window_exiting {
+        return; // the common case: nothing to do, no VMREADs
+    }
+    let state = GuestInterruptState::from_raw(
+        vmcs.read_natural(FieldNatural::GuestRflags),
+        vmcs.read32(Field32::GuestInterruptibilityState),
+        vmcs.read32(Field32::EntryInterruptionInfo),
+    );
+    match inject::plan(pending, &state) {
+        Plan::Inject(vector) => {
+            vmcs.write32(Field32::EntryInterruptionInfo, InterruptionInfo::external_interrupt(vector).raw());
+            vcpu.lapic.ack(vector);
+            vcpu.interrupts_injected = vcpu.interrupts_injected.wrapping_add(1);
+            set_window(vmcs, vcpu, false);
+        }
+        Plan::OpenWindow => set_window(vmcs, vcpu, true),
+        Plan::Nothing => set_window(vmcs, vcpu, false),
+    }
+}
+
+/// Turns interrupt-window exiting on or off (only VMCS traffic when it changes).
+fn set_window(vmcs: &Current, vcpu: &mut Vcpu, on: bool) {
+    if vcpu.window_exiting == on {
+        return;
+    }
+    let bit = PrimaryProcBased::INTERRUPT_WINDOW_EXITING.bits();
+    let controls = vmcs.read32(Field32::PrimaryProcBasedControls);
+    vmcs.write32(Field32::PrimaryProcBasedControls, if on { controls | bit } else { controls & !bit });
+    vcpu.window_exiting = on;
+}

@@ -1,0 +1,180 @@
+//! MMIO: an EPT violation on a guest-physical address that is not RAM.
+//!
+//! Guest RAM is mapped in the EPT; everything else is absent, so any access to it exits
+//! here. If a device model claims the address, the faulting instruction is fetched
+//! (through the guest's own page tables), decoded (`crate::decode`: the MOV family),
+//! performed against the model, and skipped. Nothing claims the address: the domain is
+//! crashed with the address, the kind of access and RIP (SDM Vol. 3C "EPT Violations").
+//!
+//! What is refused, with a crash report rather than a guess:
+//! - an access made while delivering an event (the IDT or the stack in MMIO): there is
+//!   no instruction to emulate, and no real OS does this;
+//! - an access by the guest's page walk (page tables in MMIO);
+//! - instructions outside the decoder's set, and a decoded direction that contradicts the
+//!   exit qualification (another vCPU rewrote the instruction after the exit).
+
+use super::{Next, crash};
+use crate::decode::{self, CpuMode, Operation, Reg};
+use crate::devices::lapic::LocalApic;
+use crate::domain::Domain;
+use crate::domain::vcpu::Vcpu;
+use crate::mm::guest_paging::{self, Access, Context};
+use crate::vmx::exit::{EptViolation, Gpr, InterruptionInfo};
+use crate::vmx::fields::{Field32, Field64, FieldNatural, ReadOnly32, Segment};
+use crate::vmx::vmcs::Current;
+
+/// The device behind a guest-physical address, with the offset into its window.
+enum Target {
+    Lapic { offset: u32 },
+}
+
+/// Which model claims `gpa` for this vCPU.
+fn claim(vcpu: &Vcpu, gpa: u64) -> Option<Target> {
+    let lapic: &LocalApic = &vcpu.lapic;
+    // The xAPIC page is decoded only while the APIC is enabled in xAPIC mode (SDM Vol. 3A
+    // "Local APIC Status and Location"; in x2APIC mode the MMIO interface is gone).
+    if lapic.apic_base() & (1 << 11) != 0 && !lapic.x2apic() {
+        let base = lapic.mmio_base();
+        if (base..base + 4096).contains(&gpa) {
+            return Some(Target::Lapic { offset: (gpa - base) as u32 });
+        }
+    }
+    None
+}
+
+pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, gpa: u64, v: EptViolation) -> Next {
+    let Some(target) = claim(vcpu, gpa) else {
+        return crash(
+            vmcs,
+            domain,
+            vcpu,
+            format_args!("{} access to unmapped guest-physical address {gpa:#x}", v.access_str()),
+        );
+    };
+    if InterruptionInfo::from_raw(vmcs.read_ro32(ReadOnly32::IdtVectoringInfo)).is_valid() {
+        return crash(vmcs, domain, vcpu, format_args!("event delivery touched MMIO at {gpa:#x}"));
+    }
+    if v.gla_valid && !v.gla_is_translation || v.fetch {
+        let what = if v.fetch { "instruction fetch from" } else { "guest page walk through" };
+        return crash(vmcs, domain, vcpu, format_args!("{what} MMIO at {gpa:#x}"));
+    }
+    let mut bytes = [0u8; 15];
+    let fetched = fetch(vmcs, domain, &mut bytes);
+    let mode = cpu_mode(vmcs);
+    let decoded = match decode::decode(&bytes[..fetched], mode) {
+        Ok(d) => d,
+        Err(e) => {
+            return crash(
+                vmcs,
+                domain,
+                vcpu,
+                format_args!("cannot emulate the MMIO access at {gpa:#x}: {e} (bytes {:02x?})", &bytes[..fetched]),
+            );
+        }
+    };
+    let is_load = matches!(decoded.op, Operation::Load { .. });
+    if is_load != v.read || !is_load != v.write {
+        return crash(
+            vmcs,
+            domain,
+            vcpu,
+            format_args!("the instruction at RIP does not match the {} access at {gpa:#x}", v.access_str()),
+        );
+    }
+    let now = crate::arch::timer::now_ns();
+    match decoded.op {
+        Operation::Load { dest, size, dest_size, sign_extend } => {
+            let raw = read(vcpu, &target, size, now);
+            let value = decode::extend(raw, size, sign_extend);
+            let old = read_reg(vmcs, vcpu, dest);
+            write_reg(vmcs, vcpu, dest, decode::merge(old, value, dest_size, dest.high_byte));
+        }
+        Operation::Store { src, size } => {
+            let mut value = read_reg(vmcs, vcpu, src);
+            if src.high_byte {
+                value >>= 8;
+            }
+            write(vcpu, &target, size, value, now);
+        }
+        Operation::StoreImm { value, size } => write(vcpu, &target, size, value, now),
+    }
+    Next::Skip(decoded.len)
+}
+
+/// Reads `size` bytes from the device. The local APIC's registers are 32 bits wide at
+/// 16-byte strides; narrower reads return the addressed bytes of the register, wider
+/// ones the register zero-extended (the SDM leaves both undefined; this is what a
+/// compiler's byte access to a register expects).
+fn read(vcpu: &mut Vcpu, target: &Target, size: u8, now: u64) -> u64 {
+    match *target {
+        Target::Lapic { offset } => {
+            let reg = vcpu.lapic.mmio_read(offset & !3, now);
+            let shifted = u64::from(reg) >> ((offset & 3) * 8);
+            if size >= 8 { shifted } else { shifted & ((1u64 << (size * 8)) - 1) }
+        }
+    }
+}
+
+/// Writes `size` bytes to the device. Local APIC registers take only aligned 32-bit
+/// writes (SDM Vol. 3A "Local APIC Register Address Map": other sizes are undefined);
+/// narrower or misaligned writes are dropped, wider ones write the low 32 bits.
+fn write(vcpu: &mut Vcpu, target: &Target, size: u8, value: u64, now: u64) {
+    match *target {
+        Target::Lapic { offset } => {
+            if size >= 4 && offset & 3 == 0 {
+                let effects = vcpu.lapic.mmio_write(offset, value as u32, now);
+                super::apic::apply(vcpu, effects);
+            }
+        }
+    }
+}
+
+fn read_reg(vmcs: &Current, vcpu: &mut Vcpu, r: Reg) -> u64 {
+    let g = Gpr::ALL[usize::from(r.number & 0xF)];
+    super::read_gpr(vmcs, vcpu, g)
+}
+
+fn write_reg(vmcs: &Current, vcpu: &mut Vcpu, r: Reg, value: u64) {
+    super::write_gpr(vmcs, vcpu, Gpr::ALL[usize::from(r.number & 0xF)], value);
+}
+
+/// The code size from CS and CR0 (SDM Vol. 3A "Segment Descriptors": L and D/B bits).
+fn cpu_mode(vmcs: &Current) -> CpuMode {
+    let cr0 = vmcs.read_natural(FieldNatural::GuestCr0);
+    let rflags = vmcs.read_natural(FieldNatural::GuestRflags);
+    let cs = vmcs.read32(Field32::GuestCsAccessRights);
+    if cr0 & 1 == 0 || rflags & (1 << 17) != 0 {
+        CpuMode::Real16
+    } else if cs & (1 << 13) != 0 && vmcs.read64(Field64::GuestIa32Efer) & (1 << 10) != 0 {
+        CpuMode::Long64
+    } else if cs & (1 << 14) != 0 {
+        CpuMode::Protected32
+    } else {
+        CpuMode::Protected16
+    }
+}
+
+/// Fetches up to 15 instruction bytes at CS:RIP; returns how many could be read.
+fn fetch(vmcs: &Current, domain: &Domain, buf: &mut [u8; 15]) -> usize {
+    let rip = vmcs.read_natural(FieldNatural::GuestRip);
+    let cs_base = vmcs.read_natural(Segment::Cs.base());
+    let linear = match cpu_mode(vmcs) {
+        CpuMode::Long64 => rip,
+        // Outside long mode the linear address wraps at 4 GiB.
+        _ => cs_base.wrapping_add(rip) & 0xFFFF_FFFF,
+    };
+    let ctx = Context::from_registers(
+        vmcs.read_natural(FieldNatural::GuestCr0),
+        vmcs.read_natural(FieldNatural::GuestCr3),
+        vmcs.read_natural(FieldNatural::GuestCr4),
+        vmcs.read64(Field64::GuestIa32Efer),
+        [
+            vmcs.read64(Field64::GuestPdpte0),
+            vmcs.read64(Field64::GuestPdpte1),
+            vmcs.read64(Field64::GuestPdpte2),
+            vmcs.read64(Field64::GuestPdpte3),
+        ],
+    );
+    let memory = domain.memory.lock();
+    guest_paging::read_linear(&*memory, &ctx, linear, buf, Access::Fetch)
+}

@@ -1,0 +1,64 @@
+//! Kernels nobody here wrote, fetched from Debian's archive (never committed): the
+//! proof that our loaders and platform follow the standards rather than our own guests.
+//!
+//! - `tboot` (package `tboot`): Intel's Trusted Boot, a multiboot 1 ELF32 kernel that
+//!   loads at 8 MiB, logs to COM1 and, on a machine without TXT, reads the TXT
+//!   configuration registers at 0xFED30000, which our DomUs do not have.
+
+use crate::{step, workspace_root};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The unpacked multiboot kernel from Debian's `tboot` package, fetched once into
+/// `target/foreign/tboot/`.
+pub fn tboot() -> Result<PathBuf, String> {
+    let dir = workspace_root().join("target").join("foreign").join("tboot");
+    let elf = dir.join("tboot.elf");
+    if elf.exists() {
+        return Ok(elf);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    step("fetching Debian's tboot package (a multiboot kernel nobody here wrote)");
+    let deb = download(&dir, "tboot")?;
+    let root = dir.join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root), "unpacking the tboot package")?;
+    let gz = root.join("boot").join("tboot.gz");
+    let out = Command::new("gzip")
+        .arg("-dc")
+        .arg(&gz)
+        .output()
+        .map_err(|e| format!("running gzip on {}: {e} (install gzip)", gz.display()))?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return Err(format!("gzip could not unpack {}: {}", gz.display(), String::from_utf8_lossy(&out.stderr)));
+    }
+    let partial = dir.join("tboot.elf.partial");
+    std::fs::write(&partial, &out.stdout).map_err(|e| format!("writing {}: {e}", partial.display()))?;
+    std::fs::rename(&partial, &elf).map_err(|e| format!("renaming {}: {e}", partial.display()))?;
+    Ok(elf)
+}
+
+/// `apt-get download PACKAGE` into `dir`; returns the .deb.
+fn download(dir: &Path, package: &str) -> Result<PathBuf, String> {
+    let status = Command::new("apt-get").arg("download").arg(package).current_dir(dir).status().map_err(|e| {
+        format!("running apt-get to fetch Debian's {package} package: {e}; this needs a Debian or Ubuntu host with apt")
+    })?;
+    if !status.success() {
+        return Err(format!(
+            "apt-get download {package} failed ({status}); check that the host reaches a Debian mirror \
+             (try `apt-get update`)"
+        ));
+    }
+    std::fs::read_dir(dir)
+        .map_err(|e| format!("reading {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "deb")
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("{package}_")))
+        })
+        .ok_or_else(|| format!("apt-get download {package} left no .deb in {}", dir.display()))
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let status = cmd.status().map_err(|e| format!("{what}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{what} failed ({status})")) }
+}
