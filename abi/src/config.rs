@@ -116,6 +116,10 @@ pub struct HypervisorConfig {
     pub serial_baud: u32,
     /// Power the machine off once every domain has ended (tests, `--until-guests-exit`).
     pub until_guests_exit: bool,
+    /// The credit scheduler's time slice (1 to 1000 ms).
+    pub sched_slice_ms: u32,
+    /// The credit scheduler's rate limit: 0 (off) or 100 us to 500 ms, at most the slice.
+    pub sched_ratelimit_us: u32,
     /// How many `[domain NAME]` sections the file has.
     pub domain_count: usize,
 }
@@ -128,6 +132,8 @@ impl Default for HypervisorConfig {
             emulator_exit: false,
             serial_baud: 115_200,
             until_guests_exit: false,
+            sched_slice_ms: 30,
+            sched_ratelimit_us: 1000,
             domain_count: 0,
         }
     }
@@ -171,6 +177,12 @@ pub struct DomainConfig<'a> {
     pub load_address: Option<u64>,
     pub entry: Option<u64>,
     pub mode: Option<GuestMode>,
+    /// Credit-scheduler weight, 1 to 65535 (default 256).
+    pub weight: u32,
+    /// Credit-scheduler cap in percent of one CPU; 0 = none.
+    pub cap: u32,
+    /// The CPUs the domain's vCPUs may run on (bit i = CPU i); all by default.
+    pub cpus: u64,
     /// The line of the section header, for messages about this domain.
     pub line: usize,
 }
@@ -186,6 +198,9 @@ impl<'a> DomainConfig<'a> {
             load_address: None,
             entry: None,
             mode: None,
+            weight: 256,
+            cap: 0,
+            cpus: u64::MAX,
             line,
         }
     }
@@ -205,10 +220,20 @@ enum Key {
     EmulatorExit,
     SerialBaud,
     UntilGuestsExit,
+    SchedSlice,
+    SchedRatelimit,
 }
 
 impl Key {
-    const ALL: [Key; 5] = [Self::LogLevel, Self::Fault, Self::EmulatorExit, Self::SerialBaud, Self::UntilGuestsExit];
+    const ALL: [Key; 7] = [
+        Self::LogLevel,
+        Self::Fault,
+        Self::EmulatorExit,
+        Self::SerialBaud,
+        Self::UntilGuestsExit,
+        Self::SchedSlice,
+        Self::SchedRatelimit,
+    ];
 
     const fn as_str(self) -> &'static str {
         match self {
@@ -217,6 +242,8 @@ impl Key {
             Self::EmulatorExit => "emulator_exit",
             Self::SerialBaud => "serial_baud",
             Self::UntilGuestsExit => "until_guests_exit",
+            Self::SchedSlice => "sched_slice_ms",
+            Self::SchedRatelimit => "sched_ratelimit_us",
         }
     }
 
@@ -404,7 +431,7 @@ fn unquote(value: &str) -> Option<&str> {
     }
 }
 
-const DOMAIN_KEYS: &str = "image, memory, vcpus, cmdline, load_address, entry, mode";
+const DOMAIN_KEYS: &str = "image, memory, vcpus, cmdline, load_address, entry, mode, weight, cap, cpus";
 
 fn valid_domain_name(name: &str) -> bool {
     (1..=MAX_DOMAIN_NAME).contains(&name.len())
@@ -427,7 +454,7 @@ fn parse_u64(v: &str) -> Option<u64> {
 enum Current<'a> {
     Nowhere,
     Hypervisor,
-    Domain(DomainConfig<'a>, [Option<usize>; 7]),
+    Domain(DomainConfig<'a>, [Option<usize>; 10]),
 }
 
 /// Reads the whole file, handing each finished domain to `on_domain`. The single
@@ -473,7 +500,7 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
                     if let Some(first_line) = earlier_domain(text, line, domain) {
                         return Err(ConfigError::DuplicateDomain { line, name: domain, first_line });
                     }
-                    current = Current::Domain(DomainConfig::new(domain, line), [None; 7]);
+                    current = Current::Domain(DomainConfig::new(domain, line), [None; 10]);
                 }
                 Section::Unknown(name) => return Err(ConfigError::UnknownSection { line, name }),
             }
@@ -540,6 +567,18 @@ fn hypervisor_key<'a>(
         }
         Key::EmulatorExit => config.emulator_exit = boolean(v)?,
         Key::UntilGuestsExit => config.until_guests_exit = boolean(v)?,
+        Key::SchedSlice => {
+            config.sched_slice_ms = parse_u64(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or(bad("a time slice in ms from 1 to 1000"))?
+        }
+        Key::SchedRatelimit => {
+            config.sched_ratelimit_us = parse_u64(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n == 0 || (100..=500_000).contains(n))
+                .ok_or(bad("0 (off) or a rate limit in us from 100 to 500000"))?
+        }
         // Matched as text rather than parsed as a number, so spellings such as
         // `+9600` or `09600` are refused instead of being read as a rate.
         Key::SerialBaud => {
@@ -558,7 +597,7 @@ fn hypervisor_key<'a>(
 
 fn domain_key<'a>(
     d: &mut DomainConfig<'a>,
-    seen: &mut [Option<usize>; 7],
+    seen: &mut [Option<usize>; 10],
     line: usize,
     key: &'a str,
     value: &'a str,
@@ -573,6 +612,9 @@ fn domain_key<'a>(
         "load_address" => 4,
         "entry" => 5,
         "mode" => 6,
+        "weight" => 7,
+        "cap" => 8,
+        "cpus" => 9,
         _ => return Err(ConfigError::UnknownDomainKey { line, key }),
     };
     if let Some(entry) = seen.get_mut(slot) {
@@ -608,9 +650,49 @@ fn domain_key<'a>(
         }
         4 => d.load_address = Some(parse_u64(v).ok_or(bad("an address, decimal or 0x-hexadecimal"))?),
         5 => d.entry = Some(parse_u64(v).ok_or(bad("an address, decimal or 0x-hexadecimal"))?),
-        _ => d.mode = Some(GuestMode::from_name(v).ok_or(bad("real16, protected32 or long64"))?),
+        6 => d.mode = Some(GuestMode::from_name(v).ok_or(bad("real16, protected32 or long64"))?),
+        7 => {
+            d.weight = parse_u64(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (1..=65_535).contains(n))
+                .ok_or(bad("a weight from 1 to 65535"))?
+        }
+        8 => {
+            d.cap = parse_u64(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n <= 6400)
+                .ok_or(bad("a cap in percent of one CPU, 0 (none) to 6400"))?
+        }
+        _ => {
+            d.cpus = parse_cpu_list(v).ok_or(bad("CPU numbers 0 to 63 as a list of numbers and ranges, e.g. 0-1,3"))?
+        }
     }
     Ok(())
+}
+
+/// `0-1,3` -> bits 0, 1 and 3; `all` -> every CPU. Empty sets are refused.
+fn parse_cpu_list(v: &str) -> Option<u64> {
+    if v == "all" {
+        return Some(u64::MAX);
+    }
+    let mut set = 0u64;
+    for part in v.split(',') {
+        let part = part.trim();
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
+            None => {
+                let n = part.parse::<u32>().ok()?;
+                (n, n)
+            }
+        };
+        if lo > hi || hi > 63 {
+            return None;
+        }
+        for cpu in lo..=hi {
+            set |= 1 << cpu;
+        }
+    }
+    (set != 0).then_some(set)
 }
 
 /// Parses the whole file. Keys that are not set keep their [`Default`] values; every
@@ -642,6 +724,8 @@ mod tests {
             emulator_exit: false,
             serial_baud: 115_200,
             until_guests_exit: false,
+            sched_slice_ms: 30,
+            sched_ratelimit_us: 1000,
             domain_count: 0,
         };
         assert_eq!(HypervisorConfig::default(), defaults);
@@ -662,6 +746,8 @@ mod tests {
                 emulator_exit: true,
                 serial_baud: 9600,
                 until_guests_exit: false,
+                sched_slice_ms: 30,
+                sched_ratelimit_us: 1000,
                 domain_count: 0,
             }
         );
@@ -729,7 +815,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "hypervisor.cfg line 3: unknown key \"log_lvl\" in [hypervisor]; known keys: log_level, fault, \
-             emulator_exit, serial_baud, until_guests_exit"
+             emulator_exit, serial_baud, until_guests_exit, sched_slice_ms, sched_ratelimit_us"
         );
     }
 
@@ -818,9 +904,42 @@ mod tests {
                 load_address: Some(0x7c00),
                 entry: Some(0x7c00),
                 mode: Some(GuestMode::Real16),
+                weight: 256,
+                cap: 0,
+                cpus: u64::MAX,
                 line: 7,
             }
         );
+    }
+
+    #[test]
+    fn scheduler_keys_are_read_and_checked() {
+        let text = "[hypervisor]\nsched_slice_ms = 10\nsched_ratelimit_us = 0\n\
+                    [domain a]\nimage = x\nweight = 512\ncap = 25\ncpus = 0-1,3\n";
+        let c = parse(text).unwrap();
+        assert_eq!((c.sched_slice_ms, c.sched_ratelimit_us), (10, 0));
+        let mut d = Vec::new();
+        for_each_domain(text, |x| d.push(x)).unwrap();
+        assert_eq!((d[0].weight, d[0].cap, d[0].cpus), (512, 25, 0b1011));
+        for (line, expected) in [
+            ("weight = 0", "a weight from 1 to 65535"),
+            ("weight = 65536", "a weight from 1 to 65535"),
+            ("cap = 6401", "a cap in percent of one CPU, 0 (none) to 6400"),
+            ("cpus = 64", "CPU numbers 0 to 63 as a list of numbers and ranges, e.g. 0-1,3"),
+            ("cpus = 3-1", "CPU numbers 0 to 63 as a list of numbers and ranges, e.g. 0-1,3"),
+            ("cpus = ", "CPU numbers 0 to 63 as a list of numbers and ranges, e.g. 0-1,3"),
+        ] {
+            let text = format!("[domain a]\nimage = x\n{line}\n");
+            match parse(&text) {
+                Err(ConfigError::BadValue { expected: e, .. }) => assert_eq!(e, expected, "{line}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        for (line, ok) in
+            [("sched_slice_ms = 0", false), ("sched_slice_ms = 1000", true), ("sched_ratelimit_us = 99", false)]
+        {
+            assert_eq!(parse(&format!("[hypervisor]\n{line}\n")).is_ok(), ok, "{line}");
+        }
     }
 
     #[test]

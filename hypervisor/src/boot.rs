@@ -180,7 +180,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         used / 1024,
         free / 1024
     );
-    crate::sched::configure(online, config.until_guests_exit, tsc_hz);
+    crate::sched::configure(online, config.until_guests_exit, config.sched_slice_ms, config.sched_ratelimit_us);
     let domains = create_domains(&boot_bundle);
     if domains == 0 {
         log::info!("boot complete: {online} CPU(s) online, VMX ready; no domains to run");
@@ -390,7 +390,10 @@ fn create_domains(boot: &BootBundle) -> usize {
                     d.image,
                     image.data.len()
                 );
-                crate::sched::place(&dom);
+                if let Err(e) = crate::sched::place(&dom, d.weight, d.cap, d.cpus) {
+                    log::error!("domain {}: not scheduled: {e}", d.name);
+                    return;
+                }
                 crate::domain::register(dom);
                 created += 1;
             }

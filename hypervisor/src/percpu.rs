@@ -34,9 +34,22 @@ const _: () = assert!(core::mem::offset_of!(PerCpu, index) == 8);
 /// Whether any CPU has installed its per-CPU area yet; until then the logger says cpu0.
 static READY: AtomicBool = AtomicBool::new(false);
 
+/// Each CPU's APIC ID by logical index, for IPIs to a CPU by index.
+static APIC_IDS: [core::sync::atomic::AtomicU32; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU32::new(u32::MAX) }; MAX_CPUS];
+
+/// The APIC ID of the CPU with logical index `cpu` (None before it installed its area).
+pub fn apic_id_of(cpu: usize) -> Option<u32> {
+    let id = APIC_IDS.get(cpu)?.load(Ordering::Acquire);
+    (id != u32::MAX).then_some(id)
+}
+
 /// Installs `area` as this CPU's per-CPU data. Called first thing on every CPU.
 pub fn install(area: &'static mut PerCpu) {
     area.self_ptr = area as *const PerCpu;
+    if let Some(slot) = APIC_IDS.get(area.index as usize) {
+        slot.store(area.apic_id, Ordering::Release);
+    }
     // SAFETY: IA32_GS_BASE exists on every x86_64 CPU; `area` is 'static, so gs-relative
     // accesses stay valid for the rest of the CPU's life.
     unsafe { wrmsr(msr::IA32_GS_BASE, area as *const PerCpu as u64) };

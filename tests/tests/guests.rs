@@ -10,7 +10,7 @@ fn a_64_bit_guest_boots_prints_sees_the_hypervisor_leaf_and_exits_with_status_0(
         .run();
     log.expect_in_order(&[
         "domain hello (id 1) created: 16 MiB, 1 vCPU(s), image hello64",
-        "domain hello: vcpu0 runs on cpu0",
+        "domain hello: weight 256, cap 0%, cpus 0x1",
         "[hello] hello from a 64-bit guest (boot info at 0x8000)",
         "[hello] cpuid: vmx=false hypervisor=true signature=\"Ferrovisor\" max_leaf=0x40000001",
         "[hello] cr8: wrote 5, read 5",
@@ -18,6 +18,7 @@ fn a_64_bit_guest_boots_prints_sees_the_hypervisor_leaf_and_exits_with_status_0(
         "domain hello exited status=0",
         "domain hello (id 1): shut down status=0",
         "domain hello exits:",
+        "sched: hello vcpu0: run ",
         "machine halted: done",
     ]);
     log.expect_absent("ERROR");

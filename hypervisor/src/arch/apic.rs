@@ -130,6 +130,34 @@ pub fn start_ap(apic_id: u32, vector: u8) -> bool {
     true
 }
 
+/// The vector of the scheduler's "look at your run queue" IPI.
+pub const KICK_VECTOR: u8 = 0xF0;
+/// The vector of this CPU's own timer (TSC-deadline mode), which wakes an idle CPU.
+pub const TIMER_VECTOR: u8 = 0xEF;
+const LVT_TIMER: usize = 0x320;
+const IA32_TSC_DEADLINE: u32 = 0x6E0;
+
+/// Kicks the CPU with APIC ID `apic_id`: it takes an interrupt (a VM exit if it runs a
+/// guest, a wake-up if it halts) and reconsiders what to run.
+pub fn kick(apic_id: u32) {
+    write(reg::ICR_HIGH, apic_id << 24);
+    write(reg::ICR_LOW, u32::from(KICK_VECTOR));
+}
+
+/// Whether the CPU has the TSC-deadline timer (CPUID.1:ECX[24]).
+pub fn has_tsc_deadline() -> bool {
+    super::cpu::cpuid(1, 0).ecx & (1 << 24) != 0
+}
+
+/// Arms this CPU's timer to interrupt at TSC value `deadline` (0 disarms). The CPU must
+/// have the TSC-deadline timer.
+pub fn arm_timer(deadline: u64) {
+    write(LVT_TIMER, u32::from(TIMER_VECTOR) | (0b10 << 17));
+    // SAFETY: IA32_TSC_DEADLINE exists when CPUID says TSC-deadline (checked by the
+    // caller); writing it only schedules an interrupt on this CPU.
+    unsafe { wrmsr(IA32_TSC_DEADLINE, deadline) };
+}
+
 /// Sends an NMI to every other CPU (used only to stop the machine).
 pub fn stop_other_cpus() {
     if MMIO_BASE.load(Ordering::Relaxed) == 0 {

@@ -133,6 +133,36 @@ unsafe extern "C" {
     fn spurious_stub();
 }
 
+// The scheduler's kick IPI and the CPU's own timer only wake the CPU (from HLT in the
+// idle loop, with interrupts enabled there and nowhere else); the run loop then looks at
+// what changed. So the handler only signals end of interrupt. It saves the registers
+// the C ABI lets the callee clobber; the kernel is soft-float, so no vector state.
+global_asm!(
+    ".global wake_stub",
+    "wake_stub:",
+    "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+    "push r8", "push r9", "push r10", "push r11",
+    "cld",
+    "mov rax, rsp",
+    "and rsp, -16",
+    "push rax",
+    "sub rsp, 8",
+    "call {eoi}",
+    "add rsp, 8",
+    "pop rsp",
+    "pop r11", "pop r10", "pop r9", "pop r8",
+    "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+    "iretq",
+    eoi = sym wake_eoi,
+);
+unsafe extern "C" {
+    fn wake_stub();
+}
+
+extern "C" fn wake_eoi() {
+    super::apic::eoi();
+}
+
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
 fn build_idt() -> InterruptDescriptorTable {
@@ -168,6 +198,8 @@ fn build_idt() -> InterruptDescriptorTable {
         idt.security_exception.set_handler_addr(addr(exc_stub_30));
         // The spurious stub is a bare IRETQ, right for a vector that takes no EOI.
         idt[SPURIOUS_VECTOR].set_handler_addr(addr(spurious_stub));
+        idt[super::apic::KICK_VECTOR].set_handler_addr(addr(wake_stub));
+        idt[super::apic::TIMER_VECTOR].set_handler_addr(addr(wake_stub));
     }
     idt
 }

@@ -1,11 +1,22 @@
-//! Scheduling vCPUs on CPUs. Until the credit scheduler (sched/credit) exists this is a
-//! plain round robin: each vCPU is placed on one CPU when its domain is created and
-//! never migrates (so its VMCS never needs to move); each CPU cycles through its own
-//! vCPUs, giving each a slice bounded by the VMX preemption timer.
+//! Each CPU's loop: ask the credit scheduler (`credit`) what to run, enter it, handle
+//! its exits until it blocks, its time is up or a kick arrives, and tell the scheduler.
 //!
-//! The loop is shaped for the scheduler to plug in: `pick` chooses, `run_slice` runs
-//! until the vCPU blocks, yields or ends, and the outcome goes back to `pick`.
+//! - Time: every CPU runs the scheduler's 10 ms tick itself (checked each time round the
+//!   loop); a running vCPU is bounded by the VMX preemption timer (the decision's
+//!   `until`, or the vCPU's own APIC timer if earlier).
+//! - Wake-ups: a vCPU blocked in HLT becomes runnable when its local APIC has a
+//!   deliverable interrupt; every CPU scans the blocked vCPUs each time round the loop
+//!   (`wake_blocked`) and the scheduler says which CPU to kick.
+//! - Idle: a CPU with nothing to run arms its TSC-deadline timer for the next thing that
+//!   can change that (tick, decision deadline, a blocked vCPU's timer) and halts with
+//!   interrupts enabled; a kick IPI or the timer wakes it.
+//! - Migration: a vCPU's VMCS is VMCLEARed whenever it leaves a CPU, so any CPU may
+//!   load it next; arriving on a new CPU also flushes that CPU's TLB for it (`vmx::tlb`).
+//!
+//! Lock order: a vCPU's lock, then the scheduler's. The scheduler lock is never held
+//! while a guest runs.
 
+use super::credit::{CpuSet, Credit, Params, VcpuRef};
 use crate::domain::vcpu::{Vcpu, VcpuState};
 use crate::domain::{self, Domain};
 use crate::percpu::{self, MAX_CPUS};
@@ -14,89 +25,222 @@ use crate::vmexit::{self, Next};
 use crate::vmx::entry::{self, Entry};
 use crate::vmx::exit::vm_instruction_error_str;
 use crate::vmx::fields::{Field32, ReadOnly32};
+use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
 
-/// One vCPU placed on a CPU.
+/// A vCPU and its domain, as the run loop needs them.
 #[derive(Clone)]
 pub struct Placement {
     pub domain: Arc<Domain>,
     pub vcpu: Arc<Mutex<Vcpu>>,
 }
 
-static RUN_QUEUES: [Mutex<Vec<Placement>>; MAX_CPUS] = [const { Mutex::new(Vec::new()) }; MAX_CPUS];
+struct Sched {
+    credit: Credit,
+    vcpus: BTreeMap<VcpuRef, Placement>,
+}
+
+static SCHED: Mutex<Option<Sched>> = Mutex::new(None);
 static ONLINE_CPUS: AtomicU32 = AtomicU32::new(1);
-static NEXT_CPU: AtomicU32 = AtomicU32::new(0);
 static UNTIL_GUESTS_EXIT: AtomicBool = AtomicBool::new(false);
-/// Preemption-timer ticks in one time slice (0: no preemption timer).
-static SLICE_TICKS: AtomicU64 = AtomicU64::new(0);
+/// Whether idle CPUs can sleep on their TSC-deadline timer (else they poll).
+static HOST_TIMER: AtomicBool = AtomicBool::new(false);
+static TICK_NS: AtomicU64 = AtomicU64::new(10_000_000);
+/// Each CPU's next scheduler tick (ns).
+static NEXT_TICK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-/// The default time slice, as Xen's credit scheduler's default (30 ms).
-pub const SLICE_MS: u64 = 30;
-
-pub fn configure(online_cpus: u32, until_guests_exit: bool, tsc_hz: u64) {
-    ONLINE_CPUS.store(online_cpus.max(1), Ordering::Relaxed);
+/// Sets the scheduler up for `online_cpus` CPUs with the configured slice and rate limit.
+pub fn configure(online_cpus: u32, until_guests_exit: bool, slice_ms: u32, ratelimit_us: u32) {
+    let cpus = online_cpus.clamp(1, MAX_CPUS as u32);
+    ONLINE_CPUS.store(cpus, Ordering::Relaxed);
     UNTIL_GUESTS_EXIT.store(until_guests_exit, Ordering::Relaxed);
-    if let Some(caps) = crate::vmx::capabilities()
-        && caps.has_preemption_timer()
-    {
-        // The timer counts down once every 2^rate TSC ticks (SDM Vol. 3C "VMX-Preemption Timer").
-        let rate = caps.misc().preemption_timer_rate();
-        let ticks = (tsc_hz / 1000 * SLICE_MS) >> rate;
-        SLICE_TICKS.store(ticks.min(u64::from(u32::MAX)), Ordering::Relaxed);
-    }
-}
-
-/// Places every vCPU of `domain` on a CPU, round robin over the online CPUs.
-pub fn place(domain: &Arc<Domain>) {
-    let cpus = ONLINE_CPUS.load(Ordering::Relaxed);
-    for vcpu in &domain.vcpus {
-        let cpu = NEXT_CPU.fetch_add(1, Ordering::Relaxed) % cpus;
-        log::info!("domain {}: vcpu{} runs on cpu{cpu}", domain.name, vcpu.lock().id);
-        RUN_QUEUES[cpu as usize].lock().push(Placement { domain: domain.clone(), vcpu: vcpu.clone() });
-    }
-}
-
-/// The next runnable vCPU of this CPU after position `from`.
-fn pick(cpu: usize, from: &mut usize) -> Option<Placement> {
-    let q = RUN_QUEUES[cpu].lock();
-    let n = q.len();
-    for i in 0..n {
-        let idx = (*from + i) % n;
-        let p = &q[idx];
-        if p.domain.state().is_final() {
-            continue;
-        }
-        let mut v = p.vcpu.lock();
-        if v.state == VcpuState::Blocked {
-            // A halted vCPU wakes when its local APIC has an interrupt to deliver.
-            let now = crate::arch::timer::now_ns();
-            v.lapic.tick(now);
-            if v.lapic.pending(now).is_some() {
-                v.state = VcpuState::Runnable;
+    let host_timer = crate::arch::apic::has_tsc_deadline();
+    HOST_TIMER.store(host_timer, Ordering::Relaxed);
+    let defaults = Params::default();
+    let params =
+        Params { slice_ns: u64::from(slice_ms) * 1_000_000, ratelimit_ns: u64::from(ratelimit_us) * 1000, ..defaults };
+    TICK_NS.store(params.tick_ns, Ordering::Relaxed);
+    let credit = match Credit::new(cpus as usize, params) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("sched: {e}; using the defaults (30 ms slice, 1 ms rate limit)");
+            match Credit::new(cpus as usize, defaults) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("sched: {e}");
+                    return;
+                }
             }
         }
-        if v.state == VcpuState::Runnable {
-            *from = idx + 1;
-            return Some(p.clone());
+    };
+    let p = credit.params();
+    log::info!(
+        "sched: credit scheduler on {cpus} CPU(s): tick {} ms, slice {} ms, rate limit {} us; idle CPUs {}",
+        p.tick_ns / 1_000_000,
+        p.slice_ns / 1_000_000,
+        p.ratelimit_ns / 1000,
+        if host_timer { "halt until a TSC-deadline timer or a kick" } else { "poll (no TSC-deadline timer)" }
+    );
+    *SCHED.lock() = Some(Sched { credit, vcpus: BTreeMap::new() });
+}
+
+fn online_mask() -> u64 {
+    let n = ONLINE_CPUS.load(Ordering::Relaxed);
+    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
+}
+
+/// Hands `domain` to the scheduler with its weight, cap and CPU set; its vCPU 0 becomes
+/// runnable (secondary vCPUs wait for a start signal).
+pub fn place(domain: &Arc<Domain>, weight: u32, cap: u32, cpus: u64) -> Result<(), alloc::string::String> {
+    let affinity = cpus & online_mask();
+    if affinity == 0 {
+        return Err(alloc::format!(
+            "cpus = {cpus:#x} names no online CPU (online: {:#x}); fix the domain's cpus key",
+            online_mask()
+        ));
+    }
+    let now = crate::arch::timer::now_ns();
+    let mut kicks = Vec::new();
+    {
+        let mut guard = SCHED.lock();
+        let s = guard.as_mut().ok_or("the scheduler is not configured")?;
+        s.credit.add_domain(domain.id, weight, cap).map_err(|e| alloc::format!("{e}"))?;
+        for vcpu in &domain.vcpus {
+            let id = vcpu.lock().id;
+            let r = VcpuRef { domain: domain.id, vcpu: id };
+            s.credit.add_vcpu(r, CpuSet(affinity), now).map_err(|e| alloc::format!("{e}"))?;
+            s.vcpus.insert(r, Placement { domain: domain.clone(), vcpu: vcpu.clone() });
+            if id == 0
+                && let Some(cpu) = s.credit.wake(r, now)
+            {
+                kicks.push(cpu);
+            }
         }
     }
-    None
+    log::info!("domain {}: weight {weight}, cap {cap}%, cpus {affinity:#x}", domain.name);
+    kicks.into_iter().for_each(kick);
+    Ok(())
+}
+
+/// Sends the scheduler's IPI to `cpu` (nothing for this CPU, which is already looking).
+fn kick(cpu: usize) {
+    if cpu == percpu::current_index() as usize {
+        return;
+    }
+    if let Some(apic_id) = percpu::apic_id_of(cpu) {
+        crate::arch::apic::kick(apic_id);
+    }
+}
+
+fn kick_set(set: CpuSet) {
+    set.iter().for_each(kick);
+}
+
+/// Makes runnable every blocked vCPU whose local APIC now has a deliverable interrupt;
+/// returns the earliest APIC timer deadline among those still blocked.
+fn wake_blocked(now: u64) -> Option<u64> {
+    let all: Vec<(VcpuRef, Placement)> = match SCHED.lock().as_ref() {
+        Some(s) => s.vcpus.iter().map(|(r, p)| (*r, p.clone())).collect(),
+        None => return None,
+    };
+    let mut earliest: Option<u64> = None;
+    for (r, p) in all {
+        // A vCPU somebody holds is running or being looked at: not blocked for us.
+        let Some(mut v) = p.vcpu.try_lock() else { continue };
+        if v.state != VcpuState::Blocked {
+            continue;
+        }
+        v.lapic.tick(now);
+        if v.lapic.pending(now).is_some() {
+            v.state = VcpuState::Runnable;
+            drop(v);
+            let cpu = SCHED.lock().as_mut().and_then(|s| s.credit.wake(r, now));
+            if let Some(cpu) = cpu {
+                kick(cpu);
+            }
+        } else if let Some(d) = v.lapic.next_deadline() {
+            earliest = Some(earliest.map_or(d, |e| e.min(d)));
+        }
+    }
+    earliest
+}
+
+/// What ended a vCPU's turn.
+enum Outcome {
+    /// Time is up, or a kick asked the scheduler to look again.
+    Preempted,
+    Blocked,
+    Ended,
 }
 
 /// Each CPU's life after bring-up.
 pub fn run_loop() -> ! {
     let cpu = percpu::current_index() as usize;
-    let mut cursor = 0;
+    let tick_ns = TICK_NS.load(Ordering::Relaxed);
+    // Spread the CPUs' ticks over the tick period, as Xen does, so they do not all
+    // account at the same instant.
+    let cpus = u64::from(ONLINE_CPUS.load(Ordering::Relaxed));
+    NEXT_TICK[cpu].store(crate::arch::timer::now_ns() + tick_ns * (cpu as u64 + 1) / cpus, Ordering::Relaxed);
     let mut reported = false;
     loop {
         if power::stopping() {
             power::park_this_cpu();
         }
-        match pick(cpu, &mut cursor) {
-            Some(p) => run_slice(cpu as u32, &p),
+        let mut now = crate::arch::timer::now_ns();
+        let next_tick = NEXT_TICK[cpu].load(Ordering::Relaxed);
+        if now >= next_tick {
+            let kicks = SCHED.lock().as_mut().map(|s| s.credit.tick(cpu, now)).unwrap_or_default();
+            // Catch up without replaying missed ticks one by one.
+            let behind = (now - next_tick) / tick_ns;
+            NEXT_TICK[cpu].store(next_tick + (behind + 1) * tick_ns, Ordering::Relaxed);
+            kicks.into_iter().for_each(kick);
+        }
+        let blocked_deadline = wake_blocked(now);
+        now = crate::arch::timer::now_ns();
+        let (decision, placement) = {
+            let mut guard = SCHED.lock();
+            let Some(s) = guard.as_mut() else {
+                drop(guard);
+                idle(u64::MAX);
+                continue;
+            };
+            let d = s.credit.schedule(cpu, now);
+            let p = d.run.and_then(|r| s.vcpus.get(&r).cloned());
+            (d, p)
+        };
+        kick_set(decision.kick);
+        let until = decision.until.min(NEXT_TICK[cpu].load(Ordering::Relaxed));
+        match placement {
+            Some(p) => {
+                let outcome = run_slice(cpu as u32, &p, until);
+                let now = crate::arch::timer::now_ns();
+                let mut guard = SCHED.lock();
+                if let Some(s) = guard.as_mut() {
+                    match outcome {
+                        Outcome::Preempted => {}
+                        Outcome::Blocked => s.credit.block(cpu, now),
+                        Outcome::Ended => {
+                            s.credit.block(cpu, now);
+                            let id = p.domain.id;
+                            // The domain ended: its vCPUs leave the scheduler (and the
+                            // report keeps their final statistics).
+                            if p.domain.state().is_final() {
+                                let refs: Vec<VcpuRef> = s.vcpus.keys().filter(|r| r.domain == id).copied().collect();
+                                for r in refs {
+                                    if let Some(st) = s.credit.stats_at(r, now) {
+                                        FINAL_STATS.lock().push((p.domain.name.clone(), r.vcpu, st.0));
+                                    }
+                                    s.vcpus.remove(&r);
+                                }
+                                let _ = s.credit.remove_domain(id, now);
+                            }
+                        }
+                    }
+                }
+            }
             None => {
                 if cpu == 0 && !reported && domain::all_ended() {
                     reported = true;
@@ -105,22 +249,50 @@ pub fn run_loop() -> ! {
                         power::stop_machine(StopReason::Done);
                     }
                 }
-                core::hint::spin_loop();
+                let wake_at = blocked_deadline.map_or(until, |d| d.min(until));
+                idle(wake_at);
             }
         }
     }
 }
 
-fn run_slice(cpu: u32, p: &Placement) {
+/// Statistics of vCPUs whose domain ended, for the final report.
+static FINAL_STATS: Mutex<Vec<(alloc::string::String, u32, super::credit::VcpuStats)>> = Mutex::new(Vec::new());
+
+/// Waits for something to do: halts until `wake_at` (ns) or an interrupt (a kick) where
+/// the CPU has a TSC-deadline timer, else returns at once (the loop polls).
+fn idle(wake_at: u64) {
+    if !HOST_TIMER.load(Ordering::Relaxed) {
+        core::hint::spin_loop();
+        return;
+    }
+    let now = crate::arch::timer::now_ns();
+    if wake_at <= now {
+        return;
+    }
+    crate::arch::apic::arm_timer(crate::arch::timer::ns_to_tsc(wake_at).max(1));
+    // SAFETY: STI's one-instruction shadow covers HLT, so an interrupt that became
+    // pending before this point wakes the HLT instead of being taken before it; the
+    // handlers (kick, timer) only EOI. Interrupts are off again right after.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    crate::arch::apic::arm_timer(0);
+}
+
+fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     let mut vcpu = p.vcpu.lock();
-    // SAFETY: a vCPU only ever runs on the CPU it was placed on, so its VMCS is never
-    // current on another CPU.
+    if vcpu.state == VcpuState::Done || p.domain.state().is_final() {
+        vcpu.state = VcpuState::Done;
+        return Outcome::Ended;
+    }
+    // SAFETY: the VMCS was VMCLEARed when the vCPU last left a CPU (or never loaded),
+    // so it is current nowhere else; the vCPU lock keeps other CPUs away meanwhile.
     let current = match unsafe { vcpu.vmcs.load() } {
         Ok(c) => c,
         Err(e) => {
             log::error!("domain {}: VMPTRLD failed ({e:?}); crashing it", p.domain.name);
             p.domain.finish(domain::DomainState::Crashed, None);
-            return;
+            vcpu.state = VcpuState::Done;
+            return Outcome::Ended;
         }
     };
     if vcpu.host_cpu != Some(cpu) {
@@ -130,14 +302,19 @@ fn run_slice(cpu: u32, p: &Placement) {
         crate::vmx::tlb::flush_on_arrival(p.domain.eptp, vcpu.vpid.get());
         vcpu.host_cpu = Some(cpu);
     }
-    let slice = SLICE_TICKS.load(Ordering::Relaxed);
-    vcpu.slice_end_tsc =
-        if slice != 0 { crate::arch::cpu::rdtsc().saturating_add(slice << preemption_rate()) } else { u64::MAX };
+    vcpu.slice_end_tsc = crate::arch::timer::ns_to_tsc(until_ns);
     crate::vmx::xcr0::load(vcpu.xcr0);
     vcpu.fpu.restore();
-    run_until_switch(&current, p, &mut vcpu);
+    let outcome = run_until_switch(&current, p, &mut vcpu);
     // Another vCPU may run here next: keep this guest's vector state with it.
     vcpu.fpu.save();
+    // SAFETY: the VMCS is current on this CPU; clearing it writes it back to memory so
+    // that another CPU may load it (SDM Vol. 3C "VMCLEAR").
+    if let Err(e) = unsafe { vcpu.vmcs.clear() } {
+        log::error!("domain {}: VMCLEAR failed ({e:?})", p.domain.name);
+    }
+    vcpu.launched = false;
+    outcome
 }
 
 /// The shortest run a guest timer may cut a vCPU's entry down to.
@@ -167,7 +344,7 @@ fn arm_preemption_timer(current: &crate::vmx::vmcs::Current, vcpu: &Vcpu) {
     current.write32(Field32::PreemptionTimerValue, ticks as u32);
 }
 
-fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &mut Vcpu) {
+fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &mut Vcpu) -> Outcome {
     loop {
         vmexit::events::before_entry(current, vcpu, crate::arch::timer::now_ns());
         arm_preemption_timer(current, vcpu);
@@ -186,12 +363,12 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
                     }
                     Next::Block => {
                         vcpu.state = VcpuState::Blocked;
-                        return;
+                        return Outcome::Blocked;
                     }
-                    Next::Yield => return,
+                    Next::Yield => return Outcome::Preempted,
                     Next::Ended => {
                         vcpu.state = VcpuState::Done;
-                        return;
+                        return Outcome::Ended;
                     }
                 }
             }
@@ -203,14 +380,38 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
                 };
                 vmexit::crash(current, &p.domain, vcpu, format_args!("VM entry failed: {why} (error {code})"));
                 vcpu.state = VcpuState::Done;
-                return;
+                return Outcome::Ended;
             }
         }
     }
 }
 
-/// The end-of-run report: each domain's state and exit counters.
+/// The end-of-run report: each domain's state and exit counters, then each vCPU's
+/// scheduling statistics.
 pub fn report() {
+    report_domains();
+    let now = crate::arch::timer::now_ns();
+    let mut rows: Vec<(alloc::string::String, u32, super::credit::VcpuStats)> = FINAL_STATS.lock().clone();
+    if let Some(s) = SCHED.lock().as_ref() {
+        for (r, p) in &s.vcpus {
+            if let Some((st, _)) = s.credit.stats_at(*r, now) {
+                rows.push((p.domain.name.clone(), r.vcpu, st));
+            }
+        }
+    }
+    for (name, vcpu, st) in rows {
+        log::info!(
+            "sched: {name} vcpu{vcpu}: run {} ms, waiting {} ms, blocked {} ms, preemptions {}, migrations {}",
+            st.run_ns / 1_000_000,
+            st.wait_ns / 1_000_000,
+            st.blocked_ns / 1_000_000,
+            st.preemptions,
+            st.migrations
+        );
+    }
+}
+
+fn report_domains() {
     for d in domain::all() {
         let counts = d.exit_counts();
         let rt = d.runtime.lock();

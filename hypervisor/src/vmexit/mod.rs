@@ -158,11 +158,16 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
             crash(vmcs, domain, vcpu, format_args!("EPT misconfiguration at {gpa:#x} (a hypervisor bug)"))
         }
         ExitReason::ExternalInterrupt => {
-            // "Acknowledge interrupt on exit" took the vector from the local APIC; no
-            // host interrupt source is in use yet, so complete it (EOI) and go on, rather
-            // than leave its in-service bit set and block every lower-priority vector.
+            // "Acknowledge interrupt on exit" took the vector from the local APIC: complete
+            // it (EOI). The scheduler's kick and the CPU's own timer mean "look at the run
+            // queue again"; nothing else is routed to the host yet.
+            let vector = InterruptionInfo::from_raw(vmcs.read_ro32(ReadOnly32::ExitInterruptionInfo)).vector();
             crate::arch::apic::eoi();
-            Next::Resume
+            if vector == crate::arch::apic::KICK_VECTOR || vector == crate::arch::apic::TIMER_VECTOR {
+                Next::Yield
+            } else {
+                Next::Resume
+            }
         }
         // The timer ends the slice, or was set early for the vCPU's own APIC timer,
         // which `events::before_entry` then delivers.

@@ -49,6 +49,17 @@ impl VmcsRegion {
         unsafe { instr::vmptrld(self.phys) }?;
         Ok(Current { _not_send: PhantomData })
     }
+
+    /// Writes this VMCS back to memory and makes it inactive and clear, so that any CPU
+    /// may load it next (VM entry then needs VMLAUNCH).
+    ///
+    /// # Safety
+    /// VMX root operation; no `Current` token for this VMCS may be used afterwards
+    /// (VMCLEAR of the current VMCS leaves no current VMCS).
+    pub unsafe fn clear(&self) -> Result<(), VmFail> {
+        // SAFETY: forwarded to the caller.
+        unsafe { instr::vmclear(self.phys) }
+    }
 }
 
 impl Drop for VmcsRegion {
