@@ -138,9 +138,11 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Ok(virt) => apic::set_mmio_base(virt),
         Err(e) => fatal_fmt(format_args!("cannot map the local APIC at {apic_phys:#x}: {e}")),
     }
+    crate::arch::pic::disable();
     apic::enable_this_cpu();
     // SAFETY: the area was installed above; only this CPU writes its own apic_id.
     unsafe { (*core::ptr::addr_of_mut!(BSP_PERCPU)).apic_id = apic::id() };
+    crate::percpu::record_apic_id(0, apic::id());
     let (version, max_lvt) = apic::version();
     let bsp_vmx = crate::vmx::probe::check_this_cpu();
     log::info!(

@@ -44,6 +44,13 @@ pub fn apic_id_of(cpu: usize) -> Option<u32> {
     (id != u32::MAX).then_some(id)
 }
 
+/// Records `apic_id` for CPU `cpu` (for the BSP, whose APIC is mapped after `install`).
+pub fn record_apic_id(cpu: usize, apic_id: u32) {
+    if let Some(slot) = APIC_IDS.get(cpu) {
+        slot.store(apic_id, Ordering::Release);
+    }
+}
+
 /// Installs `area` as this CPU's per-CPU data. Called first thing on every CPU.
 pub fn install(area: &'static mut PerCpu) {
     area.self_ptr = area as *const PerCpu;

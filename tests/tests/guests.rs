@@ -12,7 +12,7 @@ fn a_64_bit_guest_boots_prints_sees_the_hypervisor_leaf_and_exits_with_status_0(
         "domain hello (id 1) created: 16 MiB, 1 vCPU(s), image hello64",
         "domain hello: weight 256, cap 0%, cpus 0x1",
         "[hello] hello from a 64-bit guest (boot info at 0x8000)",
-        "[hello] cpuid: vmx=false hypervisor=true signature=\"Ferrovisor\" max_leaf=0x40000001",
+        "[hello] cpuid: vmx=false hypervisor=true signature=\"Ferrovisor\" max_leaf=0x40000010",
         "[hello] cr8: wrote 5, read 5",
         "[hello] hello64: 0 check(s) failed",
         "domain hello exited status=0",

@@ -13,7 +13,10 @@
 //! - `apic`: drives its local APIC through the xAPIC MMIO page (EPT violations that
 //!   the hypervisor emulates): periodic timer interrupts while halted, an interrupt held
 //!   back by CLI and taken right after STI (interrupt-window exiting), CR8 holding back
-//!   a lower class, and a one-shot timer.
+//!   a lower class, and a one-shot timer;
+//! - `spin`: a CPU hog that measures the CPU share it got (the scheduler tests): after a
+//!   200 ms warm-up it spins for 2 s of TSC time and counts as "ran" every gap between
+//!   two TSC reads shorter than 50 us; longer gaps are time another vCPU had the CPU.
 #![no_std]
 #![no_main]
 
@@ -347,6 +350,44 @@ fn apic() -> ! {
     exit(failures)
 }
 
+fn hog() -> ! {
+    let mut out = Console;
+    // TSC ticks per ms from the hypervisor's timing leaf.
+    let per_ms = u64::from(cpuid(0x4000_0010)[0]);
+    if per_ms == 0 {
+        let _ = writeln!(out, "spin: no timing leaf");
+        exit(1);
+    }
+    let warm_end = rdtsc() + 200 * per_ms;
+    while rdtsc() < warm_end {
+        core::hint::spin_loop();
+    }
+    let window = 2000 * per_ms;
+    let end = warm_end + window;
+    let threshold = per_ms / 20; // 50 us
+    let (mut last, mut ran, mut iterations) = (rdtsc(), 0u64, 0u64);
+    loop {
+        let t = rdtsc();
+        let dt = t - last;
+        if dt < threshold {
+            ran += dt;
+        }
+        last = t;
+        iterations += 1;
+        if t >= end {
+            break;
+        }
+    }
+    let permille = ran * 1000 / window;
+    let _ = writeln!(
+        out,
+        "spin: share={}.{}% of one CPU over 2000 ms ({iterations} iterations)",
+        permille / 10,
+        permille % 10
+    );
+    exit(0)
+}
+
 fn triple() -> ! {
     let _ = writeln!(Console, "triple: loading an empty IDT and faulting");
     let pointer: [u16; 5] = [0; 5];
@@ -370,6 +411,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"vmxon" => vmxon(),
         b"triple" => triple(),
         b"apic" => apic(),
+        b"spin" => hog(),
         _ => {}
     }
     let _ = writeln!(out, "hello from a 64-bit guest (boot info at {boot_info:#x})");

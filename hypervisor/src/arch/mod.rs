@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod exceptions;
 pub mod fpu;
 pub mod gdt;
+pub mod pic;
 pub mod serial;
 pub mod smp;
 pub mod timer;

@@ -51,7 +51,8 @@ pub fn calibrate() -> u64 {
     hz
 }
 
-fn tsc_hz() -> u64 {
+/// The TSC frequency in Hz (1 GHz assumed before calibration).
+pub fn tsc_hz() -> u64 {
     match TSC_HZ.load(Ordering::Relaxed) {
         0 => 1_000_000_000,
         n => n,

@@ -142,10 +142,7 @@ fn kick_set(set: CpuSet) {
 /// Makes runnable every blocked vCPU whose local APIC now has a deliverable interrupt;
 /// returns the earliest APIC timer deadline among those still blocked.
 fn wake_blocked(now: u64) -> Option<u64> {
-    let all: Vec<(VcpuRef, Placement)> = match SCHED.lock().as_ref() {
-        Some(s) => s.vcpus.iter().map(|(r, p)| (*r, p.clone())).collect(),
-        None => return None,
-    };
+    let all: Vec<(VcpuRef, Placement)> = SCHED.lock().as_ref()?.vcpus.iter().map(|(r, p)| (*r, p.clone())).collect();
     let mut earliest: Option<u64> = None;
     for (r, p) in all {
         // A vCPU somebody holds is running or being looked at: not blocked for us.

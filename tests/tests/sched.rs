@@ -1,0 +1,83 @@
+//! The credit scheduler in Bochs, judged by what the guests measured: each `spin` guest
+//! reports the share of one CPU it got over a 2 s window (gaps in its own TSC reads
+//! are the time other vCPUs had the CPU).
+
+use integration::{Boot, BootLog};
+
+/// "spin: share=28.5% of one CPU" -> 28.5
+fn share(log: &BootLog, domain: &str) -> f64 {
+    let line = log.line_with(&format!("[{domain}] spin: share="));
+    line.split("share=")
+        .nth(1)
+        .and_then(|r| r.split('%').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no share in {line:?}"))
+}
+
+fn within_10_percent(got: f64, want: f64) -> bool {
+    (got / want - 1.0).abs() <= 0.10
+}
+
+#[test]
+fn weights_256_512_1024_share_one_cpu_1_2_4() {
+    let log = Boot::bochs("sched-weights-1cpu", 1)
+        .with_config(
+            "until_guests_exit = true\n\
+             [domain w256]\nimage = hello64\nmemory = 4\ncmdline = spin\nweight = 256\n\
+             [domain w512]\nimage = hello64\nmemory = 4\ncmdline = spin\nweight = 512\n\
+             [domain w1024]\nimage = hello64\nmemory = 4\ncmdline = spin\nweight = 1024\n",
+        )
+        .run();
+    for d in ["w256", "w512", "w1024"] {
+        log.expect_in_order(&[&format!("domain {d} exited status=0")]);
+    }
+    log.expect_in_order(&["sched: w256 vcpu0: run", "machine halted: done"]);
+    let (a, b, c) = (share(&log, "w256"), share(&log, "w512"), share(&log, "w1024"));
+    eprintln!("shares of one CPU: w256 {a}%, w512 {b}%, w1024 {c}% (ideal 14.3, 28.6, 57.1)");
+    assert!(within_10_percent(b / a, 2.0) && within_10_percent(c / a, 4.0), "weights 1:2:4 gave {a}:{b}:{c}");
+    log.expect_absent("ERROR");
+}
+
+#[test]
+fn a_domain_capped_at_25_percent_gets_25_percent_while_another_competes() {
+    let log = Boot::bochs("sched-cap", 1)
+        .with_config(
+            "until_guests_exit = true\n\
+             [domain capped]\nimage = hello64\nmemory = 4\ncmdline = spin\ncap = 25\n\
+             [domain free]\nimage = hello64\nmemory = 4\ncmdline = spin\n",
+        )
+        .run();
+    log.expect_in_order(&["domain capped: weight 256, cap 25%, cpus 0x1"]);
+    for d in ["capped", "free"] {
+        log.expect_in_order(&[&format!("domain {d} exited status=0")]);
+    }
+    let (cap, free) = (share(&log, "capped"), share(&log, "free"));
+    eprintln!("shares of one CPU: capped {cap}% (cap 25), free {free}%");
+    assert!(within_10_percent(cap, 25.0), "the 25 % cap gave {cap}%");
+    log.expect_absent("ERROR");
+}
+
+#[test]
+fn on_two_cpus_three_single_vcpu_domains_get_their_weight_limited_to_one_cpu_each() {
+    // Per-domain shares of 2 CPUs: 256/512/1024 of 200 % would be 28.6/57.1/114.3 %, but
+    // a 1-vCPU domain can use at most one CPU; its surplus goes to the others by weight:
+    // 33.3/66.7/100 %.
+    let log = Boot::bochs("sched-weights-2cpu", 2)
+        .with_config(
+            "until_guests_exit = true\n\
+             [domain w256]\nimage = hello64\nmemory = 4\ncmdline = spin\nweight = 256\n\
+             [domain w512]\nimage = hello64\nmemory = 4\ncmdline = spin\nweight = 512\n\
+             [domain w1024]\nimage = hello64\nmemory = 4\ncmdline = spin\nweight = 1024\n",
+        )
+        .run();
+    for d in ["w256", "w512", "w1024"] {
+        log.expect_in_order(&[&format!("domain {d} exited status=0")]);
+    }
+    let (a, b, c) = (share(&log, "w256"), share(&log, "w512"), share(&log, "w1024"));
+    eprintln!("shares of one CPU on 2 CPUs: w256 {a}%, w512 {b}%, w1024 {c}% (ideal 33.3, 66.7, 100)");
+    assert!(
+        within_10_percent(a, 33.3) && within_10_percent(b, 66.7) && within_10_percent(c, 100.0),
+        "gave {a}/{b}/{c}"
+    );
+    log.expect_absent("ERROR");
+}
