@@ -81,3 +81,21 @@ fn on_two_cpus_three_single_vcpu_domains_get_their_weight_limited_to_one_cpu_eac
     );
     log.expect_absent("ERROR");
 }
+
+#[test]
+fn a_two_vcpu_guest_starts_its_second_vcpu_with_init_sipi_and_both_run() {
+    let log = Boot::bochs("sched-smp", 2)
+        .with_config("until_guests_exit = true\n[domain smp]\nimage = hello64\nmemory = 16\nvcpus = 2\ncmdline = smp\n")
+        .run();
+    log.expect_in_order(&[
+        "domain smp (id 1) created: 16 MiB, 2 vCPU(s)",
+        "[smp] smp: hello from vcpu1 in real mode",
+        "[smp] smp: vcpu1 alive=1, counted",
+        "[smp] smp: both vCPUs ran",
+        "domain smp exited status=0",
+        "sched: smp vcpu0: run",
+        "sched: smp vcpu1: run",
+        "machine halted: done",
+    ]);
+    log.expect_absent("ERROR");
+}

@@ -16,7 +16,9 @@
 //!   a lower class, and a one-shot timer;
 //! - `spin`: a CPU hog that measures the CPU share it got (the scheduler tests): after a
 //!   200 ms warm-up it spins for 2 s of TSC time and counts as "ran" every gap between
-//!   two TSC reads shorter than 50 us; longer gaps are time another vCPU had the CPU.
+//!   two TSC reads shorter than 50 us; longer gaps are time another vCPU had the CPU;
+//! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
+//!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count.
 #![no_std]
 #![no_main]
 
@@ -388,6 +390,93 @@ fn hog() -> ! {
     exit(0)
 }
 
+// vCPU 1's program, copied to 0xA000 and started there by STARTUP vector 0x0A
+// (CS = 0x0A00, IP = 0). It announces itself, counts at 0xAF04 until vCPU 0 sets the
+// byte at 0xAF08, then halts with interrupts off (a parked CPU).
+core::arch::global_asm!(
+    ".section .rodata.ap_program, \"a\"",
+    ".global ap_program_start",
+    ".global ap_program_end",
+    ".code16",
+    "ap_program_start:",
+    // A two-byte short jump over the message, so the message sits at 0xA002.
+    "jmp ap_code",
+    ".asciz \"smp: hello from vcpu1 in real mode\\n\"",
+    "ap_code:",
+    "cli",
+    "xor ax, ax",
+    "mov ds, ax",
+    "lock inc dword ptr [0xAF00]",
+    "mov si, 0xA002",
+    "mov dx, 0xE9",
+    "ap_print:",
+    "lodsb",
+    "test al, al",
+    "jz ap_count",
+    "out dx, al",
+    "jmp ap_print",
+    "ap_count:",
+    "inc dword ptr [0xAF04]",
+    "cmp byte ptr [0xAF08], 0",
+    "je ap_count",
+    "ap_park:",
+    "hlt",
+    "jmp ap_park",
+    "ap_program_end:",
+    ".code64",
+    ".text",
+);
+unsafe extern "C" {
+    static ap_program_start: u8;
+    static ap_program_end: u8;
+}
+
+const AP_BASE: u64 = 0xA000;
+const AP_ALIVE: u64 = 0xAF00;
+const AP_COUNT: u64 = 0xAF04;
+const AP_STOP: u64 = 0xAF08;
+
+fn peek(addr: u64) -> u32 {
+    // SAFETY: our own RAM below 64 KiB, identity-mapped; vCPU 1 writes it concurrently.
+    unsafe { (addr as *const u32).read_volatile() }
+}
+
+fn smp() -> ! {
+    let mut out = Console;
+    // The linker places both symbols around the program's bytes.
+    let (start, end) = (&raw const ap_program_start as u64, &raw const ap_program_end as u64);
+    for i in 0..(end - start) {
+        // SAFETY: copying our own rodata into free RAM at 0xA000 (below the image, above the boot area).
+        unsafe { ((AP_BASE + i) as *mut u8).write_volatile(((start + i) as *const u8).read()) };
+    }
+    for a in [AP_ALIVE, AP_COUNT, AP_STOP] {
+        // SAFETY: as above.
+        unsafe { (a as *mut u32).write_volatile(0) };
+    }
+    let per_ms = u64::from(cpuid(0x4000_0010)[0]).max(1);
+    // INIT, then two STARTUPs (SDM Vol. 3A "MP Initialization": INIT-SIPI-SIPI) to APIC ID 1.
+    apic_write(0x310, 1 << 24);
+    apic_write(0x300, 0x0000_4500);
+    for _ in 0..2 {
+        apic_write(0x310, 1 << 24);
+        apic_write(0x300, 0x0000_4600 | (AP_BASE >> 12) as u32);
+    }
+    let deadline = rdtsc() + 1000 * per_ms;
+    while peek(AP_ALIVE) == 0 && rdtsc() < deadline {
+        core::hint::spin_loop();
+    }
+    let alive = peek(AP_ALIVE);
+    let before = peek(AP_COUNT);
+    spin(50 * per_ms);
+    let after = peek(AP_COUNT);
+    // SAFETY: tells vCPU 1 to stop counting.
+    unsafe { (AP_STOP as *mut u8).write_volatile(1) };
+    let _ = writeln!(out, "smp: vcpu1 alive={alive}, counted {before} -> {after} while vcpu0 waited 50 ms");
+    let ok = alive == 1 && after > before;
+    let _ = writeln!(out, "smp: {}", if ok { "both vCPUs ran" } else { "FAILED" });
+    exit(if ok { 0 } else { 1 })
+}
+
 fn triple() -> ! {
     let _ = writeln!(Console, "triple: loading an empty IDT and faulting");
     let pointer: [u16; 5] = [0; 5];
@@ -412,6 +501,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"triple" => triple(),
         b"apic" => apic(),
         b"spin" => hog(),
+        b"smp" => smp(),
         _ => {}
     }
     let _ = writeln!(out, "hello from a 64-bit guest (boot info at {boot_info:#x})");

@@ -243,6 +243,50 @@ pub enum Destination {
     AllExcludingSelf,
 }
 
+/// The addressing state of a local APIC (ID, logical destination, destination format,
+/// mode): enough to decide whether an IPI is for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Addressing {
+    pub enabled: bool,
+    pub x2apic: bool,
+    pub id: u32,
+    pub ldr: u32,
+    pub dfr: u32,
+}
+
+impl Addressing {
+    /// Whether an APIC with this addressing is a target of `dest`, `is_source` being true for the
+    /// sender. Physical: ID match or broadcast (0xFF xAPIC, 0xFFFF_FFFF x2APIC). Logical: xAPIC flat model
+    /// (DFR 0xF) ANDs the MDA with LDR[31:24]; cluster model (DFR 0x0) matches cluster nibble and member bits;
+    /// x2APIC matches cluster ID (bits 31:16) and member bits ("Logical Destination Mode in x2APIC Mode").
+    pub fn accepts(&self, dest: Destination, is_source: bool) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        match dest {
+            Destination::SelfOnly => is_source,
+            Destination::AllIncludingSelf => true,
+            Destination::AllExcludingSelf => !is_source,
+            Destination::Physical(id) if self.x2apic => id == u32::MAX || id == self.id,
+            Destination::Physical(id) => id & 0xFF == 0xFF || id & 0xFF == self.id & 0xFF,
+            Destination::Logical(mda) if self.x2apic => {
+                let ldr = x2apic_ldr(self.id);
+                mda == u32::MAX || (mda >> 16 == ldr >> 16 && mda & ldr & 0xFFFF != 0)
+            }
+            Destination::Logical(mda) => {
+                let (mda, ldr) = (mda & 0xFF, self.ldr >> 24);
+                if mda == 0xFF {
+                    true
+                } else if self.dfr >> 28 == 0xF {
+                    mda & ldr != 0
+                } else {
+                    mda >> 4 == ldr >> 4 && mda & ldr & 0xF != 0
+                }
+            }
+        }
+    }
+}
+
 /// The local APIC of one vCPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalApic {
@@ -530,30 +574,13 @@ impl LocalApic {
     /// (DFR 0xF) ANDs the MDA with LDR[31:24]; cluster model (DFR 0x0) matches cluster nibble and member bits;
     /// x2APIC matches cluster ID (bits 31:16) and member bits ("Logical Destination Mode in x2APIC Mode").
     pub fn is_destination(&self, dest: Destination, is_source: bool) -> bool {
-        if !self.hw_enabled() {
-            return false;
-        }
-        match dest {
-            Destination::SelfOnly => is_source,
-            Destination::AllIncludingSelf => true,
-            Destination::AllExcludingSelf => !is_source,
-            Destination::Physical(id) if self.x2apic() => id == u32::MAX || id == self.id,
-            Destination::Physical(id) => id & 0xFF == 0xFF || id & 0xFF == self.id & 0xFF,
-            Destination::Logical(mda) if self.x2apic() => {
-                let ldr = x2apic_ldr(self.id);
-                mda == u32::MAX || (mda >> 16 == ldr >> 16 && mda & ldr & 0xFFFF != 0)
-            }
-            Destination::Logical(mda) => {
-                let (mda, ldr) = (mda & 0xFF, self.ldr >> 24);
-                if mda == 0xFF {
-                    true
-                } else if self.dfr >> 28 == 0xF {
-                    mda & ldr != 0
-                } else {
-                    mda >> 4 == ldr >> 4 && mda & ldr & 0xF != 0
-                }
-            }
-        }
+        self.addressing().accepts(dest, is_source)
+    }
+
+    /// What other vCPUs need to know to address IPIs to this APIC, as a copy that can be
+    /// published without holding the vCPU.
+    pub fn addressing(&self) -> Addressing {
+        Addressing { enabled: self.hw_enabled(), x2apic: self.x2apic(), id: self.id, ldr: self.ldr, dfr: self.dfr }
     }
 
     fn timer_mode(&self) -> u32 {

@@ -164,28 +164,38 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
         ia32e_mode_entry_bit: ia32e,
     };
     let mut vcpus = Vec::new();
-    // Secondary vCPUs wait for a start signal (scheduler issue); only vCPU 0 runs now.
-    let mut v =
-        Vcpu::new(0, caps.basic().revision_id()).ok_or("out of memory for a VMCS or XSAVE area, or out of VPIDs")?;
-    {
-        // SAFETY: the VMCS was just created and is current nowhere else.
-        let current = unsafe { v.vmcs.load() }.map_err(|e| format!("VMPTRLD failed: {e:?}"))?;
-        match plan.mode {
-            EntryMode::Long64 => vcpu::setup_long_mode(&current, &mut v, &setup, plan.entry, size & !0xF),
-            EntryMode::Real16 => vcpu::setup_real16(&current, &mut v, &setup, plan.entry),
-            EntryMode::Protected32 => vcpu::setup_protected32(
-                &current,
-                &mut v,
-                &setup,
-                plan.entry,
-                multiboot::MULTIBOOT_BOOTLOADER_MAGIC,
-                multiboot::INFO_GPA.0 as u32,
-            ),
+    let mut signals = Vec::new();
+    for index in 0..config.vcpus.max(1) {
+        let mut v = Vcpu::new(index, caps.basic().revision_id())
+            .ok_or("out of memory for a VMCS or XSAVE area, or out of VPIDs")?;
+        {
+            // SAFETY: the VMCS was just created and is current nowhere else.
+            let current = unsafe { v.vmcs.load() }.map_err(|e| format!("VMPTRLD failed: {e:?}"))?;
+            if index > 0 {
+                // Secondary vCPUs wait for INIT-SIPI-SIPI from the guest, as application
+                // processors do; the STARTUP vector then sets CS (see sched::runloop).
+                vcpu::setup_real16(&current, &mut v, &setup, 0);
+                v.state = vcpu::VcpuState::WaitForSipi;
+            } else {
+                match plan.mode {
+                    EntryMode::Long64 => vcpu::setup_long_mode(&current, &mut v, &setup, plan.entry, size & !0xF),
+                    EntryMode::Real16 => vcpu::setup_real16(&current, &mut v, &setup, plan.entry),
+                    EntryMode::Protected32 => vcpu::setup_protected32(
+                        &current,
+                        &mut v,
+                        &setup,
+                        plan.entry,
+                        multiboot::MULTIBOOT_BOOTLOADER_MAGIC,
+                        multiboot::INFO_GPA.0 as u32,
+                    ),
+                }
+            }
         }
+        // SAFETY: the VMCS is loaded on this CPU only; clearing it lets any CPU load it.
+        let _ = unsafe { vmx::instr::vmclear(v.vmcs.phys()) };
+        signals.push(crate::domain::signals::VcpuSignals::new(v.lapic.addressing()));
+        vcpus.push(Arc::new(Mutex::new(v)));
     }
-    // SAFETY: the VMCS is loaded on this CPU only; clearing it lets any CPU load it.
-    let _ = unsafe { vmx::instr::vmclear(v.vmcs.phys()) };
-    vcpus.push(Arc::new(Mutex::new(v)));
     let domain = Arc::new(Domain {
         id,
         name: config.name.to_string(),
@@ -193,6 +203,7 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
         ept: Mutex::new(ept),
         eptp,
         vcpus,
+        signals,
         runtime: Mutex::new(DomainRuntime {
             state: DomainState::Running,
             exit_status: None,

@@ -5,6 +5,7 @@ pub mod boot_area;
 pub mod create;
 #[cfg(target_os = "none")]
 pub mod memory;
+pub mod signals;
 #[cfg(target_os = "none")]
 pub mod vcpu;
 
@@ -112,6 +113,8 @@ mod kernel {
         pub ept: Mutex<Ept>,
         pub eptp: u64,
         pub vcpus: Vec<Arc<Mutex<Vcpu>>>,
+        /// Per vCPU (same index): interrupts, INIT and STARTUP sent to it.
+        pub signals: Vec<super::signals::VcpuSignals>,
         pub runtime: Mutex<DomainRuntime>,
     }
 

@@ -41,8 +41,10 @@ const AR_UNUSABLE: u32 = 1 << 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VcpuState {
     Runnable,
-    /// HLT with interrupts enabled: waits for an interrupt.
+    /// In HLT: waits for an interrupt (or, halted with interrupts disabled, for INIT).
     Blocked,
+    /// An application processor before its STARTUP IPI (SDM Vol. 3A "MP Initialization").
+    WaitForSipi,
     /// The domain ended; this vCPU never runs again.
     Done,
 }
@@ -75,6 +77,10 @@ pub struct Vcpu {
     pub ipis_dropped: u64,
     /// When the current time slice ends (TSC); the scheduler sets it.
     pub slice_end_tsc: u64,
+    /// The STARTUP vector to begin at (CS = vector << 8, IP = 0) on the next entry.
+    pub start_vector: Option<u8>,
+    /// Halted with RFLAGS.IF clear: only INIT (or NMI) can wake it.
+    pub halted_if_clear: bool,
     /// The guest's XCR0 (loaded with XSETBV before each entry when it differs).
     pub xcr0: u64,
     /// Exits handled, per basic exit reason (the domain report sums its vCPUs).
@@ -105,6 +111,8 @@ impl Vcpu {
             interrupts_injected: 0,
             ipis_dropped: 0,
             slice_end_tsc: u64::MAX,
+            start_vector: None,
+            halted_if_clear: false,
             xcr0: 1,
             exit_counts: [0; super::EXIT_REASONS],
             host_cpu: None,

@@ -24,7 +24,7 @@ use crate::power::{self, StopReason};
 use crate::vmexit::{self, Next};
 use crate::vmx::entry::{self, Entry};
 use crate::vmx::exit::vm_instruction_error_str;
-use crate::vmx::fields::{Field32, ReadOnly32};
+use crate::vmx::fields::{Field16, Field32, FieldNatural, ReadOnly32};
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -135,6 +135,23 @@ fn kick(cpu: usize) {
     }
 }
 
+/// CPUs halted in `idle`, one bit each.
+static IDLE: AtomicU64 = AtomicU64::new(0);
+
+/// Something was posted to a vCPU (an IPI): kick the CPU running it, or, when it runs
+/// nowhere, an idle CPU, whose wake-up scan will find it.
+pub fn notify(running_on: Option<u32>) {
+    match running_on {
+        Some(cpu) => kick(cpu as usize),
+        None => {
+            let idle = IDLE.load(Ordering::Acquire);
+            if idle != 0 {
+                kick(idle.trailing_zeros() as usize);
+            }
+        }
+    }
+}
+
 fn kick_set(set: CpuSet) {
     set.iter().for_each(kick);
 }
@@ -147,11 +164,39 @@ fn wake_blocked(now: u64) -> Option<u64> {
     for (r, p) in all {
         // A vCPU somebody holds is running or being looked at: not blocked for us.
         let Some(mut v) = p.vcpu.try_lock() else { continue };
+        if !matches!(v.state, VcpuState::Blocked | VcpuState::WaitForSipi) {
+            continue;
+        }
+        if let Some(sig) = p.domain.signals.get(v.id as usize)
+            && sig.any()
+        {
+            let posted = sig.take();
+            for vector in posted.vectors() {
+                v.lapic.accept(vector, false);
+            }
+            if posted.init {
+                // INIT: back to waiting for STARTUP (SDM Vol. 3A "INIT Reset").
+                v.lapic.reset();
+                v.state = VcpuState::WaitForSipi;
+                v.halted_if_clear = false;
+            }
+            if let Some(vector) = posted.sipi
+                && v.state == VcpuState::WaitForSipi
+            {
+                v.start_vector = Some(vector);
+                v.state = VcpuState::Runnable;
+                drop(v);
+                if let Some(cpu) = SCHED.lock().as_mut().and_then(|s| s.credit.wake(r, now)) {
+                    kick(cpu);
+                }
+                continue;
+            }
+        }
         if v.state != VcpuState::Blocked {
             continue;
         }
         v.lapic.tick(now);
-        if v.lapic.pending(now).is_some() {
+        if !v.halted_if_clear && v.lapic.pending(now).is_some() {
             v.state = VcpuState::Runnable;
             drop(v);
             let cpu = SCHED.lock().as_mut().and_then(|s| s.credit.wake(r, now));
@@ -268,10 +313,13 @@ fn idle(wake_at: u64) {
         return;
     }
     crate::arch::apic::arm_timer(crate::arch::timer::ns_to_tsc(wake_at).max(1));
+    let bit = 1u64 << (percpu::current_index() % 64);
+    IDLE.fetch_or(bit, Ordering::AcqRel);
     // SAFETY: STI's one-instruction shadow covers HLT, so an interrupt that became
     // pending before this point wakes the HLT instead of being taken before it; the
     // handlers (kick, timer) only EOI. Interrupts are off again right after.
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    IDLE.fetch_and(!bit, Ordering::AcqRel);
     crate::arch::apic::arm_timer(0);
 }
 
@@ -300,9 +348,22 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
         vcpu.host_cpu = Some(cpu);
     }
     vcpu.slice_end_tsc = crate::arch::timer::ns_to_tsc(until_ns);
+    if let Some(vector) = vcpu.start_vector.take() {
+        // STARTUP: real mode at vector:0000, i.e. CS = vector << 8, base = vector << 12.
+        current.write16(Field16::GuestCsSelector, u16::from(vector) << 8);
+        current.write_natural(FieldNatural::GuestCsBase, u64::from(vector) << 12);
+        current.write_natural(FieldNatural::GuestRip, 0);
+    }
+    let signals = p.domain.signals.get(vcpu.id as usize);
+    if let Some(sig) = signals {
+        sig.set_running_on(Some(cpu));
+    }
     crate::vmx::xcr0::load(vcpu.xcr0);
     vcpu.fpu.restore();
     let outcome = run_until_switch(&current, p, &mut vcpu);
+    if let Some(sig) = signals {
+        sig.set_running_on(None);
+    }
     // Another vCPU may run here next: keep this guest's vector state with it.
     vcpu.fpu.save();
     // SAFETY: the VMCS is current on this CPU; clearing it writes it back to memory so
@@ -343,6 +404,21 @@ fn arm_preemption_timer(current: &crate::vmx::vmcs::Current, vcpu: &Vcpu) {
 
 fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &mut Vcpu) -> Outcome {
     loop {
+        // What siblings sent since the last entry.
+        if let Some(sig) = p.domain.signals.get(vcpu.id as usize)
+            && sig.any()
+        {
+            let posted = sig.take();
+            for vector in posted.vectors() {
+                vcpu.lapic.accept(vector, false);
+            }
+            if posted.init {
+                vcpu.lapic.reset();
+                vcpu.state = VcpuState::WaitForSipi;
+                return Outcome::Blocked;
+            }
+            // A STARTUP outside wait-for-SIPI is ignored (SDM Vol. 3A "MP Initialization").
+        }
         vmexit::events::before_entry(current, vcpu, crate::arch::timer::now_ns());
         arm_preemption_timer(current, vcpu);
         let launched = vcpu.launched;

@@ -3,6 +3,7 @@
 //! The xAPIC MMIO page reaches the model through `mmio`.
 
 use crate::devices::lapic::{DeliveryMode, Destination, Effects};
+use crate::domain::Domain;
 use crate::domain::vcpu::Vcpu;
 
 pub const IA32_APIC_BASE: u32 = 0x1B;
@@ -40,10 +41,14 @@ pub fn rdmsr(vcpu: &mut Vcpu, msr: u32) -> MsrOutcome {
 }
 
 /// WRMSR of an APIC MSR.
-pub fn wrmsr(vcpu: &mut Vcpu, msr: u32, value: u64) -> MsrOutcome {
+pub fn wrmsr(domain: &Domain, vcpu: &mut Vcpu, msr: u32, value: u64) -> MsrOutcome {
     let now = crate::arch::timer::now_ns();
     match msr {
-        IA32_APIC_BASE => outcome(vcpu.lapic.set_apic_base(value).then_some(0)),
+        IA32_APIC_BASE => {
+            let ok = vcpu.lapic.set_apic_base(value);
+            publish(domain, vcpu);
+            outcome(ok.then_some(0))
+        }
         IA32_TSC_DEADLINE => {
             // Outside TSC-deadline mode the write is ignored (SDM Vol. 3A "TSC-Deadline
             // Mode"); a zero disarms the timer.
@@ -56,7 +61,7 @@ pub fn wrmsr(vcpu: &mut Vcpu, msr: u32, value: u64) -> MsrOutcome {
         }
         X2APIC_FIRST..=X2APIC_LAST => match vcpu.lapic.msr_write(msr, value, now) {
             Some(effects) => {
-                apply(vcpu, effects);
+                apply(domain, vcpu, effects);
                 MsrOutcome::Done(0)
             }
             None => MsrOutcome::Fault,
@@ -65,17 +70,48 @@ pub fn wrmsr(vcpu: &mut Vcpu, msr: u32, value: u64) -> MsrOutcome {
     }
 }
 
-/// Carries out what a register write asked for. Interrupts to other vCPUs need
-/// multi-vCPU domains (the scheduler issue): an IPI addressed only to this vCPU's own
-/// APIC ID is delivered here, anything else is dropped and counted.
-pub fn apply(vcpu: &mut Vcpu, effects: Effects) {
+/// Makes this vCPU's APIC addressing (ID, LDR, DFR, mode) visible to IPI senders.
+fn publish(domain: &Domain, vcpu: &Vcpu) {
+    if let Some(sig) = domain.signals.get(vcpu.id as usize) {
+        sig.publish(vcpu.lapic.addressing());
+    }
+}
+
+/// Carries out what a register write asked for: IPIs go to the addressed vCPUs of the
+/// same domain through their signals (fixed, lowest priority to the first match, INIT,
+/// STARTUP); NMI and SMI IPIs are not modelled and are counted as dropped. The CPU running
+/// a target is kicked so the interrupt arrives now, not at its next exit.
+pub fn apply(domain: &Domain, vcpu: &mut Vcpu, effects: Effects) {
+    publish(domain, vcpu);
     let Some(ipi) = effects.ipi else { return };
-    // Shorthands including self were already delivered locally by the model.
-    let addressed = matches!(ipi.dest, Destination::Physical(_) | Destination::Logical(_));
-    let fixed = matches!(ipi.delivery, DeliveryMode::Fixed | DeliveryMode::LowestPriority);
-    if addressed && fixed && vcpu.lapic.is_destination(ipi.dest, true) {
-        vcpu.lapic.accept(ipi.vector, false);
-    } else if !matches!(ipi.dest, Destination::SelfOnly | Destination::AllIncludingSelf) || !fixed {
+    let own = vcpu.id as usize;
+    let mut delivered = false;
+    for (index, target) in domain.signals.iter().enumerate() {
+        let is_self = index == own;
+        if !target.addressing().accepts(ipi.dest, is_self) {
+            continue;
+        }
+        match ipi.delivery {
+            // The model already latched fixed self-IPIs (shorthands self / all-including-self).
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority if is_self => {
+                if matches!(ipi.dest, Destination::Physical(_) | Destination::Logical(_)) {
+                    vcpu.lapic.accept(ipi.vector, false);
+                }
+            }
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => target.post_interrupt(ipi.vector),
+            DeliveryMode::Init if !is_self => target.post_init(),
+            DeliveryMode::StartUp if !is_self => target.post_sipi(ipi.vector),
+            _ => continue,
+        }
+        delivered = true;
+        if !is_self {
+            crate::sched::notify(target.running_on());
+        }
+        if ipi.delivery == DeliveryMode::LowestPriority {
+            break;
+        }
+    }
+    if !delivered {
         vcpu.ipis_dropped = vcpu.ipis_dropped.saturating_add(1);
     }
 }

@@ -94,9 +94,9 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, gpa: u64, v: Ept
             if src.high_byte {
                 value >>= 8;
             }
-            write(vcpu, &target, size, value, now);
+            write(domain, vcpu, &target, size, value, now);
         }
-        Operation::StoreImm { value, size } => write(vcpu, &target, size, value, now),
+        Operation::StoreImm { value, size } => write(domain, vcpu, &target, size, value, now),
     }
     Next::Skip(decoded.len)
 }
@@ -118,12 +118,12 @@ fn read(vcpu: &mut Vcpu, target: &Target, size: u8, now: u64) -> u64 {
 /// Writes `size` bytes to the device. Local APIC registers take only aligned 32-bit
 /// writes (SDM Vol. 3A "Local APIC Register Address Map": other sizes are undefined);
 /// narrower or misaligned writes are dropped, wider ones write the low 32 bits.
-fn write(vcpu: &mut Vcpu, target: &Target, size: u8, value: u64, now: u64) {
+fn write(domain: &Domain, vcpu: &mut Vcpu, target: &Target, size: u8, value: u64, now: u64) {
     match *target {
         Target::Lapic { offset } => {
             if size >= 4 && offset & 3 == 0 {
                 let effects = vcpu.lapic.mmio_write(offset, value as u32, now);
-                super::apic::apply(vcpu, effects);
+                super::apic::apply(domain, vcpu, effects);
             }
         }
     }

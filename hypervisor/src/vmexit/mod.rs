@@ -107,12 +107,16 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
             Err(_) => crash(vmcs, domain, vcpu, format_args!("undecodable I/O exit qualification {qualification:#x}")),
         },
         ExitReason::Rdmsr => msr::rdmsr(vmcs, vcpu),
-        ExitReason::Wrmsr => msr::wrmsr(vmcs, vcpu),
+        ExitReason::Wrmsr => msr::wrmsr(vmcs, domain, vcpu),
         ExitReason::Hlt => {
             let rflags = vmcs.read_natural(FieldNatural::GuestRflags);
             if rflags & (1 << 9) != 0 && vcpu.lapic.pending(crate::arch::timer::now_ns()).is_some() {
                 // An interrupt is already deliverable: HLT ends at once.
                 Next::Advance
+            } else if rflags & (1 << 9) == 0 && domain.vcpus.len() > 1 {
+                // Only INIT from a sibling can wake it (how operating systems park CPUs).
+                vcpu.halted_if_clear = true;
+                Next::Block
             } else if rflags & (1 << 9) == 0 {
                 // HLT with interrupts off and no interrupt sources yet: nothing can ever
                 // wake it. Xen calls this a dead vCPU; we end the domain and say so.

@@ -71,10 +71,10 @@ fn valid_pat(pat: u64) -> bool {
     pat.to_le_bytes().iter().all(|&t| matches!(t, 0 | 1 | 4..=7))
 }
 
-pub fn wrmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
+pub fn wrmsr(vmcs: &Current, domain: &crate::domain::Domain, vcpu: &mut Vcpu) -> Next {
     let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xFFFF_FFFF);
     let msr = vcpu.regs.rcx as u32;
-    let ok = match super::apic::wrmsr(vcpu, msr, value) {
+    let ok = match super::apic::wrmsr(domain, vcpu, msr, value) {
         MsrOutcome::Done(_) => true,
         MsrOutcome::Fault => false,
         MsrOutcome::NotApic => plain_wrmsr(vmcs, msr, value),
