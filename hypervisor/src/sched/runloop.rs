@@ -508,3 +508,45 @@ fn report_domains() {
         }
     }
 }
+
+/// Run-time control, for the management domain's calls (and the configuration at boot).
+/// Each returns the scheduler's own error, whose text says what is allowed.
+pub mod control {
+    use super::super::credit::{CpuSet, SchedError, VcpuRef};
+    use super::{SCHED, kick, online_mask};
+
+    fn with<T>(f: impl FnOnce(&mut super::Sched) -> Result<T, SchedError>) -> Result<T, SchedError> {
+        match SCHED.lock().as_mut() {
+            Some(s) => f(s),
+            None => Err(SchedError::NoSuchDomain(0)),
+        }
+    }
+
+    pub fn set_weight(domain: u32, weight: u32) -> Result<(), SchedError> {
+        with(|s| s.credit.set_weight(domain, weight))
+    }
+
+    pub fn set_cap(domain: u32, cap: u32) -> Result<(), SchedError> {
+        with(|s| s.credit.set_cap(domain, cap))
+    }
+
+    /// Time slice and rate limit for every CPU.
+    pub fn set_params(slice_ms: u32, ratelimit_us: u32) -> Result<(), SchedError> {
+        with(|s| s.credit.set_params(u64::from(slice_ms) * 1_000_000, u64::from(ratelimit_us) * 1000))
+    }
+
+    /// Pins vCPU `vcpu` of `domain` to `cpus` (bit i = CPU i, offline CPUs ignored); a vCPU
+    /// running outside its new set is moved at once.
+    pub fn pin(domain: u32, vcpu: u32, cpus: u64) -> Result<(), SchedError> {
+        let set = cpus & online_mask();
+        if set == 0 {
+            return Err(SchedError::EmptyAffinity);
+        }
+        let now = crate::arch::timer::now_ns();
+        let kick_cpu = with(|s| s.credit.set_affinity(VcpuRef { domain, vcpu }, CpuSet(set), now))?;
+        if let Some(cpu) = kick_cpu {
+            kick(cpu);
+        }
+        Ok(())
+    }
+}
