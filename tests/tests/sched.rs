@@ -83,6 +83,25 @@ fn on_two_cpus_three_single_vcpu_domains_get_their_weight_limited_to_one_cpu_eac
 }
 
 #[test]
+fn on_two_cpus_two_vcpu_domains_with_weights_256_512_1024_share_1_2_4() {
+    let log = Boot::bochs("sched-weights-2vcpu", 2)
+        .with_config(
+            "until_guests_exit = true\n\
+             [domain w256]\nimage = hello64\nmemory = 4\nvcpus = 2\ncmdline = spin2\nweight = 256\n\
+             [domain w512]\nimage = hello64\nmemory = 4\nvcpus = 2\ncmdline = spin2\nweight = 512\n\
+             [domain w1024]\nimage = hello64\nmemory = 4\nvcpus = 2\ncmdline = spin2\nweight = 1024\n",
+        )
+        .run();
+    for d in ["w256", "w512", "w1024"] {
+        log.expect_in_order(&[&format!("domain {d} exited status=0")]);
+    }
+    let (a, b, c) = (share(&log, "w256"), share(&log, "w512"), share(&log, "w1024"));
+    eprintln!("shares of one CPU, 2 vCPUs each on 2 CPUs: w256 {a}%, w512 {b}%, w1024 {c}% (ideal 28.6, 57.1, 114.3)");
+    assert!(within_10_percent(b / a, 2.0) && within_10_percent(c / a, 4.0), "weights 1:2:4 gave {a}:{b}:{c}");
+    log.expect_absent("ERROR");
+}
+
+#[test]
 fn a_two_vcpu_guest_starts_its_second_vcpu_with_init_sipi_and_both_run() {
     let log = Boot::bochs("sched-smp", 2)
         .with_config("until_guests_exit = true\n[domain smp]\nimage = hello64\nmemory = 16\nvcpus = 2\ncmdline = smp\n")

@@ -17,6 +17,8 @@
 //! - `spin`: a CPU hog that measures the CPU share it got (the scheduler tests): after a
 //!   200 ms warm-up it spins for 2 s of TSC time and counts as "ran" every gap between
 //!   two TSC reads shorter than 50 us; longer gaps are time another vCPU had the CPU;
+//! - `spin2` (2 vCPUs): the same measurement on both vCPUs (vCPU 1 runs a real-mode
+//!   version), reported as one share of one CPU for the domain (up to 200 %);
 //! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
 //!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count.
 #![no_std]
@@ -353,6 +355,81 @@ fn apic() -> ! {
 }
 
 fn hog() -> ! {
+    hog_with(false)
+}
+
+// vCPU 1's half of `spin2`: waits for the go flag at 0xAF0C, then adds every gap between
+// two TSC reads below the threshold at 0xAF10 to the 64-bit sum at 0xAF18, until the
+// stop flag at 0xAF08; then parks.
+core::arch::global_asm!(
+    ".section .rodata.ap_spin, \"a\"",
+    ".global ap_spin_start",
+    ".global ap_spin_end",
+    ".code16",
+    "ap_spin_start:",
+    "cli",
+    "xor ax, ax",
+    "mov ds, ax",
+    "lock inc dword ptr [0xAF00]",
+    "ap_spin_wait:",
+    "cmp byte ptr [0xAF0C], 0",
+    "je ap_spin_wait",
+    "rdtsc",
+    "mov esi, eax",
+    "ap_spin_measure:",
+    "rdtsc",
+    "mov ebx, eax",
+    "sub ebx, esi",
+    "mov esi, eax",
+    "cmp ebx, dword ptr [0xAF10]",
+    "jae ap_spin_gap",
+    "add dword ptr [0xAF18], ebx",
+    "adc dword ptr [0xAF1C], 0",
+    "ap_spin_gap:",
+    "cmp byte ptr [0xAF08], 0",
+    "je ap_spin_measure",
+    "ap_spin_park:",
+    "hlt",
+    "jmp ap_spin_park",
+    "ap_spin_end:",
+    ".code64",
+    ".text",
+);
+unsafe extern "C" {
+    static ap_spin_start: u8;
+    static ap_spin_end: u8;
+}
+
+const AP_GO: u64 = 0xAF0C;
+const AP_THRESHOLD: u64 = 0xAF10;
+const AP_RAN: u64 = 0xAF18;
+
+/// Copies a vCPU 1 program to 0xA000, clears its mailbox and starts vCPU 1 there with
+/// INIT-SIPI-SIPI; returns whether it came alive within a second.
+fn start_vcpu1(start: u64, end: u64, per_ms: u64) -> bool {
+    for i in 0..(end - start) {
+        // SAFETY: copying our own rodata into free RAM at 0xA000 (below the image, above the boot area).
+        unsafe { ((AP_BASE + i) as *mut u8).write_volatile(((start + i) as *const u8).read()) };
+    }
+    for a in (AP_ALIVE..AP_RAN + 8).step_by(4) {
+        // SAFETY: the mailbox at 0xAF00, in our own RAM.
+        unsafe { (a as *mut u32).write_volatile(0) };
+    }
+    // INIT, then two STARTUPs (SDM Vol. 3A "MP Initialization": INIT-SIPI-SIPI) to APIC ID 1.
+    apic_write(0x310, 1 << 24);
+    apic_write(0x300, 0x0000_4500);
+    for _ in 0..2 {
+        apic_write(0x310, 1 << 24);
+        apic_write(0x300, 0x0000_4600 | (AP_BASE >> 12) as u32);
+    }
+    let deadline = rdtsc() + 1000 * per_ms;
+    while peek(AP_ALIVE) == 0 && rdtsc() < deadline {
+        core::hint::spin_loop();
+    }
+    peek(AP_ALIVE) == 1
+}
+
+fn hog_with(two_vcpus: bool) -> ! {
     let mut out = Console;
     // TSC ticks per ms from the hypervisor's timing leaf.
     let per_ms = u64::from(cpuid(0x4000_0010)[0]);
@@ -360,13 +437,24 @@ fn hog() -> ! {
         let _ = writeln!(out, "spin: no timing leaf");
         exit(1);
     }
+    let threshold = per_ms / 20; // 50 us
+    if two_vcpus {
+        let (start, end) = (&raw const ap_spin_start as u64, &raw const ap_spin_end as u64);
+        if !start_vcpu1(start, end, per_ms) {
+            let _ = writeln!(out, "spin: vcpu1 did not start");
+            exit(1);
+        }
+        // SAFETY: the mailbox in our own RAM; vCPU 1 reads it once measuring.
+        unsafe { (AP_THRESHOLD as *mut u32).write_volatile(threshold as u32) };
+    }
     let warm_end = rdtsc() + 200 * per_ms;
     while rdtsc() < warm_end {
         core::hint::spin_loop();
     }
+    // SAFETY: tells vCPU 1 to start measuring.
+    unsafe { (AP_GO as *mut u8).write_volatile(1) };
     let window = 2000 * per_ms;
     let end = warm_end + window;
-    let threshold = per_ms / 20; // 50 us
     let (mut last, mut ran, mut iterations) = (rdtsc(), 0u64, 0u64);
     loop {
         let t = rdtsc();
@@ -379,6 +467,12 @@ fn hog() -> ! {
         if t >= end {
             break;
         }
+    }
+    if two_vcpus {
+        // SAFETY: tells vCPU 1 to stop, then reads its sum (it stops within one loop).
+        unsafe { (AP_STOP as *mut u8).write_volatile(1) };
+        spin(per_ms);
+        ran += u64::from(peek(AP_RAN)) | u64::from(peek(AP_RAN + 4)) << 32;
     }
     let permille = ran * 1000 / window;
     let _ = writeln!(
@@ -445,26 +539,8 @@ fn smp() -> ! {
     let mut out = Console;
     // The linker places both symbols around the program's bytes.
     let (start, end) = (&raw const ap_program_start as u64, &raw const ap_program_end as u64);
-    for i in 0..(end - start) {
-        // SAFETY: copying our own rodata into free RAM at 0xA000 (below the image, above the boot area).
-        unsafe { ((AP_BASE + i) as *mut u8).write_volatile(((start + i) as *const u8).read()) };
-    }
-    for a in [AP_ALIVE, AP_COUNT, AP_STOP] {
-        // SAFETY: as above.
-        unsafe { (a as *mut u32).write_volatile(0) };
-    }
     let per_ms = u64::from(cpuid(0x4000_0010)[0]).max(1);
-    // INIT, then two STARTUPs (SDM Vol. 3A "MP Initialization": INIT-SIPI-SIPI) to APIC ID 1.
-    apic_write(0x310, 1 << 24);
-    apic_write(0x300, 0x0000_4500);
-    for _ in 0..2 {
-        apic_write(0x310, 1 << 24);
-        apic_write(0x300, 0x0000_4600 | (AP_BASE >> 12) as u32);
-    }
-    let deadline = rdtsc() + 1000 * per_ms;
-    while peek(AP_ALIVE) == 0 && rdtsc() < deadline {
-        core::hint::spin_loop();
-    }
+    start_vcpu1(start, end, per_ms);
     let alive = peek(AP_ALIVE);
     let before = peek(AP_COUNT);
     spin(50 * per_ms);
@@ -501,6 +577,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"triple" => triple(),
         b"apic" => apic(),
         b"spin" => hog(),
+        b"spin2" => hog_with(true),
         b"smp" => smp(),
         _ => {}
     }
