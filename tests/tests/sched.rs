@@ -40,19 +40,21 @@ fn weights_256_512_1024_share_one_cpu_1_2_4() {
 
 #[test]
 fn a_domain_capped_at_25_percent_gets_25_percent_while_another_competes() {
-    let log = Boot::bochs("sched-cap", 1)
+    // Two CPUs, both contended: the capped domain and two uncapped hogs.
+    let log = Boot::bochs("sched-cap", 2)
         .with_config(
             "until_guests_exit = true\n\
              [domain capped]\nimage = hello64\nmemory = 4\ncmdline = spin\ncap = 25\n\
-             [domain free]\nimage = hello64\nmemory = 4\ncmdline = spin\n",
+             [domain free1]\nimage = hello64\nmemory = 4\ncmdline = spin\n\
+             [domain free2]\nimage = hello64\nmemory = 4\ncmdline = spin\n",
         )
         .run();
-    log.expect_in_order(&["domain capped: weight 256, cap 25%, cpus 0x1"]);
-    for d in ["capped", "free"] {
+    log.expect_in_order(&["domain capped: weight 256, cap 25%, cpus 0x3"]);
+    for d in ["capped", "free1", "free2"] {
         log.expect_in_order(&[&format!("domain {d} exited status=0")]);
     }
-    let (cap, free) = (share(&log, "capped"), share(&log, "free"));
-    eprintln!("shares of one CPU: capped {cap}% (cap 25), free {free}%");
+    let (cap, f1, f2) = (share(&log, "capped"), share(&log, "free1"), share(&log, "free2"));
+    eprintln!("shares of one CPU on 2 CPUs: capped {cap}% (cap 25), free {f1}% and {f2}%");
     assert!(within_10_percent(cap, 25.0), "the 25 % cap gave {cap}%");
     log.expect_absent("ERROR");
 }
