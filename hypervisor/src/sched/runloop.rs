@@ -463,16 +463,7 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
 /// scheduling statistics.
 pub fn report() {
     report_domains();
-    let now = crate::arch::timer::now_ns();
-    let mut rows: Vec<(alloc::string::String, u32, super::credit::VcpuStats)> = FINAL_STATS.lock().clone();
-    if let Some(s) = SCHED.lock().as_ref() {
-        for (r, p) in &s.vcpus {
-            if let Some((st, _)) = s.credit.stats_at(*r, now) {
-                rows.push((p.domain.name.clone(), r.vcpu, st));
-            }
-        }
-    }
-    for (name, vcpu, st) in rows {
+    for (name, vcpu, st) in control::stats() {
         log::info!(
             "sched: {name} vcpu{vcpu}: run {} ms, waiting {} ms, blocked {} ms, preemptions {}, migrations {}",
             st.run_ns / 1_000_000,
@@ -520,6 +511,20 @@ pub mod control {
             Some(s) => f(s),
             None => Err(SchedError::NoSuchDomain(0)),
         }
+    }
+
+    /// Every vCPU's statistics, by domain name and vCPU number (ended domains included).
+    pub fn stats() -> alloc::vec::Vec<(alloc::string::String, u32, super::super::credit::VcpuStats)> {
+        let now = crate::arch::timer::now_ns();
+        let mut rows = super::FINAL_STATS.lock().clone();
+        if let Some(s) = SCHED.lock().as_ref() {
+            for (r, p) in &s.vcpus {
+                if let Some((st, _)) = s.credit.stats_at(*r, now) {
+                    rows.push((p.domain.name.clone(), r.vcpu, st));
+                }
+            }
+        }
+        rows
     }
 
     pub fn set_weight(domain: u32, weight: u32) -> Result<(), SchedError> {
