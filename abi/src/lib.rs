@@ -7,3 +7,4 @@
 pub mod bundle;
 pub mod config;
 pub mod crc32;
+pub mod hypercall;

@@ -156,3 +156,28 @@ fn the_local_apic_timer_interrupts_a_halted_guest_through_emulated_mmio() {
     }
     log.expect_absent("ERROR");
 }
+
+#[test]
+fn hypercalls_answer_refuse_privileged_calls_and_never_trust_guest_pointers() {
+    let log = Boot::bochs("guest-hypercall", 1)
+        .with_config("until_guests_exit = true\n[domain hc]\nimage = hello64\nmemory = 16\ncmdline = hypercall\n")
+        .run();
+    log.expect_in_order(&[
+        "[hc] hypercall: ok   version: Ok(65536)",
+        "[hc] hello through the hypercall console",
+        "[hc] hypercall: ok   console write: Ok(36)",
+        "[hc] hypercall: ok   host info: Ok(0)",
+        "[hc] hypercall: host has 1 CPU(s), 1 domain(s)",
+        "[hc] hypercall: ok   host info is plausible",
+        "[hc] hypercall: ok   domain destroy is privileged: Err(-1)",
+        "[hc] hypercall: ok   host power-off is privileged: Err(-1)",
+        "[hc] hypercall: ok   a buffer outside guest RAM: Err(-14)",
+        "[hc] hypercall: ok   a non-canonical output pointer: Err(-14)",
+        "[hc] hypercall: ok   a 1 MiB console write: Err(-7)",
+        "[hc] hypercall: ok   an unknown call: Err(-38)",
+        "[hc] hypercall: 0 check(s) failed",
+        "domain hc exited status=0",
+        "machine halted: done",
+    ]);
+    log.expect_absent("ERROR");
+}

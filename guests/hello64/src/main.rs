@@ -19,6 +19,8 @@
 //!   two TSC reads shorter than 50 us; longer gaps are time another vCPU had the CPU;
 //! - `spin2` (2 vCPUs): the same measurement on both vCPUs (vCPU 1 runs a real-mode
 //!   version), reported as one share of one CPU for the domain (up to 200 %);
+//! - `hypercall`: exercises the hypercall ABI: version, console write, host information,
+//!   and the refusals (privileged call, bad pointer, read-only output, too long, unknown);
 //! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
 //!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count.
 #![no_std]
@@ -553,6 +555,64 @@ fn smp() -> ! {
     exit(if ok { 0 } else { 1 })
 }
 
+fn hypercalls() -> ! {
+    use abi::hypercall::{Call, Error, HostInfo, VERSION, client::vmcall};
+    let mut out = Console;
+    let mut failures = 0u8;
+    let mut expect = |what: &str, got: Result<u64, i64>, want: Result<u64, i64>| {
+        let ok = got == want;
+        let _ = writeln!(out, "hypercall: {} {what}: {got:?}", if ok { "ok  " } else { "FAIL" });
+        if !ok {
+            failures += 1;
+        }
+    };
+    // SAFETY (every vmcall below): CPL 0 under Ferrovisor; each pointer is described at the call.
+    let version = unsafe { vmcall(Call::Version, [0; 6]) };
+    expect("version", version, Ok(u64::from(VERSION)));
+    let msg = b"hello through the hypercall console\n";
+    // `msg` is readable memory of ours.
+    let written = unsafe { vmcall(Call::ConsoleWrite, [msg.as_ptr() as u64, msg.len() as u64, 0, 0, 0, 0]) };
+    expect("console write", written, Ok(msg.len() as u64));
+    let mut info = HostInfo::default();
+    // `info` is a writable HostInfo of ours.
+    let r = unsafe { vmcall(Call::HostInfo, [&raw mut info as u64, 0, 0, 0, 0, 0]) };
+    expect("host info", r, Ok(0));
+    let _ = writeln!(
+        Console,
+        "hypercall: host has {} CPU(s), {} domain(s), {} MiB free of {} MiB, TSC {} kHz",
+        info.cpus,
+        info.domains,
+        info.memory_free >> 20,
+        info.memory_total >> 20,
+        info.tsc_khz
+    );
+    let info_ok = info.cpus >= 1 && info.domains >= 1 && info.memory_total >= info.memory_free && info.tsc_khz > 0;
+    expect("host info is plausible", Ok(u64::from(info_ok)), Ok(1));
+    let eperm = Err(Error::NotPermitted.code());
+    // Privileged: no pointer involved.
+    expect("domain destroy is privileged", unsafe { vmcall(Call::DomainDestroy, [1, 0, 0, 0, 0, 0]) }, eperm);
+    expect("host power-off is privileged", unsafe { vmcall(Call::HostPowerOff, [0; 6]) }, eperm);
+    // 1 GiB: beyond our 16 MiB, mapped by our page tables but not RAM.
+    let far = unsafe { vmcall(Call::ConsoleWrite, [0x4000_0000, 16, 0, 0, 0, 0]) };
+    expect("a buffer outside guest RAM", far, Err(Error::Fault.code()));
+    // Non-canonical.
+    let bad = unsafe { vmcall(Call::HostInfo, [0x8000_0000_0000_0000, 0, 0, 0, 0, 0]) };
+    expect("a non-canonical output pointer", bad, Err(Error::Fault.code()));
+    let long = unsafe { vmcall(Call::ConsoleWrite, [msg.as_ptr() as u64, 1 << 20, 0, 0, 0, 0]) };
+    expect("a 1 MiB console write", long, Err(Error::TooBig.code()));
+    expect("an unknown call", unsafe { vmcall_raw(1000) }, Err(Error::NoSys.code()));
+    let _ = writeln!(Console, "hypercall: {failures} check(s) failed");
+    exit(failures)
+}
+
+/// A VMCALL with a number no `Call` has.
+unsafe fn vmcall_raw(number: u64) -> Result<u64, i64> {
+    let ret: i64;
+    // SAFETY: VMCALL under Ferrovisor changes only RAX.
+    unsafe { asm!("vmcall", inlateout("rax") number as i64 => ret, options(nostack)) };
+    if ret < 0 { Err(ret) } else { Ok(ret as u64) }
+}
+
 fn triple() -> ! {
     let _ = writeln!(Console, "triple: loading an empty IDT and faulting");
     let pointer: [u16; 5] = [0; 5];
@@ -579,6 +639,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"spin" => hog(),
         b"spin2" => hog_with(true),
         b"smp" => smp(),
+        b"hypercall" => hypercalls(),
         _ => {}
     }
     let _ = writeln!(out, "hello from a 64-bit guest (boot info at {boot_info:#x})");

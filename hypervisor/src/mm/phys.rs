@@ -13,7 +13,15 @@ pub fn init(regions: impl IntoIterator<Item = MemoryRegion>, reserved: &[Range])
     let summary =
         FrameSummary { free_bytes: allocator.free_frames() * 4096, dropped_ranges: allocator.dropped_ranges() };
     *FRAMES.lock() = Some(allocator);
+    TOTAL_BYTES.store(summary.free_bytes, core::sync::atomic::Ordering::Relaxed);
     summary
+}
+
+/// What the allocator managed at boot: the memory the hypervisor can give out.
+static TOTAL_BYTES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+pub fn total_bytes() -> u64 {
+    TOTAL_BYTES.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 pub struct FrameSummary {

@@ -87,6 +87,11 @@ pub fn configure(online_cpus: u32, until_guests_exit: bool, slice_ms: u32, ratel
     *SCHED.lock() = Some(Sched { credit, vcpus: BTreeMap::new() });
 }
 
+/// How many CPUs the scheduler runs on.
+pub fn online_cpus() -> u32 {
+    ONLINE_CPUS.load(Ordering::Relaxed)
+}
+
 fn online_mask() -> u64 {
     let n = ONLINE_CPUS.load(Ordering::Relaxed);
     if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }

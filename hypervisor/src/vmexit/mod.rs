@@ -13,6 +13,7 @@ use crate::vmx::vmcs::Current;
 pub mod apic;
 pub mod cpuid;
 pub mod events;
+pub mod hypercall;
 pub mod io;
 pub mod mmio;
 pub mod msr;
@@ -128,11 +129,7 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
                 Next::Block
             }
         }
-        ExitReason::Vmcall => {
-            // The hypercall ABI comes with Domain0; until then every call is -ENOSYS.
-            vcpu.regs.rax = (-38i64) as u64;
-            Next::Advance
-        }
+        ExitReason::Vmcall => hypercall::handle(vmcs, domain, vcpu),
         ExitReason::CrAccess => match CrAccess::from_raw(qualification) {
             Ok(cr) => control_register(vmcs, domain, vcpu, cr),
             Err(_) => crash(vmcs, domain, vcpu, format_args!("undecodable CR-access qualification {qualification:#x}")),

@@ -1,0 +1,401 @@
+//! The hypercall ABI, version 1.0 (docs/hypercalls.md).
+//!
+//! A guest executes `VMCALL` with the call number in RAX and up to six arguments in RDI,
+//! RSI, RDX, R10, R8, R9 (the System V syscall order). The result comes back in RAX: zero
+//! or a positive value on success, a negative error code (Linux errno values) on failure.
+//! All other registers are preserved. Guest pointers are guest-virtual addresses in the
+//! caller's current address space; the hypervisor translates them through the caller's
+//! page tables and its EPT, and refuses what it cannot reach with `EFAULT`.
+//!
+//! This module is shared by the hypervisor and our guests: [`decode`] is what the
+//! hypervisor does with the registers (every range and length checked here, so the
+//! dispatcher only sees well-formed requests), and [`Call`] numbers are what guests pass.
+
+/// ABI version: major in bits 31:16, minor in bits 15:0 (returned by [`Call::Version`]).
+pub const VERSION: u32 = 1 << 16;
+
+/// Longest console write accepted in one call (longer writes fail with `E2BIG`).
+pub const MAX_CONSOLE_WRITE: u64 = 4096;
+/// Longest read (console rings, the hypervisor log) in one call.
+pub const MAX_READ: u64 = 64 * 1024;
+
+/// Call numbers (RAX).
+#[repr(u64)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// () -> VERSION. Also answers which calls exist: see `Features`.
+    Version = 0,
+    /// (buf, len) -> bytes written. The caller's own console.
+    ConsoleWrite = 1,
+    /// (buf, len) -> bytes read (0: nothing waiting). The caller's own console input.
+    ConsoleRead = 2,
+    /// (out: *mut HostInfo) -> 0.
+    HostInfo = 3,
+    /// Privileged. (out: *mut DomainInfo, max_entries) -> number of domains written.
+    DomainList = 4,
+    /// Privileged. (domain, out: *mut DomainInfo) -> 0.
+    DomainInfo = 5,
+    /// Privileged. (spec: *const DomainCreate) -> new domain id.
+    DomainCreate = 6,
+    /// Privileged. (domain) -> 0.
+    DomainDestroy = 7,
+    /// Privileged. (domain) -> 0.
+    DomainPause = 8,
+    /// Privileged. (domain) -> 0.
+    DomainUnpause = 9,
+    /// Privileged. (domain) -> 0.
+    DomainShutdown = 10,
+    /// Privileged. (domain) -> 0.
+    DomainReboot = 11,
+    /// Privileged. (domain, weight 1..=65535) -> 0.
+    SchedSetWeight = 12,
+    /// Privileged. (domain, cap in % of one CPU, 0 = none) -> 0.
+    SchedSetCap = 13,
+    /// Privileged. (slice_ms 1..=1000, ratelimit_us 0 or 100..=500000) -> 0.
+    SchedSetParams = 14,
+    /// Privileged. (domain, vcpu, cpu mask) -> 0.
+    VcpuPin = 15,
+    /// Privileged. (domain, vcpu, out: *mut VcpuInfo) -> 0.
+    VcpuInfo = 16,
+    /// Privileged. (domain, buf, len) -> bytes read from that domain's console output.
+    ConsoleReadOther = 17,
+    /// Privileged. (buf, len) -> bytes read from the hypervisor's log ring.
+    HypervisorLogRead = 18,
+    /// Privileged. () -> does not return.
+    HostPowerOff = 19,
+    /// Privileged. () -> does not return.
+    HostReboot = 20,
+}
+
+impl Call {
+    pub const ALL: [Call; 21] = [
+        Call::Version,
+        Call::ConsoleWrite,
+        Call::ConsoleRead,
+        Call::HostInfo,
+        Call::DomainList,
+        Call::DomainInfo,
+        Call::DomainCreate,
+        Call::DomainDestroy,
+        Call::DomainPause,
+        Call::DomainUnpause,
+        Call::DomainShutdown,
+        Call::DomainReboot,
+        Call::SchedSetWeight,
+        Call::SchedSetCap,
+        Call::SchedSetParams,
+        Call::VcpuPin,
+        Call::VcpuInfo,
+        Call::ConsoleReadOther,
+        Call::HypervisorLogRead,
+        Call::HostPowerOff,
+        Call::HostReboot,
+    ];
+
+    pub fn from_number(n: u64) -> Option<Call> {
+        Self::ALL.into_iter().find(|c| *c as u64 == n)
+    }
+
+    /// Only Domain0 may make these calls; anyone else gets `EPERM`.
+    pub fn privileged(self) -> bool {
+        !matches!(self, Call::Version | Call::ConsoleWrite | Call::ConsoleRead | Call::HostInfo)
+    }
+}
+
+/// Error codes (negated in RAX), Linux errno values so guest C code can use its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// Privileged call from a domain other than Domain0.
+    NotPermitted,
+    /// No such domain or vCPU.
+    NoEntry,
+    /// A length above the call's limit.
+    TooBig,
+    /// A guest pointer the hypervisor cannot reach (unmapped, outside RAM, read-only for an output).
+    Fault,
+    /// An argument out of range.
+    Invalid,
+    /// Out of host memory.
+    NoMemory,
+    /// The call number does not exist (in this version).
+    NoSys,
+}
+
+impl Error {
+    pub const fn code(self) -> i64 {
+        match self {
+            Error::NotPermitted => -1,
+            Error::NoEntry => -2,
+            Error::TooBig => -7,
+            Error::NoMemory => -12,
+            Error::Fault => -14,
+            Error::Invalid => -22,
+            Error::NoSys => -38,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Error> {
+        [
+            Error::NotPermitted,
+            Error::NoEntry,
+            Error::TooBig,
+            Error::NoMemory,
+            Error::Fault,
+            Error::Invalid,
+            Error::NoSys,
+        ]
+        .into_iter()
+        .find(|e| e.code() == code)
+    }
+}
+
+/// What [`Call::HostInfo`] writes (little-endian, `repr(C)`, 40 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostInfo {
+    pub cpus: u32,
+    pub domains: u32,
+    pub memory_total: u64,
+    pub memory_free: u64,
+    pub tsc_khz: u64,
+    /// Bit 0: VMX preemption timer; bit 1: TSC-deadline host timer.
+    pub features: u64,
+}
+
+/// A decoded, range-checked request. Pointers are still guest-virtual and unchecked:
+/// the dispatcher translates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Version,
+    ConsoleWrite { buf: u64, len: u64 },
+    ConsoleRead { buf: u64, len: u64 },
+    HostInfo { out: u64 },
+    DomainList { out: u64, max: u32 },
+    DomainInfo { domain: u32, out: u64 },
+    DomainCreate { spec: u64 },
+    DomainDestroy { domain: u32 },
+    DomainPause { domain: u32 },
+    DomainUnpause { domain: u32 },
+    DomainShutdown { domain: u32 },
+    DomainReboot { domain: u32 },
+    SchedSetWeight { domain: u32, weight: u32 },
+    SchedSetCap { domain: u32, cap: u32 },
+    SchedSetParams { slice_ms: u32, ratelimit_us: u32 },
+    VcpuPin { domain: u32, vcpu: u32, cpus: u64 },
+    VcpuInfo { domain: u32, vcpu: u32, out: u64 },
+    ConsoleReadOther { domain: u32, buf: u64, len: u64 },
+    HypervisorLogRead { buf: u64, len: u64 },
+    HostPowerOff,
+    HostReboot,
+}
+
+impl Request {
+    pub fn call(&self) -> Call {
+        match self {
+            Request::Version => Call::Version,
+            Request::ConsoleWrite { .. } => Call::ConsoleWrite,
+            Request::ConsoleRead { .. } => Call::ConsoleRead,
+            Request::HostInfo { .. } => Call::HostInfo,
+            Request::DomainList { .. } => Call::DomainList,
+            Request::DomainInfo { .. } => Call::DomainInfo,
+            Request::DomainCreate { .. } => Call::DomainCreate,
+            Request::DomainDestroy { .. } => Call::DomainDestroy,
+            Request::DomainPause { .. } => Call::DomainPause,
+            Request::DomainUnpause { .. } => Call::DomainUnpause,
+            Request::DomainShutdown { .. } => Call::DomainShutdown,
+            Request::DomainReboot { .. } => Call::DomainReboot,
+            Request::SchedSetWeight { .. } => Call::SchedSetWeight,
+            Request::SchedSetCap { .. } => Call::SchedSetCap,
+            Request::SchedSetParams { .. } => Call::SchedSetParams,
+            Request::VcpuPin { .. } => Call::VcpuPin,
+            Request::VcpuInfo { .. } => Call::VcpuInfo,
+            Request::ConsoleReadOther { .. } => Call::ConsoleReadOther,
+            Request::HypervisorLogRead { .. } => Call::HypervisorLogRead,
+            Request::HostPowerOff => Call::HostPowerOff,
+            Request::HostReboot => Call::HostReboot,
+        }
+    }
+}
+
+/// A 32-bit ID argument: the upper half must be zero.
+fn id(v: u64) -> Result<u32, Error> {
+    u32::try_from(v).map_err(|_| Error::Invalid)
+}
+
+fn length(v: u64, max: u64) -> Result<u64, Error> {
+    if v > max { Err(Error::TooBig) } else { Ok(v) }
+}
+
+/// Decodes RAX and the six argument registers into a checked request. Never panics.
+pub fn decode(number: u64, a: [u64; 6]) -> Result<Request, Error> {
+    let call = Call::from_number(number).ok_or(Error::NoSys)?;
+    Ok(match call {
+        Call::Version => Request::Version,
+        Call::ConsoleWrite => Request::ConsoleWrite { buf: a[0], len: length(a[1], MAX_CONSOLE_WRITE)? },
+        Call::ConsoleRead => Request::ConsoleRead { buf: a[0], len: length(a[1], MAX_READ)? },
+        Call::HostInfo => Request::HostInfo { out: a[0] },
+        Call::DomainList => {
+            Request::DomainList { out: a[0], max: id(a[1]).and_then(|m| length(m.into(), 1024))? as u32 }
+        }
+        Call::DomainInfo => Request::DomainInfo { domain: id(a[0])?, out: a[1] },
+        Call::DomainCreate => Request::DomainCreate { spec: a[0] },
+        Call::DomainDestroy => Request::DomainDestroy { domain: id(a[0])? },
+        Call::DomainPause => Request::DomainPause { domain: id(a[0])? },
+        Call::DomainUnpause => Request::DomainUnpause { domain: id(a[0])? },
+        Call::DomainShutdown => Request::DomainShutdown { domain: id(a[0])? },
+        Call::DomainReboot => Request::DomainReboot { domain: id(a[0])? },
+        Call::SchedSetWeight => {
+            let weight = id(a[1])?;
+            if !(1..=65_535).contains(&weight) {
+                return Err(Error::Invalid);
+            }
+            Request::SchedSetWeight { domain: id(a[0])?, weight }
+        }
+        Call::SchedSetCap => {
+            let cap = id(a[1])?;
+            if cap > 6400 {
+                return Err(Error::Invalid);
+            }
+            Request::SchedSetCap { domain: id(a[0])?, cap }
+        }
+        Call::SchedSetParams => {
+            let (slice_ms, ratelimit_us) = (id(a[0])?, id(a[1])?);
+            let rate_ok =
+                ratelimit_us == 0 || ((100..=500_000).contains(&ratelimit_us) && ratelimit_us / 1000 <= slice_ms);
+            if !(1..=1000).contains(&slice_ms) || !rate_ok {
+                return Err(Error::Invalid);
+            }
+            Request::SchedSetParams { slice_ms, ratelimit_us }
+        }
+        Call::VcpuPin => {
+            if a[2] == 0 {
+                return Err(Error::Invalid);
+            }
+            Request::VcpuPin { domain: id(a[0])?, vcpu: id(a[1])?, cpus: a[2] }
+        }
+        Call::VcpuInfo => Request::VcpuInfo { domain: id(a[0])?, vcpu: id(a[1])?, out: a[2] },
+        Call::ConsoleReadOther => {
+            Request::ConsoleReadOther { domain: id(a[0])?, buf: a[1], len: length(a[2], MAX_READ)? }
+        }
+        Call::HypervisorLogRead => Request::HypervisorLogRead { buf: a[0], len: length(a[1], MAX_READ)? },
+        Call::HostPowerOff => Request::HostPowerOff,
+        Call::HostReboot => Request::HostReboot,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_number_round_trips() {
+        for (i, c) in Call::ALL.iter().enumerate() {
+            assert_eq!(*c as u64, i as u64);
+            assert_eq!(Call::from_number(i as u64), Some(*c));
+        }
+        assert_eq!(Call::from_number(21), None);
+        assert_eq!(Call::from_number(u64::MAX), None);
+    }
+
+    #[test]
+    fn only_version_console_and_host_info_are_unprivileged() {
+        let open: Vec<Call> = Call::ALL.into_iter().filter(|c| !c.privileged()).collect();
+        assert_eq!(open, vec![Call::Version, Call::ConsoleWrite, Call::ConsoleRead, Call::HostInfo]);
+    }
+
+    #[test]
+    fn unknown_numbers_are_nosys() {
+        assert_eq!(decode(99, [0; 6]), Err(Error::NoSys));
+        assert_eq!(Error::NoSys.code(), -38);
+    }
+
+    #[test]
+    fn lengths_above_the_limits_are_too_big() {
+        assert_eq!(decode(1, [0x1000, 4096, 0, 0, 0, 0]), Ok(Request::ConsoleWrite { buf: 0x1000, len: 4096 }));
+        assert_eq!(decode(1, [0x1000, 4097, 0, 0, 0, 0]), Err(Error::TooBig));
+        assert_eq!(decode(18, [0, u64::MAX, 0, 0, 0, 0]), Err(Error::TooBig));
+    }
+
+    #[test]
+    fn ids_with_upper_bits_and_out_of_range_parameters_are_invalid() {
+        assert_eq!(decode(7, [1 << 32, 0, 0, 0, 0, 0]), Err(Error::Invalid));
+        assert_eq!(decode(12, [1, 0, 0, 0, 0, 0]), Err(Error::Invalid));
+        assert_eq!(decode(12, [1, 65_536, 0, 0, 0, 0]), Err(Error::Invalid));
+        assert_eq!(decode(12, [1, 512, 0, 0, 0, 0]), Ok(Request::SchedSetWeight { domain: 1, weight: 512 }));
+        assert_eq!(decode(13, [1, 6401, 0, 0, 0, 0]), Err(Error::Invalid));
+        assert_eq!(decode(14, [0, 0, 0, 0, 0, 0]), Err(Error::Invalid));
+        assert_eq!(decode(14, [10, 99, 0, 0, 0, 0]), Err(Error::Invalid));
+        assert_eq!(decode(14, [10, 20_000, 0, 0, 0, 0]), Err(Error::Invalid), "rate limit above the slice");
+        assert_eq!(
+            decode(14, [30, 1000, 0, 0, 0, 0]),
+            Ok(Request::SchedSetParams { slice_ms: 30, ratelimit_us: 1000 })
+        );
+        assert_eq!(decode(15, [1, 0, 0, 0, 0, 0]), Err(Error::Invalid), "an empty CPU mask");
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for e in [Error::NotPermitted, Error::NoEntry, Error::TooBig, Error::NoMemory, Error::Fault, Error::Invalid] {
+            assert_eq!(Error::from_code(e.code()), Some(e));
+        }
+        assert_eq!(Error::from_code(-999), None);
+    }
+
+    #[test]
+    fn random_registers_never_panic_and_requests_match_their_call() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let n = next() % 24;
+            let mut a = [0u64; 6];
+            for v in a.iter_mut() {
+                *v = if next() % 2 == 0 { next() % 70_000 } else { next() };
+            }
+            if let Ok(r) = decode(n, a) {
+                assert_eq!(r.call() as u64, n);
+            }
+        }
+    }
+
+    #[test]
+    fn host_info_is_40_bytes() {
+        assert_eq!(core::mem::size_of::<HostInfo>(), 40);
+    }
+}
+
+/// The guest side: issuing hypercalls (our guests use this; docs/hypercalls.md shows the
+/// same in assembly).
+#[cfg(target_arch = "x86_64")]
+pub mod client {
+    use super::{Call, Error};
+
+    /// VMCALL `call` with up to six arguments; `Ok(result)` or the decoded error.
+    ///
+    /// # Safety
+    /// Only in a guest kernel (CPL 0) under Ferrovisor; pointer arguments must point to
+    /// memory the call may read or write as documented for it.
+    pub unsafe fn vmcall(call: Call, args: [u64; 6]) -> Result<u64, i64> {
+        let ret: i64;
+        // SAFETY: forwarded to the caller; VMCALL changes only RAX (the ABI).
+        unsafe {
+            core::arch::asm!(
+                "vmcall",
+                inlateout("rax") call as u64 => ret,
+                in("rdi") args[0], in("rsi") args[1], in("rdx") args[2],
+                in("r10") args[3], in("r8") args[4], in("r9") args[5],
+                options(nostack),
+            )
+        };
+        if ret < 0 { Err(ret) } else { Ok(ret as u64) }
+    }
+
+    /// The error a negative result stands for.
+    pub fn error(code: i64) -> Option<Error> {
+        Error::from_code(code)
+    }
+}
