@@ -181,3 +181,19 @@ fn hypercalls_answer_refuse_privileged_calls_and_never_trust_guest_pointers() {
     ]);
     log.expect_absent("ERROR");
 }
+
+#[test]
+fn a_guest_powers_itself_off_through_acpi_s5_after_reading_the_pm_timer() {
+    let log = Boot::bochs("guest-poweroff", 1)
+        .with_config("until_guests_exit = true\n[domain off]\nimage = hello64\nmemory = 16\ncmdline = poweroff\n")
+        .run();
+    log.expect_in_order(&[
+        "[off] poweroff: pm timer advanced ",
+        "[off] poweroff: entering S5",
+        "domain off powered off (ACPI S5)",
+        "domain off (id 1): shut down status=0",
+        "machine halted: done",
+    ]);
+    log.expect_absent("still running");
+    log.expect_absent("ERROR");
+}

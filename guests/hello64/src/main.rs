@@ -21,6 +21,8 @@
 //!   version), reported as one share of one CPU for the domain (up to 200 %);
 //! - `hypercall`: exercises the hypercall ABI: version, console write, host information,
 //!   and the refusals (privileged call, bad pointer, read-only output, too long, unknown);
+//! - `poweroff`: reads the ACPI PM timer and port 0x92, then powers off through the PM1a
+//!   control register (S5), as an OS's `poweroff` does;
 //! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
 //!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count.
 #![no_std]
@@ -613,6 +615,39 @@ unsafe fn vmcall_raw(number: u64) -> Result<u64, i64> {
     if ret < 0 { Err(ret) } else { Ok(ret as u64) }
 }
 
+fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: port input in a guest only causes a VM exit the hypervisor handles.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack)) };
+    v
+}
+
+fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: as in `inl`.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack)) };
+    v
+}
+
+fn poweroff() -> ! {
+    let mut out = Console;
+    let t0 = inl(0x608) & 0xFF_FFFF;
+    spin(u64::from(cpuid(0x4000_0010)[0]));
+    let t1 = inl(0x608) & 0xFF_FFFF;
+    let ticks = t1.wrapping_sub(t0) & 0xFF_FFFF;
+    let a20 = inb(0x92) & 2 != 0;
+    outb(0x80, 0x55);
+    let _ = writeln!(out, "poweroff: pm timer advanced {ticks} ticks in 1 ms, a20={a20}");
+    if !(3000..4200).contains(&ticks) || !a20 {
+        exit(1);
+    }
+    let _ = writeln!(out, "poweroff: entering S5");
+    // SAFETY: PM1a_CNT (FADT): SLP_TYP = 5 (the DSDT's \_S5), SLP_EN.
+    unsafe { asm!("out dx, ax", in("dx") 0x604u16, in("ax") (5u16 << 10) | (1 << 13), options(nomem, nostack)) };
+    let _ = writeln!(out, "poweroff: still running");
+    exit(1)
+}
+
 fn triple() -> ! {
     let _ = writeln!(Console, "triple: loading an empty IDT and faulting");
     let pointer: [u16; 5] = [0; 5];
@@ -639,6 +674,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"spin" => hog(),
         b"spin2" => hog_with(true),
         b"smp" => smp(),
+        b"poweroff" => poweroff(),
         b"hypercall" => hypercalls(),
         _ => {}
     }

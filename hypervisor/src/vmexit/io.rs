@@ -3,9 +3,12 @@
 //! 0xF4, the exit port (QEMU's isa-debug-exit convention); and 0x3F8-0x3FF, the domain's
 //! emulated COM1 (`devices::uart16550`), whose output joins the same console. Any other
 //! port reads all ones and drops writes, as an empty ISA bus does, and is counted per
-//! port.
+//! port. Also claimed: 0x80 and 0xED (I/O delay ports, silently accepted), 0x92 (A20
+//! always on; bit 0 resets), and the ACPI PM block (`devices::acpi_pm`: PM timer, S5
+//! power-off, the 0xCF9 reset register).
 
 use super::Next;
+use crate::devices::acpi_pm::{AcpiPm, PowerRequest};
 use crate::domain::vcpu::Vcpu;
 use crate::domain::{Domain, DomainState};
 use crate::vmx::exit::{IoDirection, IoQualification};
@@ -13,6 +16,9 @@ use crate::vmx::exit::{IoDirection, IoQualification};
 pub const DEBUG_CONSOLE: u16 = 0xE9;
 pub const EXIT_PORT: u16 = 0xF4;
 pub const COM1: u16 = crate::devices::uart16550::COM1_BASE;
+pub const POST_PORT: u16 = 0x80;
+pub const DELAY_PORT: u16 = 0xED;
+pub const PORT92: u16 = 0x92;
 
 pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
     let bytes = q.size.bytes();
@@ -48,6 +54,44 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
             }
             Next::Advance
         }
+        // POST codes (0x80) and the delay port (0xED) exist on every PC and are written
+        // by firmware and kernels as I/O delays: accepted silently, read as all ones.
+        (IoDirection::Out, POST_PORT | DELAY_PORT) => Next::Advance,
+        (IoDirection::In, POST_PORT | DELAY_PORT) => {
+            set_in(vcpu, bytes, u32::MAX);
+            Next::Advance
+        }
+        (IoDirection::In, PORT92) => {
+            let v = domain.runtime.lock().devices.port92;
+            set_in(vcpu, bytes, u32::from(v) | 0xFFFF_FF00);
+            Next::Advance
+        }
+        (IoDirection::Out, PORT92) => {
+            let v = vcpu.regs.rax as u8;
+            // A20 (bit 1) stays enabled: guest RAM is never wrapped at 1 MiB.
+            domain.runtime.lock().devices.port92 = (v & !1) | 0x02;
+            if v & 1 != 0 {
+                return power(domain, PowerRequest::Reset);
+            }
+            Next::Advance
+        }
+        (direction, port) if AcpiPm::claims(port) => {
+            let now = crate::arch::timer::now_ns();
+            match direction {
+                IoDirection::In => {
+                    let v = domain.runtime.lock().devices.pm.read(port, bytes as u8, now);
+                    set_in(vcpu, bytes, v);
+                    Next::Advance
+                }
+                IoDirection::Out => {
+                    let request = domain.runtime.lock().devices.pm.write(port, bytes as u8, vcpu.regs.rax as u32);
+                    match request {
+                        Some(r) => power(domain, r),
+                        None => Next::Advance,
+                    }
+                }
+            }
+        }
         (IoDirection::Out, EXIT_PORT) => {
             let status = vcpu.regs.rax as u8;
             if domain.finish(DomainState::ShutDown, Some(status)) {
@@ -70,6 +114,37 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
             Next::Advance
         }
     }
+}
+
+/// An IN's result: `bytes` of `value` into AL/AX/EAX (a 32-bit IN zero-extends into RAX).
+fn set_in(vcpu: &mut Vcpu, bytes: u32, value: u32) {
+    vcpu.regs.rax = match bytes {
+        1 => (vcpu.regs.rax & !0xFF) | u64::from(value & 0xFF),
+        2 => (vcpu.regs.rax & !0xFFFF) | u64::from(value & 0xFFFF),
+        _ => u64::from(value),
+    };
+}
+
+/// The guest powered itself off or asked for a reset.
+fn power(domain: &Domain, request: PowerRequest) -> Next {
+    match request {
+        PowerRequest::PowerOff => {
+            if domain.finish(DomainState::ShutDown, Some(0)) {
+                log::info!("domain {} powered off (ACPI S5)", domain.name);
+            }
+        }
+        PowerRequest::Reset => {
+            // Restarting a domain from its image comes with the domain lifecycle
+            // (Domain0's reboot call); until then a reset ends the domain, saying so.
+            if domain.finish(DomainState::ShutDown, None) {
+                log::info!(
+                    "domain {} asked for a reset; restarting domains is not supported yet, so it ended",
+                    domain.name
+                );
+            }
+        }
+    }
+    Next::Ended
 }
 
 /// One byte of the domain's console output; whole lines go to the log.
