@@ -16,6 +16,7 @@ fn a_64_bit_guest_boots_prints_sees_the_hypervisor_leaf_and_exits_with_status_0(
         "[hello] cr8: wrote 5, read 5",
         "[hello] hello64: 0 check(s) failed",
         "domain hello exited status=0",
+        "domain hello: 16 MiB of guest memory released",
         "domain hello (id 1): shut down status=0",
         "domain hello exits:",
         "sched: hello vcpu0: run ",

@@ -114,6 +114,7 @@ fn a_two_vcpu_guest_starts_its_second_vcpu_with_init_sipi_and_both_run() {
         "[smp] smp: vcpu1 alive=1, counted",
         "[smp] smp: both vCPUs ran",
         "domain smp exited status=0",
+        "domain smp: 16 MiB of guest memory released",
         "sched: smp vcpu0: run",
         "sched: smp vcpu1: run",
         "machine halted: done",

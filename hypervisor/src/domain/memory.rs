@@ -158,6 +158,15 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Gives the memory back to the frame allocator once the domain can never run again
+    /// (no vCPU inside it, none to be scheduled); returns how many bytes were released.
+    /// Later accesses find an empty domain: every read or write is out of bounds.
+    pub fn release(&mut self) -> u64 {
+        let size = self.size;
+        self.free();
+        size
+    }
+
     /// Returns every frame to the allocator.
     fn free(&mut self) {
         for c in self.chunks.drain(..) {

@@ -269,23 +269,12 @@ pub fn run_loop() -> ! {
                     match outcome {
                         Outcome::Preempted => {}
                         Outcome::Blocked => s.credit.block(cpu, now),
-                        Outcome::Ended => {
-                            s.credit.block(cpu, now);
-                            let id = p.domain.id;
-                            // The domain ended: its vCPUs leave the scheduler (and the
-                            // report keeps their final statistics).
-                            if p.domain.state().is_final() {
-                                let refs: Vec<VcpuRef> = s.vcpus.keys().filter(|r| r.domain == id).copied().collect();
-                                for r in refs {
-                                    if let Some(st) = s.credit.stats_at(r, now) {
-                                        FINAL_STATS.lock().push((p.domain.name.clone(), r.vcpu, st.0));
-                                    }
-                                    s.vcpus.remove(&r);
-                                }
-                                let _ = s.credit.remove_domain(id, now);
-                            }
-                        }
+                        Outcome::Ended => s.credit.block(cpu, now),
                     }
+                }
+                drop(guard);
+                if p.domain.state().is_final() {
+                    retire(&p.domain, now);
                 }
             }
             None => {
@@ -300,6 +289,41 @@ pub fn run_loop() -> ! {
                 idle(wake_at);
             }
         }
+    }
+}
+
+/// A domain ended: its vCPUs leave the scheduler (the report keeps their statistics),
+/// and once none of them runs anywhere its guest RAM goes back to the frame allocator.
+/// Every CPU that ran one of its vCPUs calls this after the vCPU's last slice, so the
+/// last one to stop releases the memory.
+fn retire(domain: &Arc<Domain>, now: u64) {
+    if let Some(s) = SCHED.lock().as_mut() {
+        let refs: Vec<VcpuRef> = s.vcpus.keys().filter(|r| r.domain == domain.id).copied().collect();
+        if !refs.is_empty() {
+            for r in refs {
+                if let Some(st) = s.credit.stats_at(r, now) {
+                    FINAL_STATS.lock().push((domain.name.clone(), r.vcpu, st.0));
+                }
+                s.vcpus.remove(&r);
+            }
+            let _ = s.credit.remove_domain(domain.id, now);
+        }
+    }
+    // A vCPU somebody holds may still be inside the guest: its CPU retires the domain
+    // again when that slice ends.
+    let mut guards = Vec::new();
+    for v in &domain.vcpus {
+        match v.try_lock() {
+            Some(g) => guards.push(g),
+            None => return,
+        }
+    }
+    for g in guards.iter_mut() {
+        g.state = VcpuState::Done;
+    }
+    let released = domain.memory.lock().release();
+    if released > 0 {
+        log::info!("domain {}: {} MiB of guest memory released", domain.name, released >> 20);
     }
 }
 
