@@ -97,6 +97,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     // 6. Time.
     let tsc_hz = timer::calibrate();
+    crate::arch::cmos::init();
     log::info!(
         "timer: TSC runs at {}.{:03} MHz (calibrated against the PIT)",
         tsc_hz / 1_000_000,

@@ -198,3 +198,20 @@ fn a_guest_powers_itself_off_through_acpi_s5_after_reading_the_pm_timer() {
     log.expect_absent("still running");
     log.expect_absent("ERROR");
 }
+
+#[test]
+fn a_guest_finds_the_rtc_the_pci_host_bridge_fw_cfg_and_the_io_apic() {
+    let log = Boot::bochs("guest-platform", 1)
+        .with_config("until_guests_exit = true\n[domain pc]\nimage = hello64\nmemory = 16\ncmdline = platform\n")
+        .run();
+    log.expect_in_order(&[
+        "[pc] platform: ok   rtc date 20",
+        "[pc] platform: ok   pci 00:00.0 0x12378086, 00:01.0 0xffffffff",
+        "[pc] platform: ok   fw_cfg signature \"QEMU\", 1 CPU(s)",
+        "[pc] platform: ok   ioapic version 0x170020",
+        "[pc] platform: 0 check(s) failed",
+        "domain pc exited status=0",
+        "machine halted: done",
+    ]);
+    log.expect_absent("ERROR");
+}

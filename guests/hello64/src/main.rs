@@ -23,6 +23,8 @@
 //!   and the refusals (privileged call, bad pointer, read-only output, too long, unknown);
 //! - `poweroff`: reads the ACPI PM timer and port 0x92, then powers off through the PM1a
 //!   control register (S5), as an OS's `poweroff` does;
+//! - `platform`: probes the emulated PC: the CMOS clock, the PCI host bridge, fw_cfg and
+//!   the I/O APIC's version register;
 //! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
 //!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count.
 #![no_std]
@@ -629,6 +631,64 @@ fn inb(port: u16) -> u8 {
     v
 }
 
+fn outl(port: u16, value: u32) {
+    // SAFETY: port output in a guest only causes a VM exit the hypervisor handles.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack)) };
+}
+
+fn outw(port: u16, value: u16) {
+    // SAFETY: as in `outl`.
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack)) };
+}
+
+fn cmos(index: u8) -> u8 {
+    outb(0x70, index);
+    inb(0x71)
+}
+
+fn platform() -> ! {
+    let mut out = Console;
+    let mut failures = 0u8;
+    let mut check = |ok: bool, what: core::fmt::Arguments| {
+        let _ = writeln!(out, "platform: {} {what}", if ok { "ok  " } else { "FAIL" });
+        if !ok {
+            failures += 1;
+        }
+    };
+    // CMOS clock (BCD): a plausible date.
+    let (year, century, month, day) = (cmos(0x09), cmos(0x32), cmos(0x08), cmos(0x07));
+    let bcd = |v: u8| (v >> 4) * 10 + (v & 0xF);
+    let full_year = u32::from(bcd(century)) * 100 + u32::from(bcd(year));
+    check(
+        full_year >= 2024 && (1..=12).contains(&bcd(month)) && (1..=31).contains(&bcd(day)),
+        format_args!("rtc date {full_year}-{:02}-{:02}", bcd(month), bcd(day)),
+    );
+    // PCI configuration mechanism #1: the i440FX host bridge at 00:00.0, nothing at 00:01.0.
+    outl(0xCF8, 0x8000_0000);
+    let id = inl(0xCFC);
+    outl(0xCF8, 0x8000_0800);
+    let none = inl(0xCFC);
+    check(id == 0x1237_8086 && none == 0xFFFF_FFFF, format_args!("pci 00:00.0 {id:#x}, 00:01.0 {none:#x}"));
+    // fw_cfg: signature and CPU count.
+    outw(0x510, 0);
+    let sig = [inb(0x511), inb(0x511), inb(0x511), inb(0x511)];
+    outw(0x510, 5);
+    let cpus = u16::from(inb(0x511)) | u16::from(inb(0x511)) << 8;
+    check(
+        &sig == b"QEMU" && cpus == 1,
+        format_args!("fw_cfg signature {:?}, {cpus} CPU(s)", core::str::from_utf8(&sig).unwrap_or("?")),
+    );
+    // I/O APIC version through IOREGSEL/IOWIN (MMIO, emulated).
+    // SAFETY: the I/O APIC page at 0xFEC00000: EPT violations the hypervisor emulates.
+    let version = unsafe {
+        (0xFEC0_0000 as *mut u32).write_volatile(1);
+        (0xFEC0_0010 as *const u32).read_volatile()
+    };
+    check(version == 0x0017_0020, format_args!("ioapic version {version:#x}"));
+    let _ = writeln!(Console, "platform: {failures} check(s) failed");
+    exit(failures)
+}
+
 fn poweroff() -> ! {
     let mut out = Console;
     let t0 = inl(0x608) & 0xFF_FFFF;
@@ -675,6 +735,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"spin2" => hog_with(true),
         b"smp" => smp(),
         b"poweroff" => poweroff(),
+        b"platform" => platform(),
         b"hypercall" => hypercalls(),
         _ => {}
     }

@@ -3,6 +3,7 @@
 
 pub mod acpi;
 pub mod apic;
+pub mod cmos;
 pub mod cpu;
 pub mod exceptions;
 pub mod fpu;

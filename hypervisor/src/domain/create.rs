@@ -209,7 +209,12 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
             exit_status: None,
             unclaimed_ports: BTreeMap::new(),
             console: LineBuffer::default(),
-            devices: crate::devices::DomainDevices::new(),
+            devices: crate::devices::DomainDevices::new(
+                config.vcpus.max(1),
+                u64::from(config.memory_mib) << 20,
+                crate::arch::cmos::boot_unix_time(),
+                crate::arch::timer::now_ns(),
+            ),
         }),
     });
     Ok(domain)

@@ -4,11 +4,14 @@
 //! emulated COM1 (`devices::uart16550`), whose output joins the same console. Any other
 //! port reads all ones and drops writes, as an empty ISA bus does, and is counted per
 //! port. Also claimed: 0x80 and 0xED (I/O delay ports, silently accepted), 0x92 (A20
-//! always on; bit 0 resets), and the ACPI PM block (`devices::acpi_pm`: PM timer, S5
+//! always on; bit 0 resets), the CMOS RTC (0x70/0x71), PCI configuration mechanism #1
+//! (0xCF8/0xCFC, 32-bit address accesses; 0xCF9 byte writes stay the reset register),
+//! fw_cfg (0x510/0x511), and the ACPI PM block (`devices::acpi_pm`: PM timer, S5
 //! power-off, the 0xCF9 reset register).
 
 use super::Next;
 use crate::devices::acpi_pm::{AcpiPm, PowerRequest};
+use crate::devices::pci::PciHost;
 use crate::domain::vcpu::Vcpu;
 use crate::domain::{Domain, DomainState};
 use crate::vmx::exit::{IoDirection, IoQualification};
@@ -19,6 +22,10 @@ pub const COM1: u16 = crate::devices::uart16550::COM1_BASE;
 pub const POST_PORT: u16 = 0x80;
 pub const DELAY_PORT: u16 = 0xED;
 pub const PORT92: u16 = 0x92;
+const RTC_INDEX: u16 = crate::devices::rtc::INDEX_PORT;
+const RTC_DATA: u16 = crate::devices::rtc::DATA_PORT;
+const FW_CFG_SELECTOR: u16 = crate::devices::fw_cfg::SELECTOR_PORT;
+const FW_CFG_DATA: u16 = crate::devices::fw_cfg::DATA_PORT;
 
 pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
     let bytes = q.size.bytes();
@@ -72,6 +79,43 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
             domain.runtime.lock().devices.port92 = (v & !1) | 0x02;
             if v & 1 != 0 {
                 return power(domain, PowerRequest::Reset);
+            }
+            Next::Advance
+        }
+        (direction, port) if port == RTC_INDEX || port == RTC_DATA => {
+            let now = crate::arch::timer::now_ns();
+            let mut rt = domain.runtime.lock();
+            match direction {
+                IoDirection::In => {
+                    let v = rt.devices.rtc.read(port, now);
+                    drop(rt);
+                    set_in(vcpu, bytes, u32::from(v) | 0xFFFF_FF00);
+                }
+                IoDirection::Out => rt.devices.rtc.write(port, vcpu.regs.rax as u8, now),
+            }
+            Next::Advance
+        }
+        (direction, port) if PciHost::claims(port, bytes as u8) => {
+            let mut rt = domain.runtime.lock();
+            match direction {
+                IoDirection::In => {
+                    let v = rt.devices.pci.read(port, bytes as u8);
+                    drop(rt);
+                    set_in(vcpu, bytes, v);
+                }
+                IoDirection::Out => rt.devices.pci.write(port, bytes as u8, vcpu.regs.rax as u32),
+            }
+            Next::Advance
+        }
+        (direction, port) if port == FW_CFG_SELECTOR || port == FW_CFG_DATA => {
+            let mut rt = domain.runtime.lock();
+            match direction {
+                IoDirection::In => {
+                    let v = rt.devices.fw_cfg.read(port, bytes as u8);
+                    drop(rt);
+                    set_in(vcpu, bytes, v);
+                }
+                IoDirection::Out => rt.devices.fw_cfg.write(port, bytes as u8, vcpu.regs.rax as u32),
             }
             Next::Advance
         }

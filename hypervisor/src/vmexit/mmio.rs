@@ -26,10 +26,15 @@ use crate::vmx::vmcs::Current;
 /// The device behind a guest-physical address, with the offset into its window.
 enum Target {
     Lapic { offset: u32 },
+    IoApic { offset: u64 },
 }
 
 /// Which model claims `gpa` for this vCPU.
 fn claim(vcpu: &Vcpu, gpa: u64) -> Option<Target> {
+    use crate::devices::ioapic::IOAPIC_BASE;
+    if (IOAPIC_BASE..IOAPIC_BASE + 4096).contains(&gpa) {
+        return Some(Target::IoApic { offset: gpa - IOAPIC_BASE });
+    }
     let lapic: &LocalApic = &vcpu.lapic;
     // The xAPIC page is decoded only while the APIC is enabled in xAPIC mode (SDM Vol. 3A
     // "Local APIC Status and Location"; in x2APIC mode the MMIO interface is gone).
@@ -84,7 +89,7 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, gpa: u64, v: Ept
     let now = crate::arch::timer::now_ns();
     match decoded.op {
         Operation::Load { dest, size, dest_size, sign_extend } => {
-            let raw = read(vcpu, &target, size, now);
+            let raw = read(domain, vcpu, &target, size, now);
             let value = decode::extend(raw, size, sign_extend);
             let old = read_reg(vmcs, vcpu, dest);
             write_reg(vmcs, vcpu, dest, decode::merge(old, value, dest_size, dest.high_byte));
@@ -105,8 +110,14 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, gpa: u64, v: Ept
 /// 16-byte strides; narrower reads return the addressed bytes of the register, wider
 /// ones the register zero-extended (the SDM leaves both undefined; this is what a
 /// compiler's byte access to a register expects).
-fn read(vcpu: &mut Vcpu, target: &Target, size: u8, now: u64) -> u64 {
+fn read(domain: &Domain, vcpu: &mut Vcpu, target: &Target, size: u8, now: u64) -> u64 {
     match *target {
+        // I/O APIC registers are 32 bits at IOREGSEL (0x00), IOWIN (0x10) and EOI (0x40).
+        Target::IoApic { offset } => {
+            let reg = domain.runtime.lock().devices.ioapic.mmio_read(offset & !3);
+            let shifted = u64::from(reg) >> ((offset & 3) * 8);
+            if size >= 8 { shifted } else { shifted & ((1u64 << (size * 8)) - 1) }
+        }
         Target::Lapic { offset } => {
             let reg = vcpu.lapic.mmio_read(offset & !3, now);
             let shifted = u64::from(reg) >> ((offset & 3) * 8);
@@ -120,6 +131,13 @@ fn read(vcpu: &mut Vcpu, target: &Target, size: u8, now: u64) -> u64 {
 /// narrower or misaligned writes are dropped, wider ones write the low 32 bits.
 fn write(domain: &Domain, vcpu: &mut Vcpu, target: &Target, size: u8, value: u64, now: u64) {
     match *target {
+        Target::IoApic { offset } => {
+            if size >= 4 && offset & 3 == 0 {
+                // A returned delivery (a level line unmasked while high) needs interrupt
+                // routing from the I/O APIC to the vCPUs, which is not wired yet.
+                let _ = domain.runtime.lock().devices.ioapic.mmio_write(offset, value as u32);
+            }
+        }
         Target::Lapic { offset } => {
             if size >= 4 && offset & 3 == 0 {
                 let effects = vcpu.lapic.mmio_write(offset, value as u32, now);
