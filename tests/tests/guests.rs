@@ -200,11 +200,13 @@ fn a_guest_powers_itself_off_through_acpi_s5_after_reading_the_pm_timer() {
 }
 
 #[test]
-fn a_guest_finds_the_rtc_the_pci_host_bridge_fw_cfg_and_the_io_apic() {
+fn a_guest_finds_the_pic_pit_rtc_pci_host_bridge_fw_cfg_and_io_apic() {
     let log = Boot::bochs("guest-platform", 1)
         .with_config("until_guests_exit = true\n[domain pc]\nimage = hello64\nmemory = 16\ncmdline = platform\n")
         .run();
     log.expect_in_order(&[
+        "[pc] platform: ok   pic masks read back 0xfb 0xff",
+        "[pc] platform: ok   pit channel 2 counted 10 ms in ",
         "[pc] platform: ok   rtc date 20",
         "[pc] platform: ok   pci 00:00.0 0x12378086, 00:01.0 0xffffffff",
         "[pc] platform: ok   fw_cfg signature \"QEMU\", 1 CPU(s)",

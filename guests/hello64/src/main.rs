@@ -23,7 +23,8 @@
 //!   and the refusals (privileged call, bad pointer, read-only output, too long, unknown);
 //! - `poweroff`: reads the ACPI PM timer and port 0x92, then powers off through the PM1a
 //!   control register (S5), as an OS's `poweroff` does;
-//! - `platform`: probes the emulated PC: the CMOS clock, the PCI host bridge, fw_cfg and
+//! - `platform`: probes the emulated PC: PIC initialisation and mask read-back, PIT
+//!   channel 2 timing through port 0x61, the CMOS clock, the PCI host bridge, fw_cfg and
 //!   the I/O APIC's version register;
 //! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
 //!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count.
@@ -655,6 +656,31 @@ fn platform() -> ! {
             failures += 1;
         }
     };
+    // PIC: the BIOS/Linux initialisation, then the mask reads back.
+    for (port, v) in
+        [(0x20, 0x11), (0xA0, 0x11), (0x21, 0x20), (0xA1, 0x28), (0x21, 4), (0xA1, 2), (0x21, 1), (0xA1, 1)]
+    {
+        outb(port, v);
+    }
+    outb(0x21, 0xFB);
+    outb(0xA1, 0xFF);
+    let (m, sl) = (inb(0x21), inb(0xA1));
+    check(m == 0xFB && sl == 0xFF, format_args!("pic masks read back {m:#x} {sl:#x}"));
+    // PIT channel 2, mode 0, 11932 counts (10 ms), gated by port 0x61 bit 0; OUT2 in bit 5:
+    // the calibration Linux and our own hypervisor do.
+    let gate = inb(0x61);
+    outb(0x61, (gate & !0x02) | 0x01);
+    outb(0x43, 0b1011_0000);
+    outb(0x42, (11932u16 & 0xFF) as u8);
+    outb(0x42, (11932u16 >> 8) as u8);
+    let start = rdtsc();
+    let mut polls = 0u64;
+    while inb(0x61) & 0x20 == 0 && polls < 10_000_000 {
+        polls += 1;
+    }
+    let per_ms = u64::from(cpuid(0x4000_0010)[0]).max(1);
+    let us = (rdtsc() - start) * 1000 / per_ms;
+    check((9_000..11_500).contains(&us), format_args!("pit channel 2 counted 10 ms in {us} us"));
     // CMOS clock (BCD): a plausible date.
     let (year, century, month, day) = (cmos(0x09), cmos(0x32), cmos(0x08), cmos(0x07));
     let bcd = |v: u8| (v >> 4) * 10 + (v & 0xF);

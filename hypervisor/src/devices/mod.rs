@@ -4,7 +4,8 @@
 //! (`vmexit::io`, `vmexit::mmio`, `vmexit::apic`) route guest accesses to them and carry
 //! out their effects.
 //!
-//! Per domain: the COM1 UART, the ACPI power-management block, port 0x92, the CMOS RTC,
+//! Per domain: the COM1 UART, the 8259A PIC pair, the 8254 PIT, the ACPI
+//! power-management block, port 0x92, the CMOS RTC,
 //! the I/O APIC, the PCI host bridge and fw_cfg (`acpi_tables` builds the tables that
 //! describe them). Per vCPU: the local APIC.
 
@@ -14,6 +15,8 @@ pub mod fw_cfg;
 pub mod ioapic;
 pub mod lapic;
 pub mod pci;
+pub mod pic8259;
+pub mod pit8254;
 pub mod rtc;
 pub mod uart16550;
 
@@ -27,6 +30,8 @@ pub struct DomainDevices {
     pub ioapic: ioapic::IoApic,
     pub pci: pci::PciHost,
     pub fw_cfg: fw_cfg::FwCfg,
+    pub pic: pic8259::Pic8259Pair,
+    pub pit: pit8254::Pit8254,
 }
 
 impl DomainDevices {
@@ -43,6 +48,8 @@ impl DomainDevices {
             ioapic: ioapic::IoApic::new(u8::try_from(vcpus).unwrap_or(0xFE).min(0xFE)),
             pci: pci::PciHost::new(),
             fw_cfg: fw_cfg::FwCfg::new(u16::try_from(vcpus).unwrap_or(u16::MAX), ram_bytes),
+            pic: pic8259::Pic8259Pair::new(),
+            pit: pit8254::Pit8254::new(),
         }
     }
 }

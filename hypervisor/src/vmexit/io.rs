@@ -4,7 +4,8 @@
 //! emulated COM1 (`devices::uart16550`), whose output joins the same console. Any other
 //! port reads all ones and drops writes, as an empty ISA bus does, and is counted per
 //! port. Also claimed: 0x80 and 0xED (I/O delay ports, silently accepted), 0x92 (A20
-//! always on; bit 0 resets), the CMOS RTC (0x70/0x71), PCI configuration mechanism #1
+//! always on; bit 0 resets), the PIC pair (0x20/0x21, 0xA0/0xA1, ELCR 0x4D0/0x4D1), the
+//! PIT (0x40-0x43, with port 0x61's gate and OUT2), the CMOS RTC (0x70/0x71), PCI configuration mechanism #1
 //! (0xCF8/0xCFC, 32-bit address accesses; 0xCF9 byte writes stay the reset register),
 //! fw_cfg (0x510/0x511), and the ACPI PM block (`devices::acpi_pm`: PM timer, S5
 //! power-off, the 0xCF9 reset register).
@@ -79,6 +80,32 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
             domain.runtime.lock().devices.port92 = (v & !1) | 0x02;
             if v & 1 != 0 {
                 return power(domain, PowerRequest::Reset);
+            }
+            Next::Advance
+        }
+        // 8-bit devices: a wider access reaches the addressed register only.
+        (direction, port) if matches!(port, 0x20 | 0x21 | 0xA0 | 0xA1 | 0x4D0 | 0x4D1) => {
+            let mut rt = domain.runtime.lock();
+            match direction {
+                IoDirection::In => {
+                    let v = rt.devices.pic.read(port);
+                    drop(rt);
+                    set_in(vcpu, bytes, u32::from(v) | 0xFFFF_FF00);
+                }
+                IoDirection::Out => rt.devices.pic.write(port, vcpu.regs.rax as u8),
+            }
+            Next::Advance
+        }
+        (direction, port) if matches!(port, 0x40..=0x43 | 0x61) => {
+            let now = crate::arch::timer::now_ns();
+            let mut rt = domain.runtime.lock();
+            match direction {
+                IoDirection::In => {
+                    let v = rt.devices.pit.read(port, now);
+                    drop(rt);
+                    set_in(vcpu, bytes, u32::from(v) | 0xFFFF_FF00);
+                }
+                IoDirection::Out => rt.devices.pit.write(port, vcpu.regs.rax as u8, now),
             }
             Next::Advance
         }
