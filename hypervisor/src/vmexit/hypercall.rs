@@ -9,8 +9,8 @@
 use super::Next;
 use crate::domain::Domain;
 use crate::domain::vcpu::Vcpu;
-use crate::mm::guest_paging::{self, Access, Context};
-use crate::vmx::fields::{Field32, Field64, FieldNatural};
+use crate::mm::guest_paging::{self, Access};
+use crate::vmx::fields::{Field32, FieldNatural};
 use crate::vmx::vmcs::Current;
 use abi::hypercall::{self, Error, HostInfo, Request};
 
@@ -93,21 +93,6 @@ fn host_info() -> HostInfo {
     }
 }
 
-fn context(vmcs: &Current) -> Context {
-    Context::from_registers(
-        vmcs.read_natural(FieldNatural::GuestCr0),
-        vmcs.read_natural(FieldNatural::GuestCr3),
-        vmcs.read_natural(FieldNatural::GuestCr4),
-        vmcs.read64(Field64::GuestIa32Efer),
-        [
-            vmcs.read64(Field64::GuestPdpte0),
-            vmcs.read64(Field64::GuestPdpte1),
-            vmcs.read64(Field64::GuestPdpte2),
-            vmcs.read64(Field64::GuestPdpte3),
-        ],
-    )
-}
-
 /// The guest-physical pieces of the linear range `[addr, addr + len)`, each inside one
 /// page and inside guest RAM, or `EFAULT`. At most 17 pieces (64 KiB + one).
 fn pieces(
@@ -117,7 +102,7 @@ fn pieces(
     len: usize,
     access: Access,
 ) -> Result<heapless_pieces::Pieces, Error> {
-    let ctx = context(vmcs);
+    let ctx = super::guest_paging_context(vmcs);
     let mut out = heapless_pieces::Pieces::default();
     let mut done = 0usize;
     while done < len {

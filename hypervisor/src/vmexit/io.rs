@@ -11,6 +11,7 @@
 //! power-off, the 0xCF9 reset register).
 
 use super::Next;
+use crate::devices::DomainDevices;
 use crate::devices::acpi_pm::{AcpiPm, PowerRequest};
 use crate::devices::pci::PciHost;
 use crate::domain::vcpu::Vcpu;
@@ -45,20 +46,19 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
         // (like an ISA device decoding one byte), and the upper bytes read all ones.
         (direction, port) if (COM1..COM1 + 8).contains(&port) => {
             let offset = (port - COM1) as u8;
-            match direction {
-                IoDirection::In => {
-                    let value = domain.runtime.lock().devices.com1.read(offset);
-                    let upper = if bytes == 4 { 0xFFFF_FF00 } else { (1u64 << (8 * bytes)) - 1 - 0xFF };
-                    let mask = if bytes == 4 { 0xFFFF_FFFF } else { (1u64 << (8 * bytes)) - 1 };
-                    let merged = (vcpu.regs.rax & !mask) | upper | u64::from(value);
-                    vcpu.regs.rax = if bytes == 4 { merged & 0xFFFF_FFFF } else { merged };
-                }
-                IoDirection::Out => {
-                    let effects = domain.runtime.lock().devices.com1.write(offset, vcpu.regs.rax as u8);
-                    if let Some(byte) = effects.tx {
-                        console(domain, byte);
-                    }
-                }
+            let mut tx = None;
+            device(
+                domain,
+                vcpu,
+                direction,
+                bytes,
+                |d| byte_reg(d.com1.read(offset)),
+                |d, v| {
+                    tx = d.com1.write(offset, v as u8).tx;
+                },
+            );
+            if let Some(byte) = tx {
+                console(domain, byte);
             }
             Next::Advance
         }
@@ -85,66 +85,37 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
         }
         // 8-bit devices: a wider access reaches the addressed register only.
         (direction, port) if matches!(port, 0x20 | 0x21 | 0xA0 | 0xA1 | 0x4D0 | 0x4D1) => {
-            let mut rt = domain.runtime.lock();
-            match direction {
-                IoDirection::In => {
-                    let v = rt.devices.pic.read(port);
-                    drop(rt);
-                    set_in(vcpu, bytes, u32::from(v) | 0xFFFF_FF00);
-                }
-                IoDirection::Out => rt.devices.pic.write(port, vcpu.regs.rax as u8),
-            }
-            Next::Advance
+            device(domain, vcpu, direction, bytes, |d| byte_reg(d.pic.read(port)), |d, v| d.pic.write(port, v as u8))
         }
         (direction, port) if matches!(port, 0x40..=0x43 | 0x61) => {
             let now = crate::arch::timer::now_ns();
-            let mut rt = domain.runtime.lock();
-            match direction {
-                IoDirection::In => {
-                    let v = rt.devices.pit.read(port, now);
-                    drop(rt);
-                    set_in(vcpu, bytes, u32::from(v) | 0xFFFF_FF00);
-                }
-                IoDirection::Out => rt.devices.pit.write(port, vcpu.regs.rax as u8, now),
-            }
-            Next::Advance
+            device(
+                domain,
+                vcpu,
+                direction,
+                bytes,
+                |d| byte_reg(d.pit.read(port, now)),
+                |d, v| d.pit.write(port, v as u8, now),
+            )
         }
         (direction, port) if port == RTC_INDEX || port == RTC_DATA => {
             let now = crate::arch::timer::now_ns();
-            let mut rt = domain.runtime.lock();
-            match direction {
-                IoDirection::In => {
-                    let v = rt.devices.rtc.read(port, now);
-                    drop(rt);
-                    set_in(vcpu, bytes, u32::from(v) | 0xFFFF_FF00);
-                }
-                IoDirection::Out => rt.devices.rtc.write(port, vcpu.regs.rax as u8, now),
-            }
-            Next::Advance
+            device(
+                domain,
+                vcpu,
+                direction,
+                bytes,
+                |d| byte_reg(d.rtc.read(port, now)),
+                |d, v| d.rtc.write(port, v as u8, now),
+            )
         }
         (direction, port) if PciHost::claims(port, bytes as u8) => {
-            let mut rt = domain.runtime.lock();
-            match direction {
-                IoDirection::In => {
-                    let v = rt.devices.pci.read(port, bytes as u8);
-                    drop(rt);
-                    set_in(vcpu, bytes, v);
-                }
-                IoDirection::Out => rt.devices.pci.write(port, bytes as u8, vcpu.regs.rax as u32),
-            }
-            Next::Advance
+            let size = bytes as u8;
+            device(domain, vcpu, direction, bytes, |d| d.pci.read(port, size), |d, v| d.pci.write(port, size, v))
         }
         (direction, port) if port == FW_CFG_SELECTOR || port == FW_CFG_DATA => {
-            let mut rt = domain.runtime.lock();
-            match direction {
-                IoDirection::In => {
-                    let v = rt.devices.fw_cfg.read(port, bytes as u8);
-                    drop(rt);
-                    set_in(vcpu, bytes, v);
-                }
-                IoDirection::Out => rt.devices.fw_cfg.write(port, bytes as u8, vcpu.regs.rax as u32),
-            }
-            Next::Advance
+            let size = bytes as u8;
+            device(domain, vcpu, direction, bytes, |d| d.fw_cfg.read(port, size), |d, v| d.fw_cfg.write(port, size, v))
         }
         (direction, port) if AcpiPm::claims(port) => {
             let now = crate::arch::timer::now_ns();
@@ -172,12 +143,7 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
         }
         (IoDirection::In, _) => {
             count(domain, q.port);
-            let mask = if bytes == 4 { 0xFFFF_FFFF } else { (1u64 << (8 * bytes)) - 1 };
-            vcpu.regs.rax |= mask;
-            if bytes == 4 {
-                // A 32-bit IN zero-extends into RAX, like any 32-bit register write.
-                vcpu.regs.rax &= 0xFFFF_FFFF;
-            }
+            set_in(vcpu, bytes, u32::MAX);
             Next::Advance
         }
         (IoDirection::Out, _) => {
@@ -185,6 +151,32 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
             Next::Advance
         }
     }
+}
+
+/// One port access to a device model of the domain: `read` or `write` runs on the
+/// domain's devices under its lock; an IN's value goes to AL/AX/EAX.
+fn device(
+    domain: &Domain,
+    vcpu: &mut Vcpu,
+    direction: IoDirection,
+    bytes: u32,
+    read: impl FnOnce(&mut DomainDevices) -> u32,
+    write: impl FnOnce(&mut DomainDevices, u32),
+) -> Next {
+    match direction {
+        IoDirection::In => {
+            let v = read(&mut domain.runtime.lock().devices);
+            set_in(vcpu, bytes, v);
+        }
+        IoDirection::Out => write(&mut domain.runtime.lock().devices, vcpu.regs.rax as u32),
+    }
+    Next::Advance
+}
+
+/// An 8-bit register's value for an access of any width: the bytes above it read as
+/// all ones, like an ISA device decoding one byte.
+fn byte_reg(v: u8) -> u32 {
+    u32::from(v) | 0xFFFF_FF00
 }
 
 /// An IN's result: `bytes` of `value` into AL/AX/EAX (a 32-bit IN zero-extends into RAX).

@@ -18,7 +18,7 @@ use crate::decode::{self, CpuMode, Operation, Reg};
 use crate::devices::lapic::LocalApic;
 use crate::domain::Domain;
 use crate::domain::vcpu::Vcpu;
-use crate::mm::guest_paging::{self, Access, Context};
+use crate::mm::guest_paging::{self, Access};
 use crate::vmx::exit::{EptViolation, Gpr, InterruptionInfo};
 use crate::vmx::fields::{Field32, Field64, FieldNatural, ReadOnly32, Segment};
 use crate::vmx::vmcs::Current;
@@ -114,16 +114,17 @@ fn read(domain: &Domain, vcpu: &mut Vcpu, target: &Target, size: u8, now: u64) -
     match *target {
         // I/O APIC registers are 32 bits at IOREGSEL (0x00), IOWIN (0x10) and EOI (0x40).
         Target::IoApic { offset } => {
-            let reg = domain.runtime.lock().devices.ioapic.mmio_read(offset & !3);
-            let shifted = u64::from(reg) >> ((offset & 3) * 8);
-            if size >= 8 { shifted } else { shifted & ((1u64 << (size * 8)) - 1) }
+            narrow(domain.runtime.lock().devices.ioapic.mmio_read(offset & !3), offset as u32, size)
         }
-        Target::Lapic { offset } => {
-            let reg = vcpu.lapic.mmio_read(offset & !3, now);
-            let shifted = u64::from(reg) >> ((offset & 3) * 8);
-            if size >= 8 { shifted } else { shifted & ((1u64 << (size * 8)) - 1) }
-        }
+        Target::Lapic { offset } => narrow(vcpu.lapic.mmio_read(offset & !3, now), offset, size),
     }
+}
+
+/// The `size` bytes of a 32-bit register that an access at `offset` addresses (a wider
+/// access gets the register zero-extended).
+fn narrow(reg: u32, offset: u32, size: u8) -> u64 {
+    let shifted = u64::from(reg) >> ((offset & 3) * 8);
+    if size >= 8 { shifted } else { shifted & ((1u64 << (size * 8)) - 1) }
 }
 
 /// Writes `size` bytes to the device. Local APIC registers take only aligned 32-bit
@@ -181,18 +182,7 @@ fn fetch(vmcs: &Current, domain: &Domain, buf: &mut [u8; 15]) -> usize {
         // Outside long mode the linear address wraps at 4 GiB.
         _ => cs_base.wrapping_add(rip) & 0xFFFF_FFFF,
     };
-    let ctx = Context::from_registers(
-        vmcs.read_natural(FieldNatural::GuestCr0),
-        vmcs.read_natural(FieldNatural::GuestCr3),
-        vmcs.read_natural(FieldNatural::GuestCr4),
-        vmcs.read64(Field64::GuestIa32Efer),
-        [
-            vmcs.read64(Field64::GuestPdpte0),
-            vmcs.read64(Field64::GuestPdpte1),
-            vmcs.read64(Field64::GuestPdpte2),
-            vmcs.read64(Field64::GuestPdpte3),
-        ],
-    );
+    let ctx = super::guest_paging_context(vmcs);
     let memory = domain.memory.lock();
     guest_paging::read_linear(&*memory, &ctx, linear, buf, Access::Fetch)
 }

@@ -221,6 +221,23 @@ fn skip(vmcs: &Current, len: u32) {
     }
 }
 
+/// How the guest translates linear addresses now (control registers as the CPU sees
+/// them, and the PDPTEs the CPU holds for PAE paging), for walking its page tables.
+fn guest_paging_context(vmcs: &Current) -> crate::mm::guest_paging::Context {
+    crate::mm::guest_paging::Context::from_registers(
+        vmcs.read_natural(FieldNatural::GuestCr0),
+        vmcs.read_natural(FieldNatural::GuestCr3),
+        vmcs.read_natural(FieldNatural::GuestCr4),
+        vmcs.read64(crate::vmx::fields::Field64::GuestIa32Efer),
+        [
+            vmcs.read64(crate::vmx::fields::Field64::GuestPdpte0),
+            vmcs.read64(crate::vmx::fields::Field64::GuestPdpte1),
+            vmcs.read64(crate::vmx::fields::Field64::GuestPdpte2),
+            vmcs.read64(crate::vmx::fields::Field64::GuestPdpte3),
+        ],
+    )
+}
+
 /// The saved guest register `g`; `None` for RSP, which lives in the VMCS.
 fn gpr(vcpu: &mut Vcpu, g: Gpr) -> Option<&mut u64> {
     let r = &mut vcpu.regs;
