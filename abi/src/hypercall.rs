@@ -57,18 +57,25 @@ pub enum Call {
     VcpuPin = 15,
     /// Privileged. (domain, vcpu, out: *mut VcpuInfo) -> 0.
     VcpuInfo = 16,
-    /// Privileged. (domain, buf, len) -> bytes read from that domain's console output.
+    /// Privileged. (domain, buf, len, cursor: *mut u64) -> bytes read from that domain's
+    /// console output, starting at stream position `*cursor` (or the oldest byte the ring
+    /// still holds, if that is later); `*cursor` is advanced past what was read.
     ConsoleReadOther = 17,
-    /// Privileged. (buf, len) -> bytes read from the hypervisor's log ring.
+    /// Privileged. (buf, len, cursor: *mut u64) -> bytes read from the hypervisor's log
+    /// ring, with the same cursor rule as `ConsoleReadOther`.
     HypervisorLogRead = 18,
     /// Privileged. () -> does not return.
     HostPowerOff = 19,
     /// Privileged. () -> does not return.
     HostReboot = 20,
+    /// Privileged. () -> `slice_ms << 32 | ratelimit_us`.
+    SchedGetParams = 21,
+    /// Privileged. (domain, buf, len) -> bytes queued as that domain's console input.
+    ConsoleWriteOther = 22,
 }
 
 impl Call {
-    pub const ALL: [Call; 21] = [
+    pub const ALL: [Call; 23] = [
         Call::Version,
         Call::ConsoleWrite,
         Call::ConsoleRead,
@@ -90,6 +97,8 @@ impl Call {
         Call::HypervisorLogRead,
         Call::HostPowerOff,
         Call::HostReboot,
+        Call::SchedGetParams,
+        Call::ConsoleWriteOther,
     ];
 
     pub fn from_number(n: u64) -> Option<Call> {
@@ -162,6 +171,297 @@ pub struct HostInfo {
     pub features: u64,
 }
 
+/// Longest domain name (bytes, NUL-padded in the structures below).
+pub const NAME_LEN: usize = 32;
+/// Longest bundle image name in [`DomainCreate`].
+pub const IMAGE_LEN: usize = 64;
+/// Longest command line in [`DomainCreate`].
+pub const CMDLINE_LEN: usize = 1024;
+
+/// A domain's state as [`DomainInfo::state`] reports it (`xl list`'s letters).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomState {
+    /// A vCPU is on a CPU right now.
+    Running = 0,
+    /// Runnable or waiting for an interrupt.
+    Blocked = 1,
+    Paused = 2,
+    /// Ended by a guest fault or by the hypervisor.
+    Crashed = 3,
+    /// Ended by the guest (power-off, exit port) or by `shutdown`/`destroy`.
+    Shutdown = 4,
+}
+
+impl DomState {
+    pub fn from_u32(v: u32) -> Option<DomState> {
+        [DomState::Running, DomState::Blocked, DomState::Paused, DomState::Crashed, DomState::Shutdown]
+            .into_iter()
+            .find(|s| *s as u32 == v)
+    }
+
+    /// `xl list`'s six-column state: r b p s c d.
+    pub fn xl_flags(self) -> &'static str {
+        match self {
+            DomState::Running => "r-----",
+            DomState::Blocked => "-b----",
+            DomState::Paused => "--p---",
+            DomState::Shutdown => "---s--",
+            DomState::Crashed => "----c-",
+        }
+    }
+}
+
+/// Little-endian field writer and reader for the fixed layouts below: no transmutes, so
+/// a guest's bytes are only ever parsed, never reinterpreted.
+struct Le<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Le<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+}
+
+struct Rd<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Rd<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.buf[self.at..self.at + N]);
+        self.at += N;
+        out
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+}
+
+/// Copies `s` into a NUL-padded field (cut at the field's size).
+pub fn fixed_str<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = s.len().min(N);
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out
+}
+
+/// The text of a NUL-padded field: up to the first NUL; `None` if not UTF-8.
+pub fn field_str(field: &[u8]) -> Option<&str> {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    core::str::from_utf8(&field[..end]).ok()
+}
+
+/// One domain, as [`Call::DomainList`] and [`Call::DomainInfo`] write it (96 bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub id: u32,
+    /// A [`DomState`] value.
+    pub state: u32,
+    pub name: [u8; NAME_LEN],
+    pub memory_bytes: u64,
+    pub vcpus: u32,
+    pub weight: u32,
+    /// Percent of one CPU; 0 = none.
+    pub cap: u32,
+    /// The guest's exit status once it has shut down; `u32::MAX` otherwise.
+    pub exit_status: u32,
+    /// CPU time used by all of its vCPUs.
+    pub cpu_time_ns: u64,
+    /// Bytes its console has written since it started.
+    pub console_bytes: u64,
+    /// Bit 0: this is Domain0.
+    pub flags: u32,
+    pub reserved: u32,
+}
+
+impl DomainInfo {
+    pub const SIZE: usize = 96;
+    pub const FLAG_DOM0: u32 = 1;
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        let mut w = Le { buf: &mut b, at: 0 };
+        w.put(&self.id.to_le_bytes());
+        w.put(&self.state.to_le_bytes());
+        w.put(&self.name);
+        w.put(&self.memory_bytes.to_le_bytes());
+        w.put(&self.vcpus.to_le_bytes());
+        w.put(&self.weight.to_le_bytes());
+        w.put(&self.cap.to_le_bytes());
+        w.put(&self.exit_status.to_le_bytes());
+        w.put(&self.cpu_time_ns.to_le_bytes());
+        w.put(&self.console_bytes.to_le_bytes());
+        w.put(&self.flags.to_le_bytes());
+        w.put(&self.reserved.to_le_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let mut r = Rd { buf: b, at: 0 };
+        DomainInfo {
+            id: r.u32(),
+            state: r.u32(),
+            name: r.take(),
+            memory_bytes: r.u64(),
+            vcpus: r.u32(),
+            weight: r.u32(),
+            cap: r.u32(),
+            exit_status: r.u32(),
+            cpu_time_ns: r.u64(),
+            console_bytes: r.u64(),
+            flags: r.u32(),
+            reserved: r.u32(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        field_str(&self.name).unwrap_or("?")
+    }
+}
+
+/// A vCPU's scheduling state in [`VcpuInfo::state`].
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuState {
+    Running = 0,
+    Runnable = 1,
+    Blocked = 2,
+    /// Not started yet (waiting for INIT-SIPI) or its domain is paused.
+    Offline = 3,
+    /// Its domain has ended.
+    Dead = 4,
+}
+
+impl VcpuState {
+    pub fn from_u32(v: u32) -> Option<VcpuState> {
+        [VcpuState::Running, VcpuState::Runnable, VcpuState::Blocked, VcpuState::Offline, VcpuState::Dead]
+            .into_iter()
+            .find(|s| *s as u32 == v)
+    }
+}
+
+/// One vCPU, as [`Call::VcpuInfo`] writes it (64 bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VcpuInfo {
+    pub domain: u32,
+    pub vcpu: u32,
+    /// A [`VcpuState`] value.
+    pub state: u32,
+    /// The CPU it runs on or last ran on; `u32::MAX` if it never ran.
+    pub cpu: u32,
+    /// CPUs it may run on (bit i = CPU i).
+    pub affinity: u64,
+    pub cpu_time_ns: u64,
+    /// Time runnable but not running.
+    pub wait_ns: u64,
+    pub preemptions: u64,
+    pub migrations: u64,
+    pub reserved: u64,
+}
+
+impl VcpuInfo {
+    pub const SIZE: usize = 64;
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        let mut w = Le { buf: &mut b, at: 0 };
+        for v in [self.domain, self.vcpu, self.state, self.cpu] {
+            w.put(&v.to_le_bytes());
+        }
+        for v in [self.affinity, self.cpu_time_ns, self.wait_ns, self.preemptions, self.migrations, self.reserved] {
+            w.put(&v.to_le_bytes());
+        }
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let mut r = Rd { buf: b, at: 0 };
+        VcpuInfo {
+            domain: r.u32(),
+            vcpu: r.u32(),
+            state: r.u32(),
+            cpu: r.u32(),
+            affinity: r.u64(),
+            cpu_time_ns: r.u64(),
+            wait_ns: r.u64(),
+            preemptions: r.u64(),
+            migrations: r.u64(),
+            reserved: r.u64(),
+        }
+    }
+}
+
+/// What [`Call::DomainCreate`] reads (1144 bytes): a domain like a `[domain]` section of
+/// the boot configuration. Zero for `memory_mib`, `vcpus`, `weight` or `cpus` means the
+/// default (16 MiB, 1, 256, all CPUs); an empty name means the image's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainCreate {
+    /// The boot bundle entry holding the image.
+    pub image: [u8; IMAGE_LEN],
+    pub name: [u8; NAME_LEN],
+    pub cmdline: [u8; CMDLINE_LEN],
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub weight: u32,
+    pub cap: u32,
+    pub cpus: u64,
+}
+
+impl Default for DomainCreate {
+    fn default() -> Self {
+        DomainCreate {
+            image: [0; IMAGE_LEN],
+            name: [0; NAME_LEN],
+            cmdline: [0; CMDLINE_LEN],
+            memory_mib: 0,
+            vcpus: 0,
+            weight: 0,
+            cap: 0,
+            cpus: 0,
+        }
+    }
+}
+
+impl DomainCreate {
+    pub const SIZE: usize = IMAGE_LEN + NAME_LEN + CMDLINE_LEN + 24;
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        let mut w = Le { buf: &mut b, at: 0 };
+        w.put(&self.image);
+        w.put(&self.name);
+        w.put(&self.cmdline);
+        for v in [self.memory_mib, self.vcpus, self.weight, self.cap] {
+            w.put(&v.to_le_bytes());
+        }
+        w.put(&self.cpus.to_le_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let mut r = Rd { buf: b, at: 0 };
+        DomainCreate {
+            image: r.take(),
+            name: r.take(),
+            cmdline: r.take(),
+            memory_mib: r.u32(),
+            vcpus: r.u32(),
+            weight: r.u32(),
+            cap: r.u32(),
+            cpus: r.u64(),
+        }
+    }
+}
+
 /// A decoded, range-checked request. Pointers are still guest-virtual and unchecked:
 /// the dispatcher translates them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,10 +483,12 @@ pub enum Request {
     SchedSetParams { slice_ms: u32, ratelimit_us: u32 },
     VcpuPin { domain: u32, vcpu: u32, cpus: u64 },
     VcpuInfo { domain: u32, vcpu: u32, out: u64 },
-    ConsoleReadOther { domain: u32, buf: u64, len: u64 },
-    HypervisorLogRead { buf: u64, len: u64 },
+    ConsoleReadOther { domain: u32, buf: u64, len: u64, cursor: u64 },
+    HypervisorLogRead { buf: u64, len: u64, cursor: u64 },
     HostPowerOff,
     HostReboot,
+    SchedGetParams,
+    ConsoleWriteOther { domain: u32, buf: u64, len: u64 },
 }
 
 impl Request {
@@ -213,6 +515,8 @@ impl Request {
             Request::HypervisorLogRead { .. } => Call::HypervisorLogRead,
             Request::HostPowerOff => Call::HostPowerOff,
             Request::HostReboot => Call::HostReboot,
+            Request::SchedGetParams => Call::SchedGetParams,
+            Request::ConsoleWriteOther { .. } => Call::ConsoleWriteOther,
         }
     }
 }
@@ -274,12 +578,21 @@ pub fn decode(number: u64, a: [u64; 6]) -> Result<Request, Error> {
             Request::VcpuPin { domain: id(a[0])?, vcpu: id(a[1])?, cpus: a[2] }
         }
         Call::VcpuInfo => Request::VcpuInfo { domain: id(a[0])?, vcpu: id(a[1])?, out: a[2] },
-        Call::ConsoleReadOther => {
-            Request::ConsoleReadOther { domain: id(a[0])?, buf: a[1], len: length(a[2], MAX_READ)? }
+        Call::ConsoleReadOther => Request::ConsoleReadOther {
+            domain: id(a[0])?,
+            buf: a[1],
+            len: length(a[2], MAX_READ)?,
+            cursor: a[3],
+        },
+        Call::HypervisorLogRead => {
+            Request::HypervisorLogRead { buf: a[0], len: length(a[1], MAX_READ)?, cursor: a[2] }
         }
-        Call::HypervisorLogRead => Request::HypervisorLogRead { buf: a[0], len: length(a[1], MAX_READ)? },
         Call::HostPowerOff => Request::HostPowerOff,
         Call::HostReboot => Request::HostReboot,
+        Call::SchedGetParams => Request::SchedGetParams,
+        Call::ConsoleWriteOther => {
+            Request::ConsoleWriteOther { domain: id(a[0])?, buf: a[1], len: length(a[2], MAX_CONSOLE_WRITE)? }
+        }
     })
 }
 
@@ -293,7 +606,7 @@ mod tests {
             assert_eq!(*c as u64, i as u64);
             assert_eq!(Call::from_number(i as u64), Some(*c));
         }
-        assert_eq!(Call::from_number(21), None);
+        assert_eq!(Call::from_number(23), None);
         assert_eq!(Call::from_number(u64::MAX), None);
     }
 
@@ -360,6 +673,48 @@ mod tests {
                 assert_eq!(r.call() as u64, n);
             }
         }
+    }
+
+    #[test]
+    fn structures_round_trip_through_their_byte_layouts() {
+        let d = DomainInfo {
+            id: 3,
+            state: DomState::Paused as u32,
+            name: fixed_str("web"),
+            memory_bytes: 64 << 20,
+            vcpus: 2,
+            weight: 512,
+            cap: 50,
+            exit_status: u32::MAX,
+            cpu_time_ns: 123_456_789,
+            console_bytes: 42,
+            flags: 0,
+            reserved: 0,
+        };
+        let b = d.to_bytes();
+        assert_eq!(&b[..4], &3u32.to_le_bytes());
+        assert_eq!(&b[8..11], b"web");
+        assert_eq!(DomainInfo::from_bytes(&b), d);
+        assert_eq!(d.name(), "web");
+        let v = VcpuInfo { domain: 1, vcpu: 1, state: 2, cpu: 0, affinity: 3, cpu_time_ns: 9, ..Default::default() };
+        assert_eq!(VcpuInfo::from_bytes(&v.to_bytes()), v);
+        let c = DomainCreate {
+            image: fixed_str("hello64"),
+            name: fixed_str("demo"),
+            cmdline: fixed_str("spin"),
+            memory_mib: 16,
+            vcpus: 1,
+            weight: 256,
+            cap: 0,
+            cpus: u64::MAX,
+        };
+        let cb = c.to_bytes();
+        assert_eq!(cb.len(), 1144);
+        assert_eq!(DomainCreate::from_bytes(&cb), c);
+        assert_eq!(field_str(&c.cmdline), Some("spin"));
+        assert_eq!(field_str(&[0xFF, 0]), None);
+        assert_eq!(DomState::from_u32(4), Some(DomState::Shutdown));
+        assert_eq!(DomState::from_u32(5), None);
     }
 
     #[test]
