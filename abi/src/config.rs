@@ -122,6 +122,8 @@ pub struct HypervisorConfig {
     pub sched_ratelimit_us: u32,
     /// How many `[domain NAME]` sections the file has.
     pub domain_count: usize,
+    /// Whether the file has a `[dom0]` section.
+    pub dom0: bool,
 }
 
 impl Default for HypervisorConfig {
@@ -135,6 +137,7 @@ impl Default for HypervisorConfig {
             sched_slice_ms: 30,
             sched_ratelimit_us: 1000,
             domain_count: 0,
+            dom0: false,
         }
     }
 }
@@ -185,6 +188,8 @@ pub struct DomainConfig<'a> {
     pub cpus: u64,
     /// The line of the section header, for messages about this domain.
     pub line: usize,
+    /// The `[dom0]` section: the management domain (its `script` is its command line).
+    pub dom0: bool,
 }
 
 impl<'a> DomainConfig<'a> {
@@ -202,8 +207,12 @@ impl<'a> DomainConfig<'a> {
             cap: 0,
             cpus: u64::MAX,
             line,
+            dom0: false,
         }
     }
+
+    /// The name Domain0 has in listings, as in Xen.
+    pub const DOM0_NAME: &'static str = "Domain-0";
 }
 
 /// Limits a domain section is checked against.
@@ -349,7 +358,7 @@ impl fmt::Display for ConfigError<'_> {
             ),
             Self::UnknownSection { line, name } => write!(
                 f,
-                "hypervisor.cfg line {line}: unknown section [{name}]; the known sections are [hypervisor] and [domain NAME]"
+                "hypervisor.cfg line {line}: unknown section [{name}]; the known sections are [hypervisor], [dom0] and [domain NAME]"
             ),
             Self::BadDomainName { line, name } => write!(
                 f,
@@ -366,7 +375,8 @@ impl fmt::Display for ConfigError<'_> {
             ),
             Self::UnknownDomainKey { line, key } => write!(
                 f,
-                "hypervisor.cfg line {line}: unknown key {key:?} in a [domain] section; known keys: {DOMAIN_KEYS}"
+                "hypervisor.cfg line {line}: unknown key {key:?} in a [domain] section; known keys: {DOMAIN_KEYS} \
+                 (and `script` in [dom0])"
             ),
             Self::DuplicateSection { line, name, first_line } => write!(
                 f,
@@ -393,6 +403,8 @@ enum Section<'a> {
     Hypervisor,
     /// `[domain NAME]`: the text after `domain`, trimmed (may be empty or malformed).
     Domain(&'a str),
+    /// `[dom0]`: the management domain.
+    Dom0,
     Unknown(&'a str),
 }
 
@@ -401,6 +413,9 @@ impl<'a> Section<'a> {
     fn from_header(name: &'a str) -> Self {
         if name == "hypervisor" {
             return Self::Hypervisor;
+        }
+        if name == "dom0" {
+            return Self::Dom0;
         }
         // `domain` alone or followed by whitespace and a name; `domains` is not one.
         match name.strip_prefix("domain") {
@@ -454,7 +469,7 @@ fn parse_u64(v: &str) -> Option<u64> {
 enum Current<'a> {
     Nowhere,
     Hypervisor,
-    Domain(DomainConfig<'a>, [Option<usize>; 10]),
+    Domain(DomainConfig<'a>, [Option<usize>; 11]),
 }
 
 /// Reads the whole file, handing each finished domain to `on_domain`. The single
@@ -464,6 +479,7 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
     // The line that opened [hypervisor], and the line each key was set on: both for
     // refusing repeats with a pointer to the first one.
     let mut section_line: Option<usize> = None;
+    let mut dom0_line: Option<usize> = None;
     let mut key_lines: [Option<usize>; Key::ALL.len()] = [None; Key::ALL.len()];
     let mut current = Current::Nowhere;
     let mut finish = |current: &mut Current<'a>, config: &mut HypervisorConfig| -> Result<(), ConfigError<'a>> {
@@ -471,7 +487,11 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
             if d.image.is_empty() {
                 return Err(ConfigError::MissingImage { line: d.line, name: d.name });
             }
-            config.domain_count += 1;
+            if d.dom0 {
+                config.dom0 = true;
+            } else {
+                config.domain_count += 1;
+            }
             on_domain(d);
         }
         Ok(())
@@ -500,7 +520,15 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
                     if let Some(first_line) = earlier_domain(text, line, domain) {
                         return Err(ConfigError::DuplicateDomain { line, name: domain, first_line });
                     }
-                    current = Current::Domain(DomainConfig::new(domain, line), [None; 10]);
+                    current = Current::Domain(DomainConfig::new(domain, line), [None; 11]);
+                }
+                Section::Dom0 => {
+                    if let Some(first_line) = dom0_line {
+                        return Err(ConfigError::DuplicateSection { line, name, first_line });
+                    }
+                    dom0_line = Some(line);
+                    let d = DomainConfig { dom0: true, ..DomainConfig::new(DomainConfig::DOM0_NAME, line) };
+                    current = Current::Domain(d, [None; 11]);
                 }
                 Section::Unknown(name) => return Err(ConfigError::UnknownSection { line, name }),
             }
@@ -597,7 +625,7 @@ fn hypervisor_key<'a>(
 
 fn domain_key<'a>(
     d: &mut DomainConfig<'a>,
-    seen: &mut [Option<usize>; 10],
+    seen: &mut [Option<usize>; 11],
     line: usize,
     key: &'a str,
     value: &'a str,
@@ -615,6 +643,8 @@ fn domain_key<'a>(
         "weight" => 7,
         "cap" => 8,
         "cpus" => 9,
+        // Domain0's boot script: `;`-separated shell commands, passed as its command line.
+        "script" if d.dom0 => 10,
         _ => return Err(ConfigError::UnknownDomainKey { line, key }),
     };
     if let Some(entry) = seen.get_mut(slot) {
@@ -642,9 +672,12 @@ fn domain_key<'a>(
                 .filter(|n| (1..=MAX_VCPUS).contains(n))
                 .ok_or(bad("a vCPU count from 1 to 64"))?
         }
-        3 => {
+        3 | 10 => {
             if v.len() > MAX_CMDLINE {
-                return Err(bad("a command line of at most 1024 bytes"));
+                return Err(bad("a command line (or script) of at most 1024 bytes"));
+            }
+            if slot == 10 && seen[3].is_some() || slot == 3 && seen[10].is_some() {
+                return Err(bad("either `cmdline` or `script`, not both: Domain0's script is its command line"));
             }
             d.cmdline = v;
         }
@@ -663,9 +696,10 @@ fn domain_key<'a>(
                 .filter(|n| *n <= 6400)
                 .ok_or(bad("a cap in percent of one CPU, 0 (none) to 6400"))?
         }
-        _ => {
+        9 => {
             d.cpus = parse_cpu_list(v).ok_or(bad("CPU numbers 0 to 63 as a list of numbers and ranges, e.g. 0-1,3"))?
         }
+        _ => {}
     }
     Ok(())
 }
@@ -717,6 +751,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dom0_is_its_own_section_with_a_script() {
+        let text = "[domain web]\nimage = hello64\n[dom0]\nimage = dom0\nmemory = 32\nscript = \"list; info\"\n";
+        let mut seen = Vec::new();
+        let config = for_each_domain(text, |d| seen.push(d)).unwrap();
+        assert!(config.dom0);
+        assert_eq!(config.domain_count, 1);
+        assert_eq!(seen[1].name, "Domain-0");
+        assert!(seen[1].dom0 && !seen[0].dom0);
+        assert_eq!(seen[1].cmdline, "list; info");
+        assert_eq!(seen[1].memory_mib, 32);
+        let twice = "[dom0]\nimage = a\n[dom0]\nimage = b\n";
+        assert!(matches!(parse(twice), Err(ConfigError::DuplicateSection { line: 3, first_line: 1, .. })));
+        let script_in_domu = "[domain x]\nimage = a\nscript = list\n";
+        assert!(matches!(parse(script_in_domu), Err(ConfigError::UnknownDomainKey { line: 3, .. })));
+        let both = "[dom0]\nimage = a\ncmdline = x\nscript = y\n";
+        assert!(matches!(parse(both), Err(ConfigError::BadValue { line: 4, .. })));
+    }
+
+    #[test]
     fn empty_input_gives_the_defaults() {
         let defaults = HypervisorConfig {
             log_level: LogLevel::Info,
@@ -727,6 +780,7 @@ mod tests {
             sched_slice_ms: 30,
             sched_ratelimit_us: 1000,
             domain_count: 0,
+            dom0: false,
         };
         assert_eq!(HypervisorConfig::default(), defaults);
         assert_eq!(parse("").unwrap(), defaults);
@@ -749,6 +803,7 @@ mod tests {
                 sched_slice_ms: 30,
                 sched_ratelimit_us: 1000,
                 domain_count: 0,
+                dom0: false,
             }
         );
     }
@@ -908,6 +963,7 @@ mod tests {
                 cap: 0,
                 cpus: u64::MAX,
                 line: 7,
+                dom0: false,
             }
         );
     }

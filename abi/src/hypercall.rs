@@ -578,15 +578,10 @@ pub fn decode(number: u64, a: [u64; 6]) -> Result<Request, Error> {
             Request::VcpuPin { domain: id(a[0])?, vcpu: id(a[1])?, cpus: a[2] }
         }
         Call::VcpuInfo => Request::VcpuInfo { domain: id(a[0])?, vcpu: id(a[1])?, out: a[2] },
-        Call::ConsoleReadOther => Request::ConsoleReadOther {
-            domain: id(a[0])?,
-            buf: a[1],
-            len: length(a[2], MAX_READ)?,
-            cursor: a[3],
-        },
-        Call::HypervisorLogRead => {
-            Request::HypervisorLogRead { buf: a[0], len: length(a[1], MAX_READ)?, cursor: a[2] }
+        Call::ConsoleReadOther => {
+            Request::ConsoleReadOther { domain: id(a[0])?, buf: a[1], len: length(a[2], MAX_READ)?, cursor: a[3] }
         }
+        Call::HypervisorLogRead => Request::HypervisorLogRead { buf: a[0], len: length(a[1], MAX_READ)?, cursor: a[2] },
         Call::HostPowerOff => Request::HostPowerOff,
         Call::HostReboot => Request::HostReboot,
         Call::SchedGetParams => Request::SchedGetParams,

@@ -106,7 +106,7 @@ fn a_multiboot_kernel_gets_the_multiboot_hand_off_in_32_bit_protected_mode() {
         "[mb] hello from a multiboot kernel in 32-bit protected mode",
         "[mb] mem_upper=0x00003c00 KiB",
         "[mb] cmdline: hello multiboot",
-        "[mb] mmap_length=0x00000060",
+        "[mb] mmap_length=0x000000c0",
         "[mb] multiboot32: failed checks: 0",
         "domain mb exited status=0",
         "machine halted: done",
@@ -213,6 +213,23 @@ fn a_guest_finds_the_pic_pit_rtc_pci_host_bridge_fw_cfg_and_io_apic() {
         "[pc] platform: ok   ioapic version 0x170020",
         "[pc] platform: 0 check(s) failed",
         "domain pc exited status=0",
+        "machine halted: done",
+    ]);
+    log.expect_absent("ERROR");
+}
+
+#[test]
+fn device_timers_interrupt_a_halted_guest_through_the_io_apic_and_the_8259() {
+    let log = Boot::bochs("guest-timer", 1)
+        .with_config("until_guests_exit = true\n[domain clock]\nimage = hello64\nmemory = 16\ncmdline = timer\n")
+        .run();
+    log.expect_in_order(&[
+        "[clock] timer: ok   pit via ioapic pin 2: ",
+        "[clock] timer: ok   pit via 8259 irq 0: ",
+        "[clock] timer: ok   masked ioapic pin sent nothing more",
+        "[clock] timer: ok   rtc periodic via ioapic pin 8: ",
+        "[clock] timer: 0 check(s) failed",
+        "domain clock exited status=0",
         "machine halted: done",
     ]);
     log.expect_absent("ERROR");

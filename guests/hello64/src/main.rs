@@ -26,6 +26,9 @@
 //! - `platform`: probes the emulated PC: PIC initialisation and mask read-back, PIT
 //!   channel 2 timing through port 0x61, the CMOS clock, the PCI host bridge, fw_cfg and
 //!   the I/O APIC's version register;
+//! - `timer`: device interrupts: the PIT's IRQ 0 through the I/O APIC (pin 2), the
+//!   same through the 8259 and LINT0 (virtual wire), and the RTC's periodic IRQ 8
+//!   through the I/O APIC, each counted while the vCPU halts between interrupts;
 //! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
 //!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count.
 #![no_std]
@@ -717,6 +720,154 @@ fn platform() -> ! {
     exit(failures)
 }
 
+// Device interrupt handlers for `timer`: the same register-saving frame as
+// `timer_entry`, each calling its own counter.
+macro_rules! irq_stub {
+    ($entry:literal, $handler:literal) => {
+        core::arch::global_asm!(
+            concat!(".global ", $entry),
+            concat!($entry, ":"),
+            "push rax",
+            "push rcx",
+            "push rdx",
+            "push rsi",
+            "push rdi",
+            "push r8",
+            "push r9",
+            "push r10",
+            "push r11",
+            "cld",
+            concat!("call ", $handler),
+            "pop r11",
+            "pop r10",
+            "pop r9",
+            "pop r8",
+            "pop rdi",
+            "pop rsi",
+            "pop rdx",
+            "pop rcx",
+            "pop rax",
+            "iretq",
+        );
+    };
+}
+irq_stub!("pit_ioapic_entry", "on_pit_ioapic");
+irq_stub!("pit_pic_entry", "on_pit_pic");
+irq_stub!("rtc_entry", "on_rtc");
+unsafe extern "C" {
+    fn pit_ioapic_entry();
+    fn pit_pic_entry();
+    fn rtc_entry();
+}
+
+static PIT_IOAPIC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static PIT_PIC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static RTC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+#[unsafe(no_mangle)]
+extern "C" fn on_pit_ioapic() {
+    PIT_IOAPIC.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    apic_write(0xB0, 0);
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn on_pit_pic() {
+    PIT_PIC.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    outb(0x20, 0x20); // non-specific EOI to the master 8259
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn on_rtc() {
+    RTC.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    cmos(0x0C); // reading register C acknowledges the RTC's interrupt
+    apic_write(0xB0, 0);
+}
+
+const IOAPIC: u64 = 0xFEC0_0000;
+
+/// Sets I/O APIC redirection entry `pin` (edge, active high, fixed, physical APIC 0).
+fn ioapic_route(pin: u32, vector: u8, masked: bool) {
+    let low = u32::from(vector) | if masked { 1 << 16 } else { 0 };
+    // SAFETY: the I/O APIC page: EPT violations the hypervisor emulates.
+    unsafe {
+        (IOAPIC as *mut u32).write_volatile(0x10 + 2 * pin + 1);
+        ((IOAPIC + 0x10) as *mut u32).write_volatile(0);
+        (IOAPIC as *mut u32).write_volatile(0x10 + 2 * pin);
+        ((IOAPIC + 0x10) as *mut u32).write_volatile(low);
+    }
+}
+
+/// Halts with interrupts on until `counter` reaches `n` (or 5 s of TSC time pass);
+/// returns the microseconds it took.
+fn halt_until(counter: &core::sync::atomic::AtomicU64, n: u64) -> u64 {
+    let per_ms = u64::from(cpuid(0x4000_0010)[0]).max(1);
+    let start = rdtsc();
+    while counter.load(core::sync::atomic::Ordering::SeqCst) < n && rdtsc() - start < 5000 * per_ms {
+        // SAFETY: halts until the next interrupt; the handlers are installed.
+        unsafe { asm!("sti", "hlt", "cli") };
+    }
+    (rdtsc() - start) * 1000 / per_ms
+}
+
+fn timer() -> ! {
+    use core::sync::atomic::Ordering::SeqCst;
+    let mut out = Console;
+    let mut failures = 0u8;
+    let mut check = |ok: bool, what: core::fmt::Arguments| {
+        let _ = writeln!(out, "timer: {} {what}", if ok { "ok  " } else { "FAIL" });
+        if !ok {
+            failures += 1;
+        }
+    };
+    set_gate(0x20, pit_pic_entry as *const () as u64);
+    set_gate(0x41, pit_ioapic_entry as *const () as u64);
+    set_gate(0x48, rtc_entry as *const () as u64);
+    // The 8259 pair at 0x20/0x28, everything masked for now.
+    for (port, v) in
+        [(0x20, 0x11), (0xA0, 0x11), (0x21, 0x20), (0xA1, 0x28), (0x21, 4), (0xA1, 2), (0x21, 1), (0xA1, 1)]
+    {
+        outb(port, v);
+    }
+    outb(0x21, 0xFF);
+    outb(0xA1, 0xFF);
+    // The PIT at 100 Hz (mode 2, 11932 counts).
+    outb(0x43, 0x34);
+    outb(0x40, (11932u16 & 0xFF) as u8);
+    outb(0x40, (11932u16 >> 8) as u8);
+    // 1. IRQ 0 through the I/O APIC: the MADT's override puts it on pin 2.
+    ioapic_route(2, 0x41, false);
+    let us = halt_until(&PIT_IOAPIC, 20);
+    let n = PIT_IOAPIC.load(SeqCst);
+    check(n >= 20 && (150_000..400_000).contains(&us), format_args!("pit via ioapic pin 2: {n} interrupts in {us} us"));
+    ioapic_route(2, 0x41, true);
+    // 2. The same line through the 8259 and LINT0 (virtual wire, as firmware leaves it).
+    outb(0x21, 0xFE);
+    let us = halt_until(&PIT_PIC, 20);
+    let n = PIT_PIC.load(SeqCst);
+    check(n >= 20 && (150_000..400_000).contains(&us), format_args!("pit via 8259 irq 0: {n} interrupts in {us} us"));
+    outb(0x21, 0xFF);
+    let stray = PIT_IOAPIC.load(SeqCst);
+    check(stray == 20 || stray == 21, format_args!("masked ioapic pin sent nothing more ({stray})"));
+    // 3. The RTC's periodic interrupt (rate 6: 1024 Hz) on pin 8.
+    ioapic_route(8, 0x48, false);
+    outb(0x70, 0x0A);
+    outb(0x71, 0x26);
+    outb(0x70, 0x0B);
+    let b = inb(0x71);
+    outb(0x70, 0x0B);
+    outb(0x71, b | 0x40); // PIE
+    let us = halt_until(&RTC, 64);
+    let n = RTC.load(SeqCst);
+    check(
+        n >= 64 && (40_000..200_000).contains(&us),
+        format_args!("rtc periodic via ioapic pin 8: {n} interrupts in {us} us"),
+    );
+    outb(0x70, 0x0B);
+    outb(0x71, b & !0x40);
+    let _ = writeln!(Console, "timer: {failures} check(s) failed");
+    exit(failures)
+}
+
 fn poweroff() -> ! {
     let mut out = Console;
     let t0 = inl(0x608) & 0xFF_FFFF;
@@ -764,6 +915,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"smp" => smp(),
         b"poweroff" => poweroff(),
         b"platform" => platform(),
+        b"timer" => timer(),
         b"hypercall" => hypercalls(),
         _ => {}
     }

@@ -577,6 +577,20 @@ impl LocalApic {
         self.addressing().accepts(dest, is_source)
     }
 
+    /// Whether the 8259's INT output reaches this CPU: with the APIC globally disabled the
+    /// INTR pin goes straight to the core; otherwise LINT0 must be an unmasked ExtINT entry
+    /// (the "virtual wire" mode firmware leaves, "Local Vector Table"). A software-disabled
+    /// APIC masks every LVT entry, LINT0 included.
+    pub fn accepts_pic_interrupts(&self) -> bool {
+        if !self.hw_enabled() {
+            return true;
+        }
+        let lint0 = self.lvt[LVT_LINT0];
+        self.software_enabled()
+            && lint0 & LVT_MASKED == 0
+            && DeliveryMode::from_bits(lint0 >> 8) == Some(DeliveryMode::ExtInt)
+    }
+
     /// What other vCPUs need to know to address IPIs to this APIC, as a copy that can be
     /// published without holding the vCPU.
     pub fn addressing(&self) -> Addressing {
@@ -890,6 +904,27 @@ fn set_bit(bits: &mut [u32; 8], vector: u8, on: bool) {
 
 fn word(bits: &[u32; 8], index: u32) -> u64 {
     u64::from(bits.get(index as usize).copied().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod pic_wire_tests {
+    use super::*;
+
+    #[test]
+    fn pic_interrupts_need_an_unmasked_extint_lint0_or_a_disabled_apic() {
+        let mut a = LocalApic::new(0, true);
+        assert!(!a.accepts_pic_interrupts(), "software-disabled at reset: LVTs masked");
+        a.mmio_write(REG_SVR, 0x1FF, 0);
+        assert!(!a.accepts_pic_interrupts(), "LINT0 still masked");
+        a.mmio_write(REG_LVT_LINT0, 0x700, 0);
+        assert!(a.accepts_pic_interrupts(), "virtual wire: ExtINT");
+        a.mmio_write(REG_LVT_LINT0, 0x700 | LVT_MASKED, 0);
+        assert!(!a.accepts_pic_interrupts());
+        a.mmio_write(REG_LVT_LINT0, 0x000, 0);
+        assert!(!a.accepts_pic_interrupts(), "fixed mode is not the 8259");
+        assert!(a.set_apic_base(XAPIC_BASE | APIC_BASE_BSP));
+        assert!(a.accepts_pic_interrupts(), "globally disabled: INTR goes straight in");
+    }
 }
 
 #[cfg(test)]

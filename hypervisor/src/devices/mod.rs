@@ -32,6 +32,43 @@ pub struct DomainDevices {
     pub fw_cfg: fw_cfg::FwCfg,
     pub pic: pic8259::Pic8259Pair,
     pub pit: pit8254::Pit8254,
+    /// COM1's interrupt output as last driven onto IRQ 4.
+    com1_line: bool,
+}
+
+/// The I/O APIC pin an ISA interrupt is wired to: IRQ 0 (the PIT) to pin 2, as on every
+/// PC since the 8259's cascade input took pin 2's place (the MADT says so with an
+/// interrupt source override); the others to the pin of the same number.
+pub const fn isa_pin(irq: u8) -> u8 {
+    if irq == 0 { 2 } else { irq }
+}
+
+/// Interrupt messages from the I/O APIC that a device event produced, for the caller to
+/// deliver to the local APICs they address. A fixed list, no allocation: one event
+/// raises at most a few lines.
+#[derive(Debug, Default)]
+pub struct Messages {
+    items: [Option<ioapic::Delivery>; 8],
+    len: usize,
+}
+
+impl Messages {
+    pub fn push(&mut self, d: ioapic::Delivery) {
+        // Eight lines changing in one event does not happen (three device sources plus an
+        // EOI); were it to, a later message is dropped like an interrupt lost on a busy bus.
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some(d);
+            self.len += 1;
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = ioapic::Delivery> + '_ {
+        self.items[..self.len].iter().flatten().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 impl DomainDevices {
@@ -50,6 +87,192 @@ impl DomainDevices {
             fw_cfg: fw_cfg::FwCfg::new(u16::try_from(vcpus).unwrap_or(u16::MAX), ram_bytes),
             pic: pic8259::Pic8259Pair::new(),
             pit: pit8254::Pit8254::new(),
+            com1_line: false,
         }
+    }
+
+    /// Drives ISA interrupt line `irq` to both interrupt controllers, as the board wires
+    /// it: the 8259 pair and the I/O APIC (through [`isa_pin`]).
+    pub fn set_isa_irq(&mut self, irq: u8, level: bool, out: &mut Messages) {
+        self.pic.set_irq(irq, level);
+        if let Some(d) = self.ioapic.set_irq(isa_pin(irq), level) {
+            out.push(d);
+        }
+    }
+
+    /// An edge on an edge-triggered ISA line: high, then low.
+    fn pulse(&mut self, irq: u8, out: &mut Messages) {
+        self.set_isa_irq(irq, true, out);
+        self.set_isa_irq(irq, false, out);
+    }
+
+    /// Brings the interrupt lines up to date at `now_ns`: the PIT's channel 0 edges become
+    /// IRQ 0, the RTC's IRQ 8, and COM1's output level IRQ 4. Run after every guest access
+    /// to a device and whenever [`Self::next_event_ns`] has passed. Several timer periods
+    /// missed at once give one interrupt, as a real PIC's edge latch would.
+    pub fn sync(&mut self, now_ns: u64, out: &mut Messages) {
+        if self.pit.irq0_ticks(now_ns) > 0 {
+            self.pulse(pit8254::PIT_IRQ, out);
+        }
+        if self.rtc.poll_irq(now_ns) {
+            self.pulse(rtc::RTC_IRQ, out);
+        }
+        let line = self.com1.irq_line();
+        if line != self.com1_line {
+            self.com1_line = line;
+            self.set_isa_irq(uart16550::COM1_IRQ, line, out);
+        }
+    }
+
+    /// When a device timer next changes an interrupt line (ns), for the hypervisor's
+    /// timers; `None` when none will without a guest access.
+    pub fn next_event_ns(&self) -> Option<u64> {
+        match (self.pit.next_irq0_ns(), self.rtc.next_event_ns()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A local APIC retired level-triggered `vector`: the I/O APIC clears Remote IRR and
+    /// may deliver again if the line is still asserted.
+    pub fn eoi(&mut self, vector: u8, out: &mut Messages) {
+        if let Some(d) = self.ioapic.eoi(vector) {
+            out.push(d);
+        }
+    }
+
+    /// Whether the 8259 pair asks the CPU for an interrupt (its INT output).
+    pub fn pic_output(&self) -> bool {
+        self.pic.output()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NS_PER_MS: u64 = 1_000_000;
+
+    fn devices() -> DomainDevices {
+        DomainDevices::new(1, 16 << 20, 1_700_000_000, 0)
+    }
+
+    /// ICW1-4 for the master at vector base 0x20, slave at 0x28, all lines unmasked
+    /// except `mask`.
+    fn init_pic(d: &mut DomainDevices, mask: u8) {
+        for (port, v) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, mask)] {
+            d.pic.write(port, v);
+        }
+        for (port, v) in [(0xA0, 0x11), (0xA1, 0x28), (0xA1, 0x02), (0xA1, 0x01), (0xA1, 0x00)] {
+            d.pic.write(port, v);
+        }
+    }
+
+    /// PIT channel 0 in mode 2 with `count`.
+    fn start_pit(d: &mut DomainDevices, count: u16, now: u64) {
+        d.pit.write(0x43, 0x34, now);
+        d.pit.write(0x40, count as u8, now);
+        d.pit.write(0x40, (count >> 8) as u8, now);
+    }
+
+    fn ioapic_route(d: &mut DomainDevices, pin: u8, vector: u8) {
+        let reg = 0x10 + 2 * u32::from(pin);
+        let _ = d.ioapic.mmio_write(ioapic::IOREGSEL, reg);
+        let _ = d.ioapic.mmio_write(ioapic::IOWIN, u32::from(vector));
+        let _ = d.ioapic.mmio_write(ioapic::IOREGSEL, reg + 1);
+        let _ = d.ioapic.mmio_write(ioapic::IOWIN, 0);
+    }
+
+    #[test]
+    fn the_pit_drives_irq0_on_the_pic_and_pin_2_of_the_io_apic() {
+        let mut d = devices();
+        init_pic(&mut d, 0xFE);
+        ioapic_route(&mut d, 2, 0x30);
+        // 11932 ticks of 1.193182 MHz: 10 ms.
+        start_pit(&mut d, 11_932, 0);
+        let first = d.next_event_ns().expect("a running PIT has a next edge");
+        assert!((9 * NS_PER_MS..=11 * NS_PER_MS).contains(&first), "first edge after ~10 ms: {first}");
+        let mut out = Messages::default();
+        d.sync(first - 1, &mut out);
+        assert!(out.is_empty() && !d.pic_output(), "nothing before the edge");
+        d.sync(first, &mut out);
+        assert!(d.pic_output(), "IRQ 0 requested at the PIC");
+        assert_eq!(d.pic.acknowledge(), Some(0x20));
+        let msgs: Vec<_> = out.iter().collect();
+        assert_eq!(msgs.len(), 1, "one message from the I/O APIC");
+        assert_eq!(msgs[0].vector, 0x30);
+        assert!(!msgs[0].level);
+        let second = d.next_event_ns().unwrap();
+        assert!(second > first && second - first <= 11 * NS_PER_MS, "periodic: {first} then {second}");
+    }
+
+    #[test]
+    fn missed_periods_give_one_interrupt() {
+        let mut d = devices();
+        ioapic_route(&mut d, 2, 0x30);
+        start_pit(&mut d, 1193, 0); // 1 ms
+        let mut out = Messages::default();
+        d.sync(50 * NS_PER_MS, &mut out);
+        assert_eq!(out.iter().count(), 1);
+        assert!(d.next_event_ns().unwrap() > 50 * NS_PER_MS);
+    }
+
+    #[test]
+    fn masked_lines_send_nothing_and_a_quiet_platform_has_no_deadline() {
+        let mut d = devices();
+        assert_eq!(d.next_event_ns(), None, "nothing programmed");
+        start_pit(&mut d, 1193, 0);
+        let mut out = Messages::default();
+        d.sync(5 * NS_PER_MS, &mut out);
+        assert!(out.is_empty(), "the I/O APIC entry is masked at reset");
+        assert!(!d.pic_output(), "the PIC is not initialised");
+    }
+
+    #[test]
+    fn the_uart_line_follows_its_interrupt_output_gated_by_out2() {
+        let mut d = devices();
+        init_pic(&mut d, 0xEF);
+        ioapic_route(&mut d, 4, 0x34);
+        let _ = d.com1.write(uart16550::reg::IER_DLM, uart16550::ier::ERBFI);
+        let mut out = Messages::default();
+        assert!(d.com1.receive(b'x'));
+        d.sync(0, &mut out);
+        assert!(out.is_empty(), "OUT2 clear: the UART is cut off from IRQ 4");
+        let _ = d.com1.write(uart16550::reg::MCR, uart16550::mcr::OUT2);
+        d.sync(0, &mut out);
+        assert_eq!(out.iter().map(|m| m.vector).collect::<Vec<_>>(), vec![0x34]);
+        assert_eq!(d.pic.acknowledge(), Some(0x24));
+        let mut again = Messages::default();
+        d.sync(0, &mut again);
+        assert!(again.is_empty(), "a steady line is not a new edge");
+        let _ = d.com1.read(uart16550::reg::RBR_THR_DLL);
+        d.sync(0, &mut again);
+        assert!(again.is_empty(), "the line falls");
+        assert!(d.com1.receive(b'y'));
+        d.sync(0, &mut again);
+        assert_eq!(again.iter().count(), 1, "and rises again with new data");
+    }
+
+    #[test]
+    fn the_rtc_periodic_interrupt_reaches_irq8() {
+        let mut d = devices();
+        init_pic(&mut d, 0xFB);
+        ioapic_route(&mut d, 8, 0x38);
+        // Register B: PIE; register A keeps the 1024 Hz default rate (0x26).
+        d.rtc.write(rtc::INDEX_PORT, rtc::reg::B, 0);
+        d.rtc.write(rtc::DATA_PORT, rtc::reg_b::PIE | rtc::reg_b::HOURS_24, 0);
+        let next = d.next_event_ns().expect("periodic interrupt armed");
+        assert!(next <= 1_000_000, "1024 Hz: within ~1 ms, got {next}");
+        let mut out = Messages::default();
+        d.sync(next, &mut out);
+        assert_eq!(out.iter().map(|m| m.vector).collect::<Vec<_>>(), vec![0x38]);
+        assert_eq!(d.pic.acknowledge(), Some(0x28), "IRQ 8 through the slave");
+    }
+
+    #[test]
+    fn isa_irq0_is_wired_to_pin_2() {
+        assert_eq!(isa_pin(0), 2);
+        assert_eq!(isa_pin(4), 4);
+        assert_eq!(isa_pin(8), 8);
     }
 }

@@ -1,7 +1,10 @@
 //! The boot area Ferrovisor builds in low guest memory for 64-bit guests (the boot
 //! protocol in docs/guest-boot.md): a GDT, identity page tables and the boot
-//! information block. Pure data: a list of (guest-physical address, bytes) to copy.
+//! information block with the e820 memory map. Pure data: a list of (guest-physical
+//! address, bytes) to copy. The ACPI tables the block points at are `firmware`'s
+//! (`firmware::firmware_blobs`), which the caller copies as well.
 
+use super::firmware::{self, E820Entry};
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -14,6 +17,8 @@ pub const PD_GPA: u64 = 0x4000;
 pub const BOOT_INFO_GPA: u64 = 0x8000;
 pub const CMDLINE_GPA: u64 = 0x8100;
 pub const CMDLINE_MAX: usize = 0x0F00 - 1;
+/// The e820 map: [`firmware::e820`]'s entries, 20 bytes each (version 2).
+pub const E820_GPA: u64 = 0x9000;
 /// Images must load at or above this address so they cannot overwrite the boot area.
 pub const BOOT_AREA_END: u64 = 0x1_0000;
 
@@ -23,7 +28,11 @@ pub const DATA_SELECTOR: u16 = 0x10;
 
 /// "FVBOOT64" little-endian: the first quadword of the boot information block.
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"FVBOOT64");
-pub const BOOT_INFO_VERSION: u32 = 1;
+/// Version 2 appends the e820 map and the RSDP address to version 1's fields, which keep
+/// their offsets.
+pub const BOOT_INFO_VERSION: u32 = 2;
+/// Bytes of the version 2 block.
+pub const BOOT_INFO_LEN: usize = 64;
 
 /// Descriptors: null, 64-bit code (L=1, P, DPL0, exec/read), data (P, DPL0, read/write).
 const GDT: [u64; 3] = [0, 0x00AF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
@@ -51,7 +60,8 @@ pub fn build(memory_size: u64, domain_id: u32, vcpus: u32, cmdline: &str) -> Vec
     }
     out.push((PD_GPA, pds));
     let cmd = &cmdline.as_bytes()[..cmdline.len().min(CMDLINE_MAX)];
-    let mut info = Vec::with_capacity(48);
+    let map = firmware::e820(memory_size);
+    let mut info = Vec::with_capacity(BOOT_INFO_LEN);
     info.extend_from_slice(&BOOT_INFO_MAGIC.to_le_bytes());
     info.extend_from_slice(&BOOT_INFO_VERSION.to_le_bytes());
     info.extend_from_slice(&domain_id.to_le_bytes());
@@ -59,7 +69,13 @@ pub fn build(memory_size: u64, domain_id: u32, vcpus: u32, cmdline: &str) -> Vec
     info.extend_from_slice(&vcpus.to_le_bytes());
     info.extend_from_slice(&(cmd.len() as u32).to_le_bytes());
     info.extend_from_slice(&CMDLINE_GPA.to_le_bytes());
+    // Version 2: entry count, reserved (0), map address, RSDP address (0 without tables).
+    info.extend_from_slice(&u32::try_from(map.len()).unwrap_or(0).to_le_bytes());
+    info.extend_from_slice(&0u32.to_le_bytes());
+    info.extend_from_slice(&E820_GPA.to_le_bytes());
+    info.extend_from_slice(&firmware::rsdp_gpa(memory_size).unwrap_or(0).to_le_bytes());
     out.push((BOOT_INFO_GPA, info));
+    out.push((E820_GPA, map.iter().flat_map(E820Entry::to_bytes).collect()));
     let mut c = cmd.to_vec();
     c.push(0);
     out.push((CMDLINE_GPA, c));
@@ -94,13 +110,46 @@ mod tests {
         let area = build(32 << 20, 7, 2, "console=e9 verbose");
         let info = find(&area, BOOT_INFO_GPA);
         assert_eq!(&info[..8], b"FVBOOT64");
-        assert_eq!(u32::from_le_bytes(info[8..12].try_into().unwrap()), 1);
+        assert_eq!(info.len(), BOOT_INFO_LEN);
+        assert_eq!(u32::from_le_bytes(info[8..12].try_into().unwrap()), 2);
         assert_eq!(u32::from_le_bytes(info[12..16].try_into().unwrap()), 7);
         assert_eq!(qword(info, 16), 32 << 20);
         assert_eq!(u32::from_le_bytes(info[24..28].try_into().unwrap()), 2);
         assert_eq!(u32::from_le_bytes(info[28..32].try_into().unwrap()), 18);
         assert_eq!(qword(info, 32), CMDLINE_GPA);
         assert_eq!(find(&area, CMDLINE_GPA), b"console=e9 verbose\0");
+    }
+
+    fn dword(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn boot_info_v2_points_at_the_e820_map_and_the_rsdp() {
+        let area = build(32 << 20, 7, 2, "");
+        let info = find(&area, BOOT_INFO_GPA);
+        let map = firmware::e820(32 << 20);
+        assert_eq!(dword(info, 40) as usize, map.len());
+        assert_eq!(dword(info, 44), 0, "reserved");
+        assert_eq!(qword(info, 48), E820_GPA);
+        assert_eq!(qword(info, 56), 0xE_0000);
+        let entries = find(&area, E820_GPA);
+        assert_eq!(entries.len(), 20 * map.len());
+        for (i, e) in map.iter().enumerate() {
+            let b = &entries[20 * i..];
+            assert_eq!((qword(b, 0), qword(b, 8), dword(b, 16)), (e.addr, e.len, e.kind as u32));
+        }
+        // RAM from 0 to 639 KiB and from 1 MiB to the end of memory.
+        assert_eq!((qword(entries, 0), qword(entries, 8), dword(entries, 16)), (0, 0x9_FC00, 1));
+        assert!(map.iter().any(|e| (e.addr, e.end(), e.kind as u32) == (1 << 20, 32 << 20, 1)));
+    }
+
+    #[test]
+    fn a_domain_without_a_bios_area_has_no_rsdp_address() {
+        let area = build(0x8_0000, 1, 1, "");
+        let info = find(&area, BOOT_INFO_GPA);
+        assert_eq!(qword(info, 56), 0);
+        assert_eq!(qword(find(&area, E820_GPA), 8), 0x8_0000, "RAM up to the end of memory");
     }
 
     #[test]
@@ -112,9 +161,18 @@ mod tests {
     }
 
     #[test]
-    fn the_boot_area_stays_below_the_image_limit() {
-        for (gpa, bytes) in build(16 << 20, 1, 1, "abc") {
-            assert!(gpa + bytes.len() as u64 <= BOOT_AREA_END, "{gpa:#x}");
+    fn the_boot_area_stays_below_the_image_limit_without_overlaps() {
+        let longest = "x".repeat(CMDLINE_MAX);
+        for size in [1 << 20, 16 << 20, 0xC000_0000 + (1 << 30)] {
+            let mut area = build(size, 1, 1, &longest);
+            assert!(E820_GPA + (20 * firmware::E820_MAX_ENTRIES) as u64 <= BOOT_AREA_END);
+            for (gpa, bytes) in &area {
+                assert!(gpa + bytes.len() as u64 <= BOOT_AREA_END, "{gpa:#x}");
+            }
+            area.sort_by_key(|(gpa, _)| *gpa);
+            for pair in area.windows(2) {
+                assert!(pair[0].0 + pair[0].1.len() as u64 <= pair[1].0, "{:#x} overlaps", pair[0].0);
+            }
         }
     }
 }

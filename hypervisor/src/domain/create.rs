@@ -2,6 +2,7 @@
 //! EPT, image, boot area, vCPUs with their VMCS.
 
 use super::boot_area;
+use super::firmware;
 use super::memory::GuestMemory;
 use super::vcpu::{self, Vcpu, VmcsSetup};
 use super::{Domain, DomainRuntime, DomainState, LineBuffer};
@@ -70,12 +71,34 @@ fn bitmaps() -> Option<&'static Bitmaps> {
         .as_ref()
 }
 
+/// The boot processor's local APIC as PC firmware leaves it: software-enabled, LINT0
+/// wired to the 8259 (ExtINT) and LINT1 to NMI, the "virtual wire" mode in which an OS
+/// that never touches its APIC still gets the PIC's interrupts (SeaBIOS does the same).
+fn virtual_wire(lapic: &mut crate::devices::lapic::LocalApic) {
+    use crate::devices::lapic::{REG_LVT_LINT0, REG_LVT_LINT1, REG_SVR, SVR_ENABLE};
+    const EXTINT: u32 = 7 << 8;
+    const NMI: u32 = 4 << 8;
+    let _ = lapic.mmio_write(REG_SVR, SVR_ENABLE | 0xFF, 0);
+    let _ = lapic.mmio_write(REG_LVT_LINT0, EXTINT, 0);
+    let _ = lapic.mmio_write(REG_LVT_LINT1, NMI, 0);
+}
+
 /// Creates the domain described by `config` from `image`. Errors are sentences for the
 /// boot log.
 pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String> {
     let caps = vmx::capabilities().ok_or("VMX is not available")?;
     let controls = vmx::controls::compute(caps, &vmx::controls::default_request(caps)).map_err(|e| e.to_string())?;
     let size = u64::from(config.memory_mib) << 20;
+    if size > firmware::MMIO_HOLE_START {
+        // Guest RAM is mapped in one run from address 0; above 3 GiB it would cover the
+        // PCI hole and the APIC pages the e820 map reserves.
+        return Err(format!(
+            "domain {}: memory = {} MiB is more than the {} MiB this version maps below the PCI hole; use at most that",
+            config.name,
+            config.memory_mib,
+            firmware::MMIO_HOLE_START >> 20
+        ));
+    }
     let plan: LoadPlan = match image.kind {
         EntryKind::Elf64 => crate::loader::elf64::load(image.data, size),
         EntryKind::MultibootElf32 => crate::loader::multiboot::load(image.data, size),
@@ -112,6 +135,22 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
         // Nothing is written for a real-mode program: all of low memory is its own.
         EntryMode::Real16 => 0,
     };
+    // What firmware leaves in memory (ACPI tables in the BIOS area) for the protected-
+    // and long-mode guests we boot; a real-mode program owns all of low memory.
+    let vcpus = config.vcpus.max(1);
+    let ioapic_id = u8::try_from(vcpus).unwrap_or(0xFE).min(0xFE);
+    let blobs = match plan.mode {
+        EntryMode::Real16 => Vec::new(),
+        EntryMode::Long64 | EntryMode::Protected32 => firmware::firmware_blobs(size, vcpus, ioapic_id),
+    };
+    for (gpa, bytes) in &blobs {
+        if plan.overlaps(GuestPhysAddr(*gpa), bytes.len() as u64) {
+            return Err(format!(
+                "image {}: a segment overlaps the ACPI tables at {gpa:#x} in the BIOS area; link the guest at or above 1 MiB",
+                image.name
+            ));
+        }
+    }
     for seg in &plan.segments {
         if seg.gpa.0 < reserved_end {
             return Err(format!(
@@ -121,6 +160,9 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
         }
     }
     let mut memory = GuestMemory::allocate(size).map_err(|e| e.to_string())?;
+    for (gpa, bytes) in &blobs {
+        memory.write(*gpa, bytes).map_err(|e| e.to_string())?;
+    }
     let mut tables = FrameTables;
     let mut ept = Ept::new(&mut tables).map_err(|e| format!("EPT: {e}"))?;
     for chunk in memory.chunks() {
@@ -168,6 +210,9 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     for index in 0..config.vcpus.max(1) {
         let mut v = Vcpu::new(index, caps.basic().revision_id())
             .ok_or("out of memory for a VMCS or XSAVE area, or out of VPIDs")?;
+        if index == 0 {
+            virtual_wire(&mut v.lapic);
+        }
         {
             // SAFETY: the VMCS was just created and is current nowhere else.
             let current = unsafe { v.vmcs.load() }.map_err(|e| format!("VMPTRLD failed: {e:?}"))?;
@@ -216,6 +261,14 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
                 crate::arch::timer::now_ns(),
             ),
         }),
+        irq: super::irq::IrqState::new(),
     });
+    // QEMU's fw_cfg carries the e820 map too; test kernels and firmware read it there.
+    domain
+        .runtime
+        .lock()
+        .devices
+        .fw_cfg
+        .add_file(firmware::FW_CFG_E820_FILE, firmware::e820_fw_cfg_file(&firmware::e820(size)));
     Ok(domain)
 }

@@ -3,6 +3,9 @@
 pub mod boot_area;
 #[cfg(target_os = "none")]
 pub mod create;
+pub mod firmware;
+#[cfg(target_os = "none")]
+pub mod irq;
 #[cfg(target_os = "none")]
 pub mod memory;
 pub mod signals;
@@ -116,6 +119,8 @@ mod kernel {
         /// Per vCPU (same index): interrupts, INIT and STARTUP sent to it.
         pub signals: Vec<super::signals::VcpuSignals>,
         pub runtime: Mutex<DomainRuntime>,
+        /// Device interrupt state the run loop reads without the runtime lock.
+        pub irq: super::irq::IrqState,
     }
 
     impl Domain {

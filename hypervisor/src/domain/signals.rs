@@ -13,6 +13,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 pub struct VcpuSignals {
     irr: [AtomicU64; 4],
+    /// Which posted vectors are level-triggered (I/O APIC level entries): the local APIC
+    /// sets their TMR bit so that their EOI goes back to the I/O APIC.
+    level: [AtomicU64; 4],
     init: AtomicBool,
     /// `0x100 | vector` while a STARTUP IPI waits, 0 otherwise.
     sipi: AtomicU32,
@@ -25,6 +28,7 @@ pub struct VcpuSignals {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Posted {
     pub vectors: [u64; 4],
+    pub level: [u64; 4],
     pub init: bool,
     pub sipi: Option<u8>,
 }
@@ -33,12 +37,18 @@ impl Posted {
     pub fn vectors(&self) -> impl Iterator<Item = u8> + '_ {
         (0u16..256).filter(|v| self.vectors[usize::from(v / 64)] & (1 << (v % 64)) != 0).map(|v| v as u8)
     }
+
+    /// Whether `vector` was posted level-triggered.
+    pub fn is_level(&self, vector: u8) -> bool {
+        self.level[usize::from(vector / 64)] & (1 << (vector % 64)) != 0
+    }
 }
 
 impl VcpuSignals {
     pub fn new(addressing: Addressing) -> Self {
         VcpuSignals {
             irr: [const { AtomicU64::new(0) }; 4],
+            level: [const { AtomicU64::new(0) }; 4],
             init: AtomicBool::new(false),
             sipi: AtomicU32::new(0),
             running_on: AtomicU32::new(0),
@@ -48,9 +58,22 @@ impl VcpuSignals {
 
     /// A fixed interrupt with `vector` (16..=255; lower vectors are illegal and dropped).
     pub fn post_interrupt(&self, vector: u8) {
-        if vector >= 16 {
-            self.irr[usize::from(vector / 64)].fetch_or(1 << (vector % 64), Ordering::AcqRel);
+        self.post(vector, false);
+    }
+
+    /// A fixed interrupt, level- or edge-triggered. The trigger mode is written before
+    /// the request bit, so whoever sees the request sees its mode.
+    pub fn post(&self, vector: u8, level: bool) {
+        if vector < 16 {
+            return;
         }
+        let (word, bit) = (usize::from(vector / 64), 1u64 << (vector % 64));
+        if level {
+            self.level[word].fetch_or(bit, Ordering::AcqRel);
+        } else {
+            self.level[word].fetch_and(!bit, Ordering::AcqRel);
+        }
+        self.irr[word].fetch_or(bit, Ordering::AcqRel);
     }
 
     pub fn post_init(&self) {
@@ -66,8 +89,9 @@ impl VcpuSignals {
     /// Takes everything posted so far.
     pub fn take(&self) -> Posted {
         let mut p = Posted::default();
-        for (out, bits) in p.vectors.iter_mut().zip(&self.irr) {
+        for (i, (out, bits)) in p.vectors.iter_mut().zip(&self.irr).enumerate() {
             *out = bits.swap(0, Ordering::AcqRel);
+            p.level[i] = self.level[i].load(Ordering::Acquire) & *out;
         }
         p.init = self.init.swap(false, Ordering::AcqRel);
         let s = self.sipi.swap(0, Ordering::AcqRel);
@@ -119,6 +143,18 @@ mod tests {
         assert_eq!(p.sipi, Some(0x07));
         assert_eq!(s.take(), Posted::default());
         assert!(!s.any());
+    }
+
+    #[test]
+    fn the_trigger_mode_travels_with_the_vector() {
+        let s = VcpuSignals::new(Addressing::default());
+        s.post(0x41, true);
+        s.post(0x42, false);
+        let p = s.take();
+        assert!(p.is_level(0x41));
+        assert!(!p.is_level(0x42));
+        s.post(0x41, false);
+        assert!(!s.take().is_level(0x41), "a later edge-triggered post clears the mode");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use super::elf64::{self, ELF_MAGIC, ELF32_I386};
 use super::plan::{self, EntryMode, LoadError, LoadPlan, MultibootRequest, Placement, Segment};
+use crate::domain::firmware;
 use crate::mm::addr::GuestPhysAddr;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -183,35 +184,25 @@ const MMAP_OFFSET: usize = 120;
 /// that follow it. Entries are `size + 4` bytes apart.
 const MMAP_ENTRY_SIZE: u32 = 20;
 const MMAP_ENTRY_STRIDE: usize = 24;
-const MMAP_AVAILABLE: u32 = 1;
-const MMAP_RESERVED: u32 = 2;
 // `flags` bits of the information structure: which fields are valid.
 const INFO_MEMORY: u32 = 1 << 0;
 const INFO_CMDLINE: u32 = 1 << 2;
 const INFO_MMAP: u32 = 1 << 6;
 const INFO_BOOT_LOADER_NAME: u32 = 1 << 9;
 
-/// The PC memory layout shown to the kernel: RAM below 0x9FC00; the last KiB below 640
-/// KiB reserved (where a PC keeps its extended BIOS data area); 0xA0000-0xF0000 left out
-/// (VGA memory and option ROMs on a PC, kept free for device models); the BIOS ROM area
-/// 0xF0000-0x100000 reserved; RAM from 1 MiB to the end of the domain's memory.
-const LOW_RAM_END: u64 = 0x9_FC00;
-const EBDA_END: u64 = 0xA_0000;
-const BIOS_START: u64 = 0xF_0000;
-const HIGH_RAM_START: u64 = 0x10_0000;
+/// The blob must not touch `LOW_RAM_END..HIGH_RAM_START` (EBDA, VGA hole, BIOS area with
+/// the ACPI tables), which the memory map does not call RAM.
+const LOW_RAM_END: u64 = firmware::LOW_RAM_END;
+const HIGH_RAM_START: u64 = firmware::UPPER_RAM_START;
 
-/// `(base_addr, length, type)` of each memory map entry for a domain of `guest_mem`
-/// bytes (at least 1 MiB).
+/// `(base_addr, length, type)` of each memory map entry for a domain of `guest_mem` bytes:
+/// the domain's e820 map ([`firmware::e820`]: RAM below 0x9FC00, the reserved EBDA, VGA
+/// hole and BIOS area with the ACPI tables typed 3 and the FACS typed 4, RAM from 1 MiB,
+/// the APIC pages reserved, RAM above 4 GiB past 3 GiB). The e820 types are the ones
+/// multiboot's `mmap` uses: 1 available, 3 ACPI, 4 preserve on hibernation, others
+/// reserved.
 fn memory_map(guest_mem: u64) -> Vec<(u64, u64, u32)> {
-    let mut map = vec![
-        (0, LOW_RAM_END, MMAP_AVAILABLE),
-        (LOW_RAM_END, EBDA_END - LOW_RAM_END, MMAP_RESERVED),
-        (BIOS_START, HIGH_RAM_START - BIOS_START, MMAP_RESERVED),
-    ];
-    if let Some(upper) = guest_mem.checked_sub(HIGH_RAM_START).filter(|&len| len != 0) {
-        map.push((HIGH_RAM_START, upper, MMAP_AVAILABLE));
-    }
-    map
+    firmware::e820(guest_mem).iter().map(|e| (e.addr, e.len, e.kind as u32)).collect()
 }
 
 /// Builds the multiboot information structure (spec 3.3) plus its memory map and command
@@ -222,8 +213,9 @@ fn memory_map(guest_mem: u64) -> Vec<(u64, u64, u32)> {
 /// Valid fields (flags 0x245): `mem_lower`/`mem_upper` (flag 0), `cmdline` (flag 2), the
 /// memory map (flag 6) and `boot_loader_name` (flag 9). `mem_lower` is 639 KiB, the RAM
 /// the memory map shows below 640 KiB, so the two never disagree; `mem_upper` is the RAM
-/// above 1 MiB in KiB (saturating at 2^32 - 1, far beyond any domain). No video
-/// information is given, whatever the kernel asked for.
+/// from 1 MiB to the first hole (spec 3.3: "maximally the address of the first upper
+/// memory hole minus 1 megabyte"), in KiB: up to 0xC0000000 at most, where the MMIO hole
+/// begins. No video information is given, whatever the kernel asked for.
 ///
 /// Refuses a domain under 1 MiB, strings over their limits ([`MAX_CMDLINE_LEN`],
 /// [`MAX_BOOT_LOADER_NAME_LEN`]) or containing NUL, and a placement that is not 4-byte
@@ -271,7 +263,8 @@ pub fn build_info(
         (offset as u64).checked_add(at.0).and_then(|gpa| u32::try_from(gpa).ok()).ok_or(misplaced(Placement::Above4GiB))
     };
     let mem_lower = u32::try_from(LOW_RAM_END / 1024).unwrap_or(u32::MAX);
-    let mem_upper = u32::try_from(guest_mem.saturating_sub(HIGH_RAM_START) / 1024).unwrap_or(u32::MAX);
+    let mem_upper = u32::try_from(guest_mem.min(firmware::MMIO_HOLE_START).saturating_sub(HIGH_RAM_START) / 1024)
+        .unwrap_or(u32::MAX);
 
     let mut b = Vec::with_capacity(total);
     let push32 = |b: &mut Vec<u8>, v: u32| b.extend_from_slice(&v.to_le_bytes());
@@ -704,20 +697,20 @@ mod tests {
         let info = build_info(INFO_GPA, MEM_16M, "console=e9", "Ferrovisor").unwrap();
         assert_eq!(info.info_gpa, GuestPhysAddr(0x9000));
         let b = &info.bytes;
-        // 120 bytes of structure (116 + padding), 4 map entries of 24, "console=e9\0", "Ferrovisor\0".
-        assert_eq!(b.len(), 120 + 96 + 11 + 11);
+        // 120 bytes of structure (116 + padding), 8 map entries of 24, "console=e9\0", "Ferrovisor\0".
+        assert_eq!(b.len(), 120 + 192 + 11 + 11);
         assert_eq!(u32_at(b, 0), 0x245, "flags: memory, cmdline, mmap, boot loader name");
         assert_eq!(u32_at(b, 4), 639, "mem_lower in KiB");
         assert_eq!(u32_at(b, 8), 15 * 1024, "mem_upper in KiB");
-        assert_eq!(u32_at(b, 16), 0x9000 + 216, "cmdline");
-        assert_eq!(u32_at(b, 44), 96, "mmap_length");
+        assert_eq!(u32_at(b, 16), 0x9000 + 312, "cmdline");
+        assert_eq!(u32_at(b, 44), 192, "mmap_length");
         assert_eq!(u32_at(b, 48), 0x9000 + 120, "mmap_addr");
-        assert_eq!(u32_at(b, 64), 0x9000 + 227, "boot_loader_name");
+        assert_eq!(u32_at(b, 64), 0x9000 + 323, "boot_loader_name");
         for unused in [12, 20, 24, 28, 32, 36, 40, 52, 56, 60, 68, 72, 76, 80, 84, 88, 92, 96, 100, 104, 108, 112] {
             assert_eq!(u32_at(b, unused), 0, "offset {unused}");
         }
         assert_eq!(&b[116..120], &[0; 4]);
-        let entries: Vec<(u32, u64, u64, u32)> = (0..4)
+        let entries: Vec<(u32, u64, u64, u32)> = (0..8)
             .map(|i| 120 + 24 * i)
             .map(|e| (u32_at(b, e), u64_at(b, e + 4), u64_at(b, e + 12), u32_at(b, e + 20)))
             .collect();
@@ -725,30 +718,44 @@ mod tests {
             entries,
             vec![
                 (20, 0, 0x9_FC00, 1),
-                (20, 0x9_FC00, 0x400, 2),
-                (20, 0xF_0000, 0x1_0000, 2),
+                (20, 0x9_FC00, 0x4_0440, 2),
+                (20, 0xE_0040, 0xF80, 3),
+                (20, 0xE_0FC0, 0x40, 4),
+                (20, 0xE_1000, 0x1_F000, 2),
                 (20, 0x10_0000, 0xF0_0000, 1),
+                (20, 0xFEC0_0000, 0x1000, 2),
+                (20, 0xFEE0_0000, 0x1000, 2),
             ]
         );
-        assert_eq!(&b[216..227], b"console=e9\0");
-        assert_eq!(&b[227..238], b"Ferrovisor\0");
+        assert_eq!(&b[312..323], b"console=e9\0");
+        assert_eq!(&b[323..334], b"Ferrovisor\0");
     }
 
     #[test]
-    fn the_memory_map_covers_all_memory_below_640_kib_and_above_1_mib() {
+    fn the_memory_map_is_the_e820_map_and_agrees_with_mem_lower_and_mem_upper() {
         for guest_mem in [1 << 20, (1 << 20) + 1, 16 << 20, 0x1234_5678, 8 << 30] {
             let map = memory_map(guest_mem);
+            let e820 = firmware::e820(guest_mem);
+            assert_eq!(map.len(), e820.len());
+            for (&(base, length, kind), e) in map.iter().zip(&e820) {
+                assert_eq!((base, length, kind), (e.addr, e.len, e.kind as u32));
+            }
             let mut next = 0;
             let mut available = 0;
             for &(base, length, kind) in &map {
                 assert!(base >= next, "sorted and disjoint");
-                if kind == MMAP_AVAILABLE {
+                if kind == 1 {
                     available += length;
                 }
                 next = base + length;
             }
-            assert_eq!(next, guest_mem.max(1 << 20), "ends at the end of memory");
-            assert_eq!(available, 0x9_FC00 + (guest_mem - (1 << 20)));
+            let below_hole = guest_mem.min(0xC000_0000);
+            assert_eq!(available, 0x9_FC00 + (below_hole - (1 << 20)) + (guest_mem - below_hole));
+            // mem_lower is the RAM at 0, mem_upper the RAM at 1 MiB, both in the map.
+            let info = build_info(INFO_GPA, guest_mem, "", "F").unwrap();
+            let ram_at = |at: u64| map.iter().find(|&&(b, _, k)| b == at && k == 1).map_or(0, |&(_, l, _)| l);
+            assert_eq!(u64::from(u32_at(&info.bytes, 4)) * 1024, ram_at(0));
+            assert_eq!(u64::from(u32_at(&info.bytes, 8)) * 1024, ram_at(1 << 20) & !0x3FF);
         }
     }
 
@@ -756,7 +763,7 @@ mod tests {
     fn a_1_mib_guest_has_no_upper_memory() {
         let info = build_info(INFO_GPA, 1 << 20, "", "Ferrovisor").unwrap();
         assert_eq!(u32_at(&info.bytes, 8), 0);
-        assert_eq!(u32_at(&info.bytes, 44), 72);
+        assert_eq!(u32_at(&info.bytes, 44), 7 * 24);
         assert_eq!(
             build_info(INFO_GPA, (1 << 20) - 4096, "", "x"),
             Err(LoadError::GuestMemoryTooSmall { guest_mem: (1 << 20) - 4096, min: 1 << 20 })
@@ -767,7 +774,7 @@ mod tests {
     fn a_command_line_over_4095_bytes_is_refused_not_cut() {
         let longest = "x".repeat(MAX_CMDLINE_LEN);
         let info = build_info(INFO_GPA, MEM_16M, &longest, "F").unwrap();
-        assert_eq!(info.bytes.len(), 216 + 4096 + 2);
+        assert_eq!(info.bytes.len(), 312 + 4096 + 2);
         let long = "x".repeat(4096);
         let err = build_info(INFO_GPA, MEM_16M, &long, "F").unwrap_err();
         assert_eq!(err, LoadError::StringTooLong { what: "command line", len: 4096, max: 4095 });
@@ -793,21 +800,23 @@ mod tests {
     #[test]
     fn the_blob_must_be_aligned_in_memory_below_4_gib_and_outside_the_reserved_area() {
         let misplaced = |at: u64, mem: u64, problem| {
+            // 8 map entries, 9 with RAM above 4 GiB.
+            let len = (120 + 24 * memory_map(mem).len() + 3) as u64;
             assert_eq!(
                 build_info(GuestPhysAddr(at), mem, "", "F"),
-                Err(LoadError::BootInfoMisplaced { at: GuestPhysAddr(at), len: 216 + 3, problem }),
+                Err(LoadError::BootInfoMisplaced { at: GuestPhysAddr(at), len, problem }),
                 "{at:#x}"
             );
         };
         misplaced(0x9002, MEM_16M, Placement::Misaligned);
-        misplaced(MEM_16M - 216, MEM_16M, Placement::BeyondMemory { guest_mem: MEM_16M });
+        misplaced(MEM_16M - 312, MEM_16M, Placement::BeyondMemory { guest_mem: MEM_16M });
         misplaced(u64::MAX - 3, MEM_16M, Placement::BeyondMemory { guest_mem: MEM_16M });
         misplaced(0xFFFF_FF40, 8 << 30, Placement::Above4GiB);
         misplaced(0x9_FB40, MEM_16M, Placement::InReservedArea);
         misplaced(0xF_FF00, MEM_16M, Placement::InReservedArea);
-        assert!(build_info(GuestPhysAddr(0x9_FC00 - 220), MEM_16M, "", "F").is_ok());
+        assert!(build_info(GuestPhysAddr(0x9_FC00 - 316), MEM_16M, "", "F").is_ok());
         assert!(build_info(GuestPhysAddr(0x10_0000), MEM_16M, "", "F").is_ok());
-        assert!(build_info(GuestPhysAddr(MEM_16M - 220), MEM_16M, "", "F").is_ok());
+        assert!(build_info(GuestPhysAddr(MEM_16M - 316), MEM_16M, "", "F").is_ok());
     }
 
     #[test]

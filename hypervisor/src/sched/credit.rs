@@ -717,6 +717,19 @@ impl Credit {
         self.vcpus.get(&v).map(|vc| vc.place)
     }
 
+    /// A domain's weight and cap.
+    pub fn domain_params(&self, domain: u32) -> Option<(u32, u32)> {
+        self.domains.get(&domain).map(|d| (d.weight, d.cap))
+    }
+
+    /// The CPU a vCPU runs on or last ran on.
+    pub fn last_cpu(&self, v: VcpuRef) -> Option<CpuId> {
+        self.vcpus.get(&v).and_then(|vc| match vc.place {
+            VcpuState::Running(cpu) => Some(cpu),
+            _ => vc.last_cpu,
+        })
+    }
+
     pub fn affinity(&self, v: VcpuRef) -> Option<CpuSet> {
         self.vcpus.get(&v).map(|vc| vc.affinity)
     }

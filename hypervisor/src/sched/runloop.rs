@@ -166,6 +166,15 @@ fn kick_set(set: CpuSet) {
 fn wake_blocked(now: u64) -> Option<u64> {
     let all: Vec<(VcpuRef, Placement)> = SCHED.lock().as_ref()?.vcpus.iter().map(|(r, p)| (*r, p.clone())).collect();
     let mut earliest: Option<u64> = None;
+    // Device timers first, so that the interrupts they raise are in the mailboxes the
+    // loop below drains. Each domain once (its vCPUs are consecutive in the map).
+    let mut last_domain = None;
+    for (r, p) in &all {
+        if last_domain != Some(r.domain) {
+            last_domain = Some(r.domain);
+            p.domain.poll_devices(now);
+        }
+    }
     for (r, p) in all {
         // A vCPU somebody holds is running or being looked at: not blocked for us.
         let Some(mut v) = p.vcpu.try_lock() else { continue };
@@ -177,7 +186,7 @@ fn wake_blocked(now: u64) -> Option<u64> {
         {
             let posted = sig.take();
             for vector in posted.vectors() {
-                v.lapic.accept(vector, false);
+                v.lapic.accept(vector, posted.is_level(vector));
             }
             if posted.init {
                 // INIT: back to waiting for STARTUP (SDM Vol. 3A "INIT Reset").
@@ -201,15 +210,18 @@ fn wake_blocked(now: u64) -> Option<u64> {
             continue;
         }
         v.lapic.tick(now);
-        if !v.halted_if_clear && v.lapic.pending(now).is_some() {
+        if !v.halted_if_clear && vmexit::events::has_interrupt(&p.domain, &v, now) {
             v.state = VcpuState::Runnable;
             drop(v);
             let cpu = SCHED.lock().as_mut().and_then(|s| s.credit.wake(r, now));
             if let Some(cpu) = cpu {
                 kick(cpu);
             }
-        } else if let Some(d) = v.lapic.next_deadline() {
-            earliest = Some(earliest.map_or(d, |e| e.min(d)));
+        } else {
+            // Its own timer, and the devices' timers whose interrupts may be for it.
+            for d in [v.lapic.next_deadline(), p.domain.device_deadline()].into_iter().flatten() {
+                earliest = Some(earliest.map_or(d, |e| e.min(d)));
+            }
         }
     }
     earliest
@@ -412,15 +424,17 @@ fn preemption_rate() -> u32 {
     crate::vmx::capabilities().map_or(0, |c| c.misc().preemption_timer_rate().into())
 }
 
-/// Arms the preemption timer for the earlier of the slice's end and the vCPU's next
-/// APIC timer deadline, so a guest timer fires on time even in a long slice.
-fn arm_preemption_timer(current: &crate::vmx::vmcs::Current, vcpu: &Vcpu) {
+/// Arms the preemption timer for the earliest of the slice's end, the vCPU's next APIC
+/// timer deadline and its domain's device timers, so a guest timer fires on time even in
+/// a long slice.
+fn arm_preemption_timer(current: &crate::vmx::vmcs::Current, domain: &Domain, vcpu: &Vcpu) {
     if vcpu.slice_end_tsc == u64::MAX {
         return;
     }
     let now = crate::arch::cpu::rdtsc();
     let mut until = vcpu.slice_end_tsc;
-    if let Some(deadline) = vcpu.lapic.next_deadline() {
+    let timers = [vcpu.lapic.next_deadline(), domain.device_deadline()];
+    if let Some(deadline) = timers.into_iter().flatten().min() {
         // A guest timer programmed for (almost) now still lets the guest run a little:
         // a one-nanosecond periodic timer must not stop it from making progress (KVM
         // enforces a minimum period for the same reason).
@@ -433,13 +447,15 @@ fn arm_preemption_timer(current: &crate::vmx::vmcs::Current, vcpu: &Vcpu) {
 
 fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &mut Vcpu) -> Outcome {
     loop {
-        // What siblings sent since the last entry.
+        // Device timers due (PIT, RTC): their interrupts join the mailboxes drained next.
+        p.domain.poll_devices(crate::arch::timer::now_ns());
+        // What siblings and devices sent since the last entry.
         if let Some(sig) = p.domain.signals.get(vcpu.id as usize)
             && sig.any()
         {
             let posted = sig.take();
             for vector in posted.vectors() {
-                vcpu.lapic.accept(vector, false);
+                vcpu.lapic.accept(vector, posted.is_level(vector));
             }
             if posted.init {
                 vcpu.lapic.reset();
@@ -448,8 +464,8 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
             }
             // A STARTUP outside wait-for-SIPI is ignored (SDM Vol. 3A "MP Initialization").
         }
-        vmexit::events::before_entry(current, vcpu, crate::arch::timer::now_ns());
-        arm_preemption_timer(current, vcpu);
+        vmexit::events::before_entry(current, &p.domain, vcpu, crate::arch::timer::now_ns());
+        arm_preemption_timer(current, &p.domain, vcpu);
         let launched = vcpu.launched;
         // SAFETY: the VMCS is current and complete (guest state at creation, host
         // state above); `launched` tracks VMLAUNCH vs VMRESUME since the last VMCLEAR.

@@ -83,6 +83,10 @@ fn publish(domain: &Domain, vcpu: &Vcpu) {
 /// a target is kicked so the interrupt arrives now, not at its next exit.
 pub fn apply(domain: &Domain, vcpu: &mut Vcpu, effects: Effects) {
     publish(domain, vcpu);
+    if let Some(vector) = effects.eoi_vector {
+        // A level-triggered interrupt retired: the I/O APIC may deliver it again.
+        domain.devices(|d, out| d.eoi(vector, out));
+    }
     let Some(ipi) = effects.ipi else { return };
     let own = vcpu.id as usize;
     let mut delivered = false;

@@ -1,8 +1,9 @@
 //! Interrupts into a vCPU: re-injecting an event an exit interrupted, and injecting the
-//! local APIC's highest pending interrupt at VM entry or asking for an interrupt window
+//! local APIC's highest pending interrupt (or the 8259's, through vCPU 0's LINT0) at VM entry or asking for an interrupt window
 //! when the guest cannot take it yet. The decisions are `vmx::inject`'s (host-tested);
 //! this module reads and writes the VMCS.
 
+use crate::domain::Domain;
 use crate::domain::vcpu::Vcpu;
 use crate::vmx::caps::PrimaryProcBased;
 use crate::vmx::exit::InterruptionInfo;
@@ -29,12 +30,36 @@ pub fn reinject_interrupted(vmcs: &Current) {
     }
 }
 
+/// Where the interrupt to deliver next comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The local APIC's highest deliverable vector.
+    Apic(u8),
+    /// The 8259 pair through LINT0 (vCPU 0 only); its vector is known at the INTA cycle.
+    Pic,
+}
+
+/// The interrupt `vcpu` would take now, if any: its local APIC's first, then the 8259's
+/// (the PIC's request is not in the APIC's IRR, so it does not compete on priority; an
+/// OS uses one or the other).
+fn source(domain: &Domain, vcpu: &Vcpu, now: u64) -> Option<Source> {
+    if let Some(v) = vcpu.lapic.pending(now) {
+        return Some(Source::Apic(v));
+    }
+    (vcpu.id == 0 && domain.pic_output() && vcpu.lapic.accepts_pic_interrupts()).then_some(Source::Pic)
+}
+
+/// Whether a vCPU waiting in HLT has an interrupt to wake up for (run its timers first).
+pub fn has_interrupt(domain: &Domain, vcpu: &Vcpu, now: u64) -> bool {
+    source(domain, vcpu, now).is_some()
+}
+
 /// Before every entry: run the vCPU's timers up to `now`, then inject its highest
 /// deliverable interrupt or open an interrupt window.
-pub fn before_entry(vmcs: &Current, vcpu: &mut Vcpu, now: u64) {
+pub fn before_entry(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, now: u64) {
     vcpu.lapic.tick(now);
-    let pending = vcpu.lapic.pending(now);
-    if pending.is_none() && !vcpu.window_exiting {
+    let source = source(domain, vcpu, now);
+    if source.is_none() && !vcpu.window_exiting {
         return; // the common case: nothing to do, no VMREADs
     }
     let state = GuestInterruptState::from_raw(
@@ -42,10 +67,28 @@ pub fn before_entry(vmcs: &Current, vcpu: &mut Vcpu, now: u64) {
         vmcs.read32(Field32::GuestInterruptibilityState),
         vmcs.read32(Field32::EntryInterruptionInfo),
     );
+    // The plan only needs to know that something is pending; the PIC's vector is read
+    // by the INTA cycle below, once the guest can take it.
+    let pending = source.map(|s| match s {
+        Source::Apic(v) => v,
+        Source::Pic => 0,
+    });
     match inject::plan(pending, &state) {
         Plan::Inject(vector) => {
+            let vector = match source {
+                Some(Source::Pic) => match domain.devices(|d, _| d.pic.acknowledge()) {
+                    Some(v) => v,
+                    None => {
+                        set_window(vmcs, vcpu, false);
+                        return;
+                    }
+                },
+                _ => {
+                    vcpu.lapic.ack(vector);
+                    vector
+                }
+            };
             vmcs.write32(Field32::EntryInterruptionInfo, InterruptionInfo::external_interrupt(vector).raw());
-            vcpu.lapic.ack(vector);
             vcpu.interrupts_injected = vcpu.interrupts_injected.wrapping_add(1);
             set_window(vmcs, vcpu, false);
         }

@@ -154,7 +154,7 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
 }
 
 /// One port access to a device model of the domain: `read` or `write` runs on the
-/// domain's devices under its lock; an IN's value goes to AL/AX/EAX.
+/// domain's devices under their lock; an IN's value goes to AL/AX/EAX.
 fn device(
     domain: &Domain,
     vcpu: &mut Vcpu,
@@ -163,12 +163,17 @@ fn device(
     read: impl FnOnce(&mut DomainDevices) -> u32,
     write: impl FnOnce(&mut DomainDevices, u32),
 ) -> Next {
+    // Through `Domain::devices`, so that what the access changed on an interrupt line
+    // (a UART interrupt enabled, a PIT reprogrammed, a PIC unmasked) takes effect now.
     match direction {
         IoDirection::In => {
-            let v = read(&mut domain.runtime.lock().devices);
+            let v = domain.devices(|d, _| read(d));
             set_in(vcpu, bytes, v);
         }
-        IoDirection::Out => write(&mut domain.runtime.lock().devices, vcpu.regs.rax as u32),
+        IoDirection::Out => {
+            let value = vcpu.regs.rax as u32;
+            domain.devices(|d, _| write(d, value));
+        }
     }
     Next::Advance
 }

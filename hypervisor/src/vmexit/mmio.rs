@@ -114,7 +114,7 @@ fn read(domain: &Domain, vcpu: &mut Vcpu, target: &Target, size: u8, now: u64) -
     match *target {
         // I/O APIC registers are 32 bits at IOREGSEL (0x00), IOWIN (0x10) and EOI (0x40).
         Target::IoApic { offset } => {
-            narrow(domain.runtime.lock().devices.ioapic.mmio_read(offset & !3), offset as u32, size)
+            narrow(domain.devices(|d, _| d.ioapic.mmio_read(offset & !3)), offset as u32, size)
         }
         Target::Lapic { offset } => narrow(vcpu.lapic.mmio_read(offset & !3, now), offset, size),
     }
@@ -134,9 +134,12 @@ fn write(domain: &Domain, vcpu: &mut Vcpu, target: &Target, size: u8, value: u64
     match *target {
         Target::IoApic { offset } => {
             if size >= 4 && offset & 3 == 0 {
-                // A returned delivery (a level line unmasked while high) needs interrupt
-                // routing from the I/O APIC to the vCPUs, which is not wired yet.
-                let _ = domain.runtime.lock().devices.ioapic.mmio_write(offset, value as u32);
+                // A write can deliver at once: a level line unmasked while high.
+                domain.devices(|d, out| {
+                    if let Some(m) = d.ioapic.mmio_write(offset, value as u32) {
+                        out.push(m);
+                    }
+                });
             }
         }
         Target::Lapic { offset } => {
