@@ -367,42 +367,25 @@ fn read_bundle(boot_info: &BootInfo) -> BootBundle {
     }
 }
 
-/// Creates every configured domain; a domain that cannot be created is reported and
-/// skipped, the others still start.
+/// Creates every configured domain, Domain0 first (it must be domain 0 and should be
+/// up before the others); a domain that cannot be created is reported and skipped, the
+/// others still start (as xendomains does).
 fn create_domains(boot: &BootBundle) -> usize {
     let (Some(bundle), Some(text)) = (boot.bundle, boot.config_text) else { return 0 };
+    crate::domain::lifecycle::set_bundle(bundle);
     let mut created = 0;
-    let _ = abi::config::for_each_domain(text, |d| {
-        let Some(image) = bundle.find(d.image) else {
-            log::error!(
-                "domain {}: the boot bundle has no entry {:?} (hypervisor.cfg line {})",
-                d.name,
-                d.image,
-                d.line
-            );
-            return;
-        };
-        match crate::domain::create::create(&d, image) {
-            Ok(dom) => {
-                log::info!(
-                    "domain {} (id {}) created: {} MiB, {} vCPU(s), image {} ({} bytes)",
-                    dom.name,
-                    dom.id,
-                    d.memory_mib,
-                    d.vcpus,
-                    d.image,
-                    image.data.len()
-                );
-                if let Err(e) = crate::sched::place(&dom, d.weight, d.cap, d.cpus) {
-                    log::error!("domain {}: not scheduled: {e}", d.name);
-                    return;
-                }
-                crate::domain::register(dom);
-                created += 1;
+    for dom0_pass in [true, false] {
+        let _ = abi::config::for_each_domain(text, |d| {
+            if d.dom0 != dom0_pass {
+                return;
             }
-            Err(e) => log::error!("domain {}: not created: {e}", d.name),
-        }
-    });
+            let spec = crate::domain::DomainSpec::from_config(&d);
+            match crate::domain::lifecycle::start(d.name, &spec) {
+                Ok(_) => created += 1,
+                Err((_, e)) => log::error!("domain {}: not created: {e} (hypervisor.cfg line {})", d.name, d.line),
+            }
+        });
+    }
     created
 }
 

@@ -90,9 +90,22 @@ impl Log for SerialLogger {
         let mut line = LineBuf { buf: [0; 256], len: 0 };
         let _ = writeln!(line, "[{tsc:>14}] {level} cpu{cpu} {target}: {}", record.args());
         serial::write_bytes(&line.buf[..line.len]);
+        // Also kept for Domain0's `dmesg`. A reader holding the ring (a hypercall copying
+        // it out) costs this line its place in the ring, never a wait here.
+        if let Some(mut ring) = LOG_RING.try_lock() {
+            ring.push(&line.buf[..line.len]);
+        }
     }
 
     fn flush(&self) {}
+}
+
+/// The last 64 KiB of the log, for Domain0 (`HypervisorLogRead`).
+static LOG_RING: spin::Mutex<crate::ring::ByteRing<65536>> = spin::Mutex::new(crate::ring::ByteRing::new());
+
+/// Copies the log from stream position `cursor` (see `ring::ByteRing::read`).
+pub fn read_ring(cursor: u64, out: &mut [u8]) -> (u64, usize) {
+    LOG_RING.lock().read(cursor, out)
 }
 
 /// Installs the logger. The level starts at `Info` and is set from the boot

@@ -82,6 +82,29 @@ pub fn stop_machine(reason: StopReason) -> ! {
     cpu::halt_forever()
 }
 
+/// Resets the machine (Domain0's `HostReboot`): parks the other CPUs, leaves VMX, then
+/// asks the chipset for a reset through the reset control register (0xCF9, a hard reset)
+/// and, where that port does nothing, the keyboard controller's reset line (0x64).
+pub fn reboot_machine() -> ! {
+    if STOPPING.swap(true, Ordering::AcqRel) {
+        park_this_cpu();
+    }
+    apic::stop_other_cpus();
+    // SAFETY: as in `stop_machine`.
+    unsafe { crate::logger::force_unlock() };
+    crate::vmx::disable_this_cpu();
+    log::info!("machine rebooting");
+    crate::arch::serial::flush(100_000);
+    // SAFETY: the documented PC reset mechanisms; nothing runs after them.
+    unsafe {
+        cpu::outb(0xCF9, 0x02);
+        cpu::outb(0xCF9, 0x06);
+        cpu::outb(0x64, 0xFE);
+    }
+    log::error!("machine reset did not happen; halted instead");
+    cpu::halt_forever()
+}
+
 /// Ends the emulator: Bochs's shutdown port takes the string "Shutdown"; QEMU's
 /// isa-debug-exit device (when configured at 0xF4) takes one byte.
 fn emulator_exit(reason: StopReason) {

@@ -58,6 +58,7 @@ pub struct GuestSpec {
 /// The guests in `guests/` (their own workspace), built as static x86_64 executables.
 pub const GUESTS: &[GuestSpec] = &[
     GuestSpec { name: "hello64", kind: "elf64", flat: false },
+    GuestSpec { name: "dom0", kind: "elf64", flat: false },
     GuestSpec { name: "multiboot32", kind: "multiboot", flat: true },
     GuestSpec { name: "real16", kind: "flat", flat: true },
 ];

@@ -29,6 +29,8 @@
 //! - `timer`: device interrupts: the PIT's IRQ 0 through the I/O APIC (pin 2), the
 //!   same through the 8259 and LINT0 (virtual wire), and the RTC's periodic IRQ 8
 //!   through the I/O APIC, each counted while the vCPU halts between interrupts;
+//! - `ticker`: a demonstration domain that never ends: prints a line every 5 s from its
+//!   local APIC timer and halts in between (what `cargo xtask run` starts by default);
 //! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
 //!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count.
 #![no_std]
@@ -868,6 +870,23 @@ fn timer() -> ! {
     exit(failures)
 }
 
+fn ticker() -> ! {
+    set_gate(TIMER_VECTOR as usize, timer_entry as *const () as u64);
+    apic_write(0xF0, 0x1FF);
+    apic_write(0x3E0, 0b1011); // divide by 1
+    apic_write(0x320, u32::from(TIMER_VECTOR) | (1 << 17)); // periodic
+    apic_write(0x380, 100_000_000); // 100 ms at the 1 GHz APIC bus
+    let mut next = 50;
+    loop {
+        // SAFETY: halts until the next timer interrupt; the handler is installed.
+        unsafe { asm!("sti", "hlt", "cli") };
+        if ticks() >= next {
+            let _ = writeln!(Console, "ticker: {} s", ticks() / 10);
+            next += 50;
+        }
+    }
+}
+
 fn poweroff() -> ! {
     let mut out = Console;
     let t0 = inl(0x608) & 0xFF_FFFF;
@@ -916,6 +935,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"poweroff" => poweroff(),
         b"platform" => platform(),
         b"timer" => timer(),
+        b"ticker" => ticker(),
         b"hypercall" => hypercalls(),
         _ => {}
     }

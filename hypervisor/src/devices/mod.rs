@@ -34,7 +34,15 @@ pub struct DomainDevices {
     pub pit: pit8254::Pit8254,
     /// COM1's interrupt output as last driven onto IRQ 4.
     com1_line: bool,
+    /// The guest has programmed COM1 (written a register): console input goes to its
+    /// receiver from then on, instead of waiting for `ConsoleRead`.
+    pub com1_in_use: bool,
+    /// Console input (from Domain0) not yet taken by the guest.
+    console_input: alloc::collections::VecDeque<u8>,
 }
+
+/// Most console input bytes waiting for a guest; more are refused.
+pub const CONSOLE_INPUT_MAX: usize = 4096;
 
 /// The I/O APIC pin an ISA interrupt is wired to: IRQ 0 (the PIT) to pin 2, as on every
 /// PC since the 8259's cascade input took pin 2's place (the MADT says so with an
@@ -88,7 +96,30 @@ impl DomainDevices {
             pic: pic8259::Pic8259Pair::new(),
             pit: pit8254::Pit8254::new(),
             com1_line: false,
+            com1_in_use: false,
+            console_input: alloc::collections::VecDeque::new(),
         }
+    }
+
+    /// Queues console input for the guest; returns how many bytes fit.
+    pub fn queue_input(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(CONSOLE_INPUT_MAX - self.console_input.len().min(CONSOLE_INPUT_MAX));
+        self.console_input.extend(&bytes[..n]);
+        n
+    }
+
+    /// Waiting console input, without taking it (for `ConsoleRead`, which takes it with
+    /// [`Self::consume_input`] once the copy to the guest has worked).
+    pub fn peek_input(&self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.console_input.len());
+        for (slot, b) in out.iter_mut().zip(self.console_input.iter()) {
+            *slot = *b;
+        }
+        n
+    }
+
+    pub fn consume_input(&mut self, n: usize) {
+        self.console_input.drain(..n.min(self.console_input.len()));
     }
 
     /// Drives ISA interrupt line `irq` to both interrupt controllers, as the board wires
@@ -111,6 +142,11 @@ impl DomainDevices {
     /// to a device and whenever [`Self::next_event_ns`] has passed. Several timer periods
     /// missed at once give one interrupt, as a real PIC's edge latch would.
     pub fn sync(&mut self, now_ns: u64, out: &mut Messages) {
+        // Console input into COM1's receiver as it makes room.
+        while self.com1_in_use && self.com1.rx_space() > 0 {
+            let Some(b) = self.console_input.pop_front() else { break };
+            self.com1.receive(b);
+        }
         if self.pit.irq0_ticks(now_ns) > 0 {
             self.pulse(pit8254::PIT_IRQ, out);
         }
@@ -267,6 +303,26 @@ mod tests {
         d.sync(next, &mut out);
         assert_eq!(out.iter().map(|m| m.vector).collect::<Vec<_>>(), vec![0x38]);
         assert_eq!(d.pic.acknowledge(), Some(0x28), "IRQ 8 through the slave");
+    }
+
+    #[test]
+    fn console_input_waits_until_the_guest_uses_its_uart_then_fills_the_fifo() {
+        let mut d = devices();
+        let mut out = Messages::default();
+        assert_eq!(d.queue_input(&[b'a'; 20]), 20);
+        d.sync(0, &mut out);
+        assert_eq!(d.com1.rx_len(), 0, "not in use yet: kept for ConsoleRead");
+        let mut peek = [0u8; 4];
+        assert_eq!(d.peek_input(&mut peek), 4);
+        d.consume_input(2);
+        d.com1_in_use = true;
+        let _ = d.com1.write(uart16550::reg::IIR_FCR, uart16550::fcr::FIFO_ENABLE);
+        d.sync(0, &mut out);
+        assert_eq!(d.com1.rx_len(), 16, "the FIFO fills");
+        let _ = d.com1.read(uart16550::reg::RBR_THR_DLL);
+        d.sync(0, &mut out);
+        assert_eq!(d.com1.rx_len(), 16, "and refills as the guest reads");
+        assert_eq!(d.queue_input(&[0; CONSOLE_INPUT_MAX + 10]), CONSOLE_INPUT_MAX - 1, "bounded");
     }
 
     #[test]

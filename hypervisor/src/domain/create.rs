@@ -5,7 +5,7 @@ use super::boot_area;
 use super::firmware;
 use super::memory::GuestMemory;
 use super::vcpu::{self, Vcpu, VmcsSetup};
-use super::{Domain, DomainRuntime, DomainState, LineBuffer};
+use super::{Domain, DomainRuntime, DomainSpec, DomainState, LineBuffer};
 use crate::loader::multiboot;
 use crate::loader::plan::{EntryMode, LoadPlan};
 use crate::mm::addr::{GuestPhysAddr, HostPhysAddr};
@@ -13,7 +13,7 @@ use crate::mm::ept::{Ept, EptPerms, Mapping, MemType, TableMemory};
 use crate::mm::{paging, phys};
 use crate::vmx;
 use abi::bundle::{Entry, EntryKind};
-use abi::config::{DomainConfig, GuestMode};
+use abi::config::GuestMode;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -83,19 +83,61 @@ fn virtual_wire(lapic: &mut crate::devices::lapic::LocalApic) {
     let _ = lapic.mmio_write(REG_LVT_LINT1, NMI, 0);
 }
 
+/// Makes the VMCS that was current when `create` began current again, on every way out.
+struct RestoreVmcs(u64);
+
+impl Drop for RestoreVmcs {
+    fn drop(&mut self) {
+        if self.0 != u64::MAX {
+            // SAFETY: it was current on this CPU when `create` began, so it is a valid VMCS
+            // current nowhere else (its vCPU's lock is held by our caller).
+            if let Err(e) = unsafe { vmx::instr::vmptrld(self.0) } {
+                log::error!("VMPTRLD of the creating vCPU's VMCS failed: {e:?}");
+            }
+        }
+    }
+}
+
+/// The ports Domain0 reaches directly, without exits: the machine's first serial port
+/// (its console), PCI configuration mechanism #1 and the reset control register
+/// (0xCF8-0xCFF).
+pub const DOM0_PORTS: [core::ops::RangeInclusive<u16>; 2] = [0x3F8..=0x3FF, 0xCF8..=0xCFF];
+
+/// Domain0's I/O bitmaps: every port exits except [`DOM0_PORTS`]. Made once.
+fn dom0_io_bitmaps() -> Option<(u64, u64)> {
+    static DOM0: Once<Option<(u64, u64)>> = Once::new();
+    *DOM0.call_once(|| {
+        let a = phys::allocate()?;
+        let b = phys::allocate()?;
+        for pa in [a, b] {
+            // SAFETY: fresh frames, ours alone, through the direct map.
+            unsafe { core::ptr::write_bytes(paging::phys_to_virt(pa) as *mut u8, 0xFF, 4096) };
+        }
+        for port in DOM0_PORTS.iter().flat_map(|r| r.clone()) {
+            // Bitmap A covers ports 0x0000-0x7FFF, B 0x8000-0xFFFF; a clear bit lets the
+            // access through (SDM Vol. 3C "I/O-Bitmap Addresses").
+            let (frame, bit) = if port < 0x8000 { (a, port) } else { (b, port - 0x8000) };
+            let byte = paging::phys_to_virt(frame) + u64::from(bit / 8);
+            // SAFETY: inside the frame just allocated (bit / 8 < 4096).
+            unsafe { *(byte as *mut u8) &= !(1 << (bit % 8)) };
+        }
+        Some((a, b))
+    })
+}
+
 /// Creates the domain described by `config` from `image`. Errors are sentences for the
 /// boot log.
-pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String> {
+pub fn create(name: &str, spec: &DomainSpec, image: Entry) -> Result<Arc<Domain>, String> {
     let caps = vmx::capabilities().ok_or("VMX is not available")?;
     let controls = vmx::controls::compute(caps, &vmx::controls::default_request(caps)).map_err(|e| e.to_string())?;
-    let size = u64::from(config.memory_mib) << 20;
+    let size = u64::from(spec.memory_mib) << 20;
     if size > firmware::MMIO_HOLE_START {
         // Guest RAM is mapped in one run from address 0; above 3 GiB it would cover the
         // PCI hole and the APIC pages the e820 map reserves.
         return Err(format!(
             "domain {}: memory = {} MiB is more than the {} MiB this version maps below the PCI hole; use at most that",
-            config.name,
-            config.memory_mib,
+            name,
+            spec.memory_mib,
             firmware::MMIO_HOLE_START >> 20
         ));
     }
@@ -103,7 +145,7 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
         EntryKind::Elf64 => crate::loader::elf64::load(image.data, size),
         EntryKind::MultibootElf32 => crate::loader::multiboot::load(image.data, size),
         EntryKind::Flat => {
-            let mode = match config.mode {
+            let mode = match spec.mode {
                 None | Some(GuestMode::Real16) => EntryMode::Real16,
                 Some(GuestMode::Long64) => EntryMode::Long64,
                 Some(GuestMode::Protected32) => {
@@ -113,10 +155,10 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
                     ));
                 }
             };
-            let Some(load_address) = config.load_address else {
-                return Err(format!("domain {}: a flat image needs `load_address` (and `entry`)", config.name));
+            let Some(load_address) = spec.load_address else {
+                return Err(format!("domain {}: a flat image needs `load_address` (and `entry`)", name));
             };
-            let entry = config.entry.unwrap_or(load_address);
+            let entry = spec.entry.unwrap_or(load_address);
             crate::loader::flat::load(image.data, GuestPhysAddr(load_address), entry, mode, size)
         }
         other => {
@@ -137,7 +179,7 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     };
     // What firmware leaves in memory (ACPI tables in the BIOS area) for the protected-
     // and long-mode guests we boot; a real-mode program owns all of low memory.
-    let vcpus = config.vcpus.max(1);
+    let vcpus = spec.vcpus.max(1);
     let ioapic_id = u8::try_from(vcpus).unwrap_or(0xFE).min(0xFE);
     let blobs = match plan.mode {
         EntryMode::Real16 => Vec::new(),
@@ -178,15 +220,16 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     for seg in &plan.segments {
         memory.write(seg.gpa.0, seg.data).map_err(|e| format!("image {}: {e}", image.name))?;
     }
-    let id = NEXT_DOMAIN_ID.fetch_add(1, Ordering::Relaxed);
+    // Domain0 is domain 0, as in Xen; DomUs count up from 1 and IDs are never reused.
+    let id = if spec.dom0 { 0 } else { NEXT_DOMAIN_ID.fetch_add(1, Ordering::Relaxed) };
     match plan.mode {
         EntryMode::Long64 => {
-            for (gpa, bytes) in boot_area::build(size, id, config.vcpus, config.cmdline) {
+            for (gpa, bytes) in boot_area::build(size, id, spec.vcpus, &spec.cmdline) {
                 memory.write(gpa, &bytes).map_err(|e| e.to_string())?;
             }
         }
         EntryMode::Protected32 => {
-            let info = multiboot::build_info(multiboot::INFO_GPA, size, config.cmdline, "Ferrovisor")
+            let info = multiboot::build_info(multiboot::INFO_GPA, size, &spec.cmdline, "Ferrovisor")
                 .map_err(|e| format!("image {}: {e}", image.name))?;
             memory.write(info.info_gpa.0, &info.bytes).map_err(|e| e.to_string())?;
         }
@@ -194,20 +237,28 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     }
     let eptp = ept.eptp(caps.ept_ad());
     let bitmaps = bitmaps().ok_or("out of memory for the I/O and MSR bitmaps")?;
+    let io_bitmaps = if spec.dom0 {
+        dom0_io_bitmaps().ok_or("out of memory for Domain0's I/O bitmaps")?
+    } else {
+        (bitmaps.io_a, bitmaps.io_b)
+    };
     let ia32e = vmx::caps::EntryControls::IA32E_MODE_GUEST.bits();
     let setup = VmcsSetup {
         controls: &controls,
         eptp,
-        io_bitmaps: (bitmaps.io_a, bitmaps.io_b),
+        io_bitmaps,
         msr_bitmap: bitmaps.msr,
         cr0_fixed: (caps.cr0_fixed().fixed0, caps.cr0_fixed().fixed1),
         cr4_fixed: (caps.cr4_fixed().fixed0, caps.cr4_fixed().fixed1),
         unrestricted_guest: caps.has_unrestricted_guest(),
         ia32e_mode_entry_bit: ia32e,
     };
+    // Domain0 creates domains from its own exit path, with its VMCS current on this CPU:
+    // setting up the new VMCSs below changes the current one, so it is put back after.
+    let _restore = RestoreVmcs(vmx::instr::vmptrst());
     let mut vcpus = Vec::new();
     let mut signals = Vec::new();
-    for index in 0..config.vcpus.max(1) {
+    for index in 0..spec.vcpus.max(1) {
         let mut v = Vcpu::new(index, caps.basic().revision_id())
             .ok_or("out of memory for a VMCS or XSAVE area, or out of VPIDs")?;
         if index == 0 {
@@ -243,9 +294,10 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
     }
     let domain = Arc::new(Domain {
         id,
-        name: config.name.to_string(),
+        name: name.to_string(),
+        spec: spec.clone(),
         memory: Mutex::new(memory),
-        ept: Mutex::new(ept),
+        ept: Mutex::new(Some(ept)),
         eptp,
         vcpus,
         signals,
@@ -254,14 +306,16 @@ pub fn create(config: &DomainConfig, image: Entry) -> Result<Arc<Domain>, String
             exit_status: None,
             unclaimed_ports: BTreeMap::new(),
             console: LineBuffer::default(),
+            console_ring: crate::ring::ByteRing::new(),
             devices: crate::devices::DomainDevices::new(
-                config.vcpus.max(1),
-                u64::from(config.memory_mib) << 20,
+                spec.vcpus.max(1),
+                u64::from(spec.memory_mib) << 20,
                 crate::arch::cmos::boot_unix_time(),
                 crate::arch::timer::now_ns(),
             ),
         }),
         irq: super::irq::IrqState::new(),
+        paused: core::sync::atomic::AtomicBool::new(false),
     });
     // QEMU's fw_cfg carries the e820 map too; test kernels and firmware read it there.
     domain

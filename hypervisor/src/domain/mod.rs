@@ -7,6 +7,8 @@ pub mod firmware;
 #[cfg(target_os = "none")]
 pub mod irq;
 #[cfg(target_os = "none")]
+pub mod lifecycle;
+#[cfg(target_os = "none")]
 pub mod memory;
 pub mod signals;
 #[cfg(target_os = "none")]
@@ -104,16 +106,59 @@ mod kernel {
         pub exit_status: Option<u8>,
         /// Reads and writes of ports nobody claims, per port.
         pub unclaimed_ports: BTreeMap<u16, u64>,
+        /// Console output cut into log lines.
         pub console: LineBuffer,
+        /// Console output as written, for Domain0's `console` (`ConsoleReadOther`).
+        pub console_ring: crate::ring::ByteRing<CONSOLE_RING>,
         /// The emulated devices the domain's vCPUs share.
         pub devices: crate::devices::DomainDevices,
+    }
+
+    /// Bytes of console output each domain keeps.
+    pub const CONSOLE_RING: usize = 16 * 1024;
+
+    /// What a domain was made from, kept for `reboot` (which builds it again) and for
+    /// Domain0's listings.
+    #[derive(Debug, Clone)]
+    pub struct DomainSpec {
+        pub image: String,
+        pub memory_mib: u32,
+        pub vcpus: u32,
+        pub cmdline: String,
+        pub weight: u32,
+        pub cap: u32,
+        pub cpus: u64,
+        pub mode: Option<abi::config::GuestMode>,
+        pub load_address: Option<u64>,
+        pub entry: Option<u64>,
+        pub dom0: bool,
+    }
+
+    impl DomainSpec {
+        pub fn from_config(c: &abi::config::DomainConfig<'_>) -> Self {
+            DomainSpec {
+                image: c.image.into(),
+                memory_mib: c.memory_mib,
+                vcpus: c.vcpus.max(1),
+                cmdline: c.cmdline.into(),
+                weight: c.weight,
+                cap: c.cap,
+                cpus: c.cpus,
+                mode: c.mode,
+                load_address: c.load_address,
+                entry: c.entry,
+                dom0: c.dom0,
+            }
+        }
     }
 
     pub struct Domain {
         pub id: u32,
         pub name: String,
+        pub spec: DomainSpec,
         pub memory: Mutex<super::memory::GuestMemory>,
-        pub ept: Mutex<Ept>,
+        /// `None` once released.
+        pub ept: Mutex<Option<Ept>>,
         pub eptp: u64,
         pub vcpus: Vec<Arc<Mutex<Vcpu>>>,
         /// Per vCPU (same index): interrupts, INIT and STARTUP sent to it.
@@ -121,6 +166,19 @@ mod kernel {
         pub runtime: Mutex<DomainRuntime>,
         /// Device interrupt state the run loop reads without the runtime lock.
         pub irq: super::irq::IrqState,
+        /// Paused by Domain0: its vCPUs stay off the CPUs (checked before every entry).
+        pub paused: core::sync::atomic::AtomicBool,
+    }
+
+    impl Drop for Domain {
+        /// The last reference is gone (the registry and the scheduler let go after
+        /// `destroy`): the EPT's table frames go back to the allocator. Guest RAM, the
+        /// VMCSs and the VPIDs are returned by their own `Drop`s.
+        fn drop(&mut self) {
+            if let Some(ept) = self.ept.get_mut().take() {
+                ept.destroy(&mut super::create::FrameTables);
+            }
+        }
     }
 
     impl Domain {
@@ -140,6 +198,26 @@ mod kernel {
             self.runtime.lock().state
         }
 
+        pub fn is_paused(&self) -> bool {
+            self.paused.load(core::sync::atomic::Ordering::Acquire)
+        }
+
+        pub fn is_dom0(&self) -> bool {
+            self.spec.dom0
+        }
+
+        /// Console output from the guest: kept in the ring, and whole lines go to the log
+        /// prefixed with the domain's name.
+        pub fn console_output(&self, bytes: &[u8]) {
+            let mut rt = self.runtime.lock();
+            rt.console_ring.push(bytes);
+            for &b in bytes {
+                if let Some(line) = rt.console.push(b) {
+                    log::info!("[{}] {}", self.name, line);
+                }
+            }
+        }
+
         /// Ends the domain: `status` for a clean exit, `None` with a crash.
         pub fn finish(&self, state: DomainState, status: Option<u8>) -> bool {
             let mut rt = self.runtime.lock();
@@ -156,6 +234,16 @@ mod kernel {
 
     pub fn register(d: Arc<Domain>) {
         DOMAINS.lock().push(d);
+    }
+
+    /// Takes a destroyed domain out of the registry; it goes away once the scheduler lets
+    /// go of it too.
+    pub fn unregister(id: u32) {
+        DOMAINS.lock().retain(|d| d.id != id);
+    }
+
+    pub fn find(id: u32) -> Option<Arc<Domain>> {
+        DOMAINS.lock().iter().find(|d| d.id == id).cloned()
     }
 
     pub fn all() -> Vec<Arc<Domain>> {

@@ -45,6 +45,8 @@ pub enum VcpuState {
     Blocked,
     /// An application processor before its STARTUP IPI (SDM Vol. 3A "MP Initialization").
     WaitForSipi,
+    /// Its domain is paused: off the scheduler until unpaused.
+    Paused,
     /// The domain ended; this vCPU never runs again.
     Done,
 }

@@ -308,6 +308,12 @@ pub fn run_loop() -> ! {
 /// and once none of them runs anywhere its guest RAM goes back to the frame allocator.
 /// Every CPU that ran one of its vCPUs calls this after the vCPU's last slice, so the
 /// last one to stop releases the memory.
+/// A domain ended outside its own vCPUs (Domain0 destroyed or shut it down): retire it
+/// now. A vCPU some CPU is running comes back through `run_loop`, which retires it again.
+pub fn release(domain: &Arc<Domain>) {
+    retire(domain, crate::arch::timer::now_ns());
+}
+
 fn retire(domain: &Arc<Domain>, now: u64) {
     if let Some(s) = SCHED.lock().as_mut() {
         let refs: Vec<VcpuRef> = s.vcpus.keys().filter(|r| r.domain == domain.id).copied().collect();
@@ -369,6 +375,10 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     if vcpu.state == VcpuState::Done || p.domain.state().is_final() {
         vcpu.state = VcpuState::Done;
         return Outcome::Ended;
+    }
+    if p.domain.is_paused() {
+        vcpu.state = VcpuState::Paused;
+        return Outcome::Blocked;
     }
     // SAFETY: the VMCS was VMCLEARed when the vCPU last left a CPU (or never loaded),
     // so it is current nowhere else; the vCPU lock keeps other CPUs away meanwhile.
@@ -447,6 +457,15 @@ fn arm_preemption_timer(current: &crate::vmx::vmcs::Current, domain: &Domain, vc
 
 fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &mut Vcpu) -> Outcome {
     loop {
+        // Paused or ended by Domain0 (which kicked this CPU to get here quickly).
+        if p.domain.is_paused() {
+            vcpu.state = VcpuState::Paused;
+            return Outcome::Blocked;
+        }
+        if p.domain.state().is_final() {
+            vcpu.state = VcpuState::Done;
+            return Outcome::Ended;
+        }
         // Device timers due (PIT, RTC): their interrupts join the mailboxes drained next.
         p.domain.poll_devices(crate::arch::timer::now_ns());
         // What siblings and devices sent since the last entry.
@@ -570,6 +589,62 @@ pub mod control {
             }
         }
         rows
+    }
+
+    /// A domain's weight and cap.
+    pub fn domain_params(domain: u32) -> Option<(u32, u32)> {
+        SCHED.lock().as_ref()?.credit.domain_params(domain)
+    }
+
+    /// CPU time used by the domain's vCPUs so far.
+    pub fn domain_cpu_time(domain: u32) -> u64 {
+        let now = crate::arch::timer::now_ns();
+        let guard = SCHED.lock();
+        let Some(s) = guard.as_ref() else { return 0 };
+        s.vcpus
+            .keys()
+            .filter(|r| r.domain == domain)
+            .filter_map(|r| s.credit.stats_at(*r, now))
+            .map(|(st, _)| st.run_ns)
+            .sum()
+    }
+
+    /// The global time slice (ms) and rate limit (us).
+    pub fn params() -> (u32, u32) {
+        SCHED.lock().as_ref().map_or((0, 0), |s| {
+            let p = s.credit.params();
+            ((p.slice_ns / 1_000_000) as u32, (p.ratelimit_ns / 1000) as u32)
+        })
+    }
+
+    /// A vCPU as the scheduler sees it: (statistics, affinity, CPU it runs or last ran
+    /// on, running now).
+    pub fn vcpu(domain: u32, vcpu: u32) -> Option<(super::super::credit::VcpuStats, u64, Option<usize>, bool)> {
+        let now = crate::arch::timer::now_ns();
+        let guard = SCHED.lock();
+        let s = guard.as_ref()?;
+        let r = VcpuRef { domain, vcpu };
+        let (st, _) = s.credit.stats_at(r, now)?;
+        let running = matches!(s.credit.state(r), Some(super::super::credit::VcpuState::Running(_)));
+        Some((st, s.credit.affinity(r)?.0, s.credit.last_cpu(r), running))
+    }
+
+    /// Unpause: the domain's vCPUs that were parked by the pause become runnable again.
+    pub fn resume_paused(domain: &crate::domain::Domain) {
+        let now = crate::arch::timer::now_ns();
+        for v in &domain.vcpus {
+            let mut g = v.lock();
+            if g.state != crate::domain::vcpu::VcpuState::Paused {
+                continue;
+            }
+            g.state = crate::domain::vcpu::VcpuState::Runnable;
+            let r = VcpuRef { domain: domain.id, vcpu: g.id };
+            drop(g);
+            let cpu = SCHED.lock().as_mut().and_then(|s| s.credit.wake(r, now));
+            if let Some(cpu) = cpu {
+                kick(cpu);
+            }
+        }
     }
 
     pub fn set_weight(domain: u32, weight: u32) -> Result<(), SchedError> {

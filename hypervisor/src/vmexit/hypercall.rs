@@ -8,14 +8,15 @@
 
 use super::Next;
 use crate::domain::Domain;
+use crate::domain::lifecycle;
 use crate::domain::vcpu::Vcpu;
 use crate::mm::guest_paging::{self, Access};
+use crate::sched;
 use crate::vmx::fields::{Field32, FieldNatural};
 use crate::vmx::vmcs::Current;
-use abi::hypercall::{self, Error, HostInfo, Request};
+use abi::hypercall::{self, DomainCreate, DomainInfo, Error, HostInfo, Request, VcpuInfo, VcpuState};
 
-/// Domain0's ID. No domain has it until Domain0 exists, so today every privileged call
-/// is refused with `EPERM`.
+/// Domain0's ID: only the `[dom0]` domain gets it.
 pub const DOM0: u32 = 0;
 
 pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
@@ -46,17 +47,18 @@ fn perform(vmcs: &Current, domain: &Domain, req: Request) -> Result<u64, Error> 
             let mut bytes = [0u8; hypercall::MAX_CONSOLE_WRITE as usize];
             let data = &mut bytes[..len as usize];
             copy_from_guest(vmcs, domain, buf, data)?;
-            let mut rt = domain.runtime.lock();
-            for &b in data.iter() {
-                if let Some(line) = rt.console.push(b) {
-                    log::info!("[{}] {}", domain.name, line);
-                }
-            }
+            domain.console_output(data);
             Ok(len)
         }
-        // Console input comes from Domain0's `console` command; nothing can send any yet,
-        // so there is never anything waiting.
-        Request::ConsoleRead { .. } => Ok(0),
+        // Input Domain0 typed into this domain's console (`ConsoleWriteOther`).
+        Request::ConsoleRead { buf, len } => {
+            let mut bytes = alloc::vec![0u8; len as usize];
+            let n = domain.runtime.lock().devices.peek_input(&mut bytes);
+            // Copied out first, consumed after: a bad buffer loses no input.
+            copy_to_guest(vmcs, domain, buf, &bytes[..n])?;
+            domain.runtime.lock().devices.consume_input(n);
+            Ok(n as u64)
+        }
         Request::HostInfo { out } => {
             let info = host_info();
             // Serialised field by field (little-endian, the repr(C) layout), no transmute.
@@ -74,9 +76,216 @@ fn perform(vmcs: &Current, domain: &Domain, req: Request) -> Result<u64, Error> 
             copy_to_guest(vmcs, domain, out, &bytes)?;
             Ok(0)
         }
-        // Privileged calls: reachable only from Domain0, which does not exist yet.
-        _ => Err(Error::NoSys),
+        Request::DomainList { out, max } => {
+            let domains = crate::domain::all();
+            let mut written = 0u64;
+            // One record at a time: a list never needs a large buffer on this path.
+            for (i, d) in domains.iter().take(max as usize).enumerate() {
+                let at = out.checked_add(i as u64 * DomainInfo::SIZE as u64).ok_or(Error::Fault)?;
+                copy_to_guest(vmcs, domain, at, &lifecycle::info(d).to_bytes())?;
+                written += 1;
+            }
+            Ok(written)
+        }
+        Request::DomainInfo { domain: id, out } => {
+            let d = find(id)?;
+            copy_to_guest(vmcs, domain, out, &lifecycle::info(&d).to_bytes())?;
+            Ok(0)
+        }
+        Request::DomainCreate { spec } => {
+            let mut bytes = [0u8; DomainCreate::SIZE];
+            copy_from_guest(vmcs, domain, spec, &mut bytes)?;
+            create(&DomainCreate::from_bytes(&bytes))
+        }
+        Request::DomainDestroy { domain: id } => domu(id).and_then(|d| lifecycle::destroy(&d)).map(|_| 0),
+        Request::DomainPause { domain: id } => domu(id).and_then(|d| lifecycle::pause(&d)).map(|_| 0),
+        Request::DomainUnpause { domain: id } => find(id).and_then(|d| lifecycle::unpause(&d)).map(|_| 0),
+        Request::DomainShutdown { domain: id } => domu(id).and_then(|d| lifecycle::shutdown(&d)).map(|_| 0),
+        Request::DomainReboot { domain: id } => {
+            let d = domu(id)?;
+            lifecycle::reboot(&d).map(u64::from).map_err(|(e, why)| {
+                log::warn!("domain {}: reboot failed: {why}", d.name);
+                e
+            })
+        }
+        Request::SchedSetWeight { domain: id, weight } => {
+            find(id)?;
+            sched::control::set_weight(id, weight).map(|_| 0).map_err(sched_error)
+        }
+        Request::SchedSetCap { domain: id, cap } => {
+            find(id)?;
+            sched::control::set_cap(id, cap).map(|_| 0).map_err(sched_error)
+        }
+        Request::SchedSetParams { slice_ms, ratelimit_us } => {
+            sched::control::set_params(slice_ms, ratelimit_us).map(|_| 0).map_err(sched_error)
+        }
+        Request::SchedGetParams => {
+            let (slice_ms, ratelimit_us) = sched::control::params();
+            Ok(u64::from(slice_ms) << 32 | u64::from(ratelimit_us))
+        }
+        Request::VcpuPin { domain: id, vcpu, cpus } => {
+            let d = find(id)?;
+            if vcpu as usize >= d.vcpus.len() {
+                return Err(Error::NoEntry);
+            }
+            sched::control::pin(id, vcpu, cpus).map(|_| 0).map_err(sched_error)
+        }
+        Request::VcpuInfo { domain: id, vcpu, out } => {
+            let d = find(id)?;
+            let v = d.vcpus.get(vcpu as usize).ok_or(Error::NoEntry)?;
+            copy_to_guest(vmcs, domain, out, &vcpu_info(&d, vcpu, v).to_bytes())?;
+            Ok(0)
+        }
+        Request::ConsoleReadOther { domain: id, buf, len, cursor } => {
+            let d = find(id)?;
+            read_ring(vmcs, domain, buf, len, cursor, |at, out| d.runtime.lock().console_ring.read(at, out))
+        }
+        Request::HypervisorLogRead { buf, len, cursor } => {
+            read_ring(vmcs, domain, buf, len, cursor, crate::logger::read_ring)
+        }
+        Request::ConsoleWriteOther { domain: id, buf, len } => {
+            let d = domu(id)?;
+            let mut bytes = [0u8; hypercall::MAX_CONSOLE_WRITE as usize];
+            let data = &mut bytes[..len as usize];
+            copy_from_guest(vmcs, domain, buf, data)?;
+            // Through `devices`, whose sync moves what fits into the guest's UART and
+            // raises its receive interrupt.
+            Ok(d.devices(|dev, _| dev.queue_input(data)) as u64)
+        }
+        Request::HostPowerOff => {
+            log::info!("Domain0 powered the machine off");
+            crate::power::stop_machine(crate::power::StopReason::Done)
+        }
+        Request::HostReboot => {
+            log::info!("Domain0 rebooted the machine");
+            crate::power::reboot_machine()
+        }
     }
+}
+
+/// A domain by ID, or `ENOENT`.
+fn find(id: u32) -> Result<alloc::sync::Arc<Domain>, Error> {
+    crate::domain::find(id).ok_or(Error::NoEntry)
+}
+
+/// A domain other than Domain0 (which cannot pause, stop or destroy itself this way).
+fn domu(id: u32) -> Result<alloc::sync::Arc<Domain>, Error> {
+    if id == DOM0 {
+        return Err(Error::Invalid);
+    }
+    find(id)
+}
+
+fn sched_error(e: crate::sched::credit::SchedError) -> Error {
+    use crate::sched::credit::SchedError;
+    match e {
+        SchedError::NoSuchDomain(_) | SchedError::NoSuchVcpu(_) => Error::NoEntry,
+        _ => Error::Invalid,
+    }
+}
+
+/// `DomainCreate`: checks the request like a `[domain]` section, then builds the domain.
+fn create(req: &DomainCreate) -> Result<u64, Error> {
+    use abi::config::{MAX_DOMAIN_MEMORY_MIB, MAX_VCPUS};
+    fn text(f: &[u8]) -> Result<&str, Error> {
+        hypercall::field_str(f).ok_or(Error::Invalid)
+    }
+    let image = text(&req.image)?;
+    let name = match text(&req.name)? {
+        "" => image,
+        n => n,
+    };
+    let cmdline = text(&req.cmdline)?;
+    let valid_name = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let memory_mib = if req.memory_mib == 0 { 16 } else { req.memory_mib };
+    let vcpus = if req.vcpus == 0 { 1 } else { req.vcpus };
+    let weight = if req.weight == 0 { 256 } else { req.weight };
+    if image.is_empty()
+        || !valid_name
+        || memory_mib > MAX_DOMAIN_MEMORY_MIB
+        || vcpus > MAX_VCPUS
+        || weight > 65_535
+        || req.cap > 6400
+        || crate::domain::all().iter().any(|d| d.name == name)
+    {
+        return Err(Error::Invalid);
+    }
+    let spec = crate::domain::DomainSpec {
+        image: image.into(),
+        memory_mib,
+        vcpus,
+        cmdline: cmdline.into(),
+        weight,
+        cap: req.cap,
+        cpus: if req.cpus == 0 { u64::MAX } else { req.cpus },
+        mode: None,
+        load_address: None,
+        entry: None,
+        dom0: false,
+    };
+    match lifecycle::start(name, &spec) {
+        Ok(d) => Ok(u64::from(d.id)),
+        Err((e, why)) => {
+            log::warn!("domain {name}: not created: {why}");
+            Err(if why.contains("out of memory") || why.contains("not enough") { Error::NoMemory } else { e })
+        }
+    }
+}
+
+fn vcpu_info(d: &Domain, index: u32, v: &spin::Mutex<crate::domain::vcpu::Vcpu>) -> VcpuInfo {
+    use crate::domain::vcpu::VcpuState as V;
+    let sched = sched::control::vcpu(d.id, index);
+    // The vCPU's own state, if nobody is running it right now (then it is running).
+    let own = v.try_lock().map(|g| g.state);
+    let running = sched.as_ref().is_some_and(|s| s.3);
+    let state = if d.state().is_final() {
+        VcpuState::Dead
+    } else if running || own.is_none() {
+        VcpuState::Running
+    } else {
+        match own {
+            Some(V::Blocked) => VcpuState::Blocked,
+            Some(V::WaitForSipi | V::Paused) => VcpuState::Offline,
+            Some(V::Done) => VcpuState::Dead,
+            _ => VcpuState::Runnable,
+        }
+    };
+    let (stats, affinity, cpu) = match sched {
+        Some((st, aff, cpu, _)) => (Some(st), aff, cpu),
+        None => (None, 0, None),
+    };
+    VcpuInfo {
+        domain: d.id,
+        vcpu: index,
+        state: state as u32,
+        cpu: cpu.map_or(u32::MAX, |c| c as u32),
+        affinity,
+        cpu_time_ns: stats.map_or(0, |s| s.run_ns),
+        wait_ns: stats.map_or(0, |s| s.wait_ns),
+        preemptions: stats.map_or(0, |s| s.preemptions),
+        migrations: stats.map_or(0, |s| s.migrations),
+        reserved: 0,
+    }
+}
+
+/// A ring read for the guest: `len` bytes at most from the stream position in the
+/// guest's `*cursor`, into `buf`; the cursor is moved past what was read. The cursor is
+/// read and both outputs are checked before anything is written.
+fn read_ring(
+    vmcs: &Current,
+    domain: &Domain,
+    buf: u64,
+    len: u64,
+    cursor: u64,
+    read: impl FnOnce(u64, &mut [u8]) -> (u64, usize),
+) -> Result<u64, Error> {
+    let mut pos = [0u8; 8];
+    copy_from_guest(vmcs, domain, cursor, &mut pos)?;
+    let mut bytes = alloc::vec![0u8; len as usize];
+    let (start, n) = read(u64::from_le_bytes(pos), &mut bytes);
+    copy_to_guest(vmcs, domain, buf, &bytes[..n])?;
+    copy_to_guest(vmcs, domain, cursor, &(start + n as u64).to_le_bytes())?;
+    Ok(n as u64)
 }
 
 fn host_info() -> HostInfo {

@@ -54,6 +54,7 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
                 bytes,
                 |d| byte_reg(d.com1.read(offset)),
                 |d, v| {
+                    d.com1_in_use = true;
                     tx = d.com1.write(offset, v as u8).tx;
                 },
             );
@@ -202,25 +203,18 @@ fn power(domain: &Domain, request: PowerRequest) -> Next {
             }
         }
         PowerRequest::Reset => {
-            // Restarting a domain from its image comes with the domain lifecycle
-            // (Domain0's reboot call); until then a reset ends the domain, saying so.
-            if domain.finish(DomainState::ShutDown, None) {
-                log::info!(
-                    "domain {} asked for a reset; restarting domains is not supported yet, so it ended",
-                    domain.name
-                );
-            }
+            // The guest reset itself: the domain is rebuilt from its image (as Xen's
+            // on_reboot = "restart"), from this vCPU's exit path.
+            log::info!("domain {} asked for a reset", domain.name);
+            crate::domain::lifecycle::reboot_self(domain);
         }
     }
     Next::Ended
 }
 
-/// One byte of the domain's console output; whole lines go to the log.
+/// One byte of the domain's console output.
 fn console(domain: &Domain, byte: u8) {
-    let mut rt = domain.runtime.lock();
-    if let Some(line) = rt.console.push(byte) {
-        log::info!("[{}] {}", domain.name, line);
-    }
+    domain.console_output(&[byte]);
 }
 
 fn count(domain: &Domain, port: u16) {

@@ -69,6 +69,15 @@ pub unsafe fn vmptrld(vmcs: u64) -> Result<(), VmFail> {
     check(rflags)
 }
 
+/// The current VMCS pointer of this CPU (all ones when there is none).
+pub fn vmptrst() -> u64 {
+    let mut pointer: u64 = u64::MAX;
+    // SAFETY: VMPTRST only stores the current-VMCS pointer into `pointer`; in VMX root
+    // operation it cannot fault with a valid memory operand.
+    unsafe { asm!("vmptrst [{0}]", in(reg) &mut pointer, options(nostack)) };
+    pointer
+}
+
 /// Reads a field of the current VMCS by its encoding.
 ///
 /// # Safety

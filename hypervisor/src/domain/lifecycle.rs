@@ -1,0 +1,168 @@
+//! A domain's life after boot, as Domain0 drives it: create from the boot bundle,
+//! pause, unpause, shut down, reboot, destroy; and what Domain0's listings show.
+//!
+//! - **create**: the image comes from the boot bundle (kept here for the machine's
+//!   life), built by `create`, handed to the scheduler, registered.
+//! - **pause / unpause**: a flag every vCPU checks before each entry; the CPUs running
+//!   them are kicked, so a paused domain is off the CPUs within one exit.
+//! - **shutdown**: the domain ends as if it had powered itself off (the guest is not
+//!   asked: there is no shutdown protocol for our guests yet). It stays listed, state
+//!   `s`, until destroyed.
+//! - **reboot**: the domain ends and a new one is built from the same specification and
+//!   name, with a new ID (as Xen does). A guest's own reset (0xCF9, port 0x92) does the
+//!   same.
+//! - **destroy**: the domain ends and leaves the registry; its memory goes back at once
+//!   if no CPU is inside it, else when that CPU's slice ends; the EPT, VMCSs and VPIDs
+//!   when the last reference goes.
+
+use super::{Domain, DomainSpec, DomainState};
+use abi::bundle::Bundle;
+use abi::hypercall::{DomState, DomainInfo, Error, fixed_str};
+use alloc::string::String;
+use alloc::sync::Arc;
+use spin::Once;
+
+static BUNDLE: Once<Bundle<'static>> = Once::new();
+
+/// Keeps the boot bundle for creating domains later.
+pub fn set_bundle(bundle: Bundle<'static>) {
+    BUNDLE.call_once(|| bundle);
+}
+
+/// Builds a domain from `spec` and starts it. Errors are sentences for logs and
+/// Domain0; `Error` says which ABI code fits.
+pub fn start(name: &str, spec: &DomainSpec) -> Result<Arc<Domain>, (Error, String)> {
+    let bundle = BUNDLE.get().ok_or((Error::NoEntry, String::from("there is no boot bundle")))?;
+    let Some(image) = bundle.find(&spec.image) else {
+        return Err((Error::NoEntry, alloc::format!("the boot bundle has no entry {:?}", spec.image)));
+    };
+    let domain = super::create::create(name, spec, image).map_err(|e| (Error::Invalid, e))?;
+    log::info!(
+        "domain {} (id {}) created: {} MiB, {} vCPU(s), image {} ({} bytes)",
+        domain.name,
+        domain.id,
+        spec.memory_mib,
+        spec.vcpus,
+        spec.image,
+        image.data.len()
+    );
+    crate::sched::place(&domain, spec.weight, spec.cap, spec.cpus).map_err(|e| (Error::Invalid, e))?;
+    super::register(domain.clone());
+    Ok(domain)
+}
+
+/// Kicks every CPU running one of the domain's vCPUs, so that it looks at the domain's
+/// state before entering again.
+fn kick_vcpus(domain: &Domain) {
+    for s in &domain.signals {
+        if let Some(cpu) = s.running_on() {
+            crate::sched::notify(Some(cpu));
+        }
+    }
+}
+
+pub fn pause(domain: &Domain) -> Result<(), Error> {
+    let mut rt = domain.runtime.lock();
+    if rt.state.is_final() {
+        return Err(Error::Invalid);
+    }
+    rt.state = DomainState::Paused;
+    domain.paused.store(true, core::sync::atomic::Ordering::Release);
+    drop(rt);
+    kick_vcpus(domain);
+    log::info!("domain {} paused", domain.name);
+    Ok(())
+}
+
+pub fn unpause(domain: &Domain) -> Result<(), Error> {
+    let mut rt = domain.runtime.lock();
+    if rt.state.is_final() {
+        return Err(Error::Invalid);
+    }
+    if rt.state == DomainState::Paused {
+        rt.state = DomainState::Running;
+    }
+    domain.paused.store(false, core::sync::atomic::Ordering::Release);
+    drop(rt);
+    crate::sched::control::resume_paused(domain);
+    log::info!("domain {} unpaused", domain.name);
+    Ok(())
+}
+
+/// Ends the domain (`state`, `status`) and gets it off the CPUs.
+fn end(domain: &Arc<Domain>, state: DomainState, status: Option<u8>) -> bool {
+    let ended = domain.finish(state, status);
+    domain.paused.store(false, core::sync::atomic::Ordering::Release);
+    kick_vcpus(domain);
+    crate::sched::release(domain);
+    ended
+}
+
+pub fn shutdown(domain: &Arc<Domain>) -> Result<(), Error> {
+    if end(domain, DomainState::ShutDown, Some(0)) {
+        log::info!("domain {} shut down by Domain0", domain.name);
+    }
+    Ok(())
+}
+
+pub fn destroy(domain: &Arc<Domain>) -> Result<(), Error> {
+    end(domain, DomainState::ShutDown, None);
+    super::unregister(domain.id);
+    log::info!("domain {} (id {}) destroyed", domain.name, domain.id);
+    Ok(())
+}
+
+/// Ends the domain and starts a new one like it; returns the new domain's ID.
+pub fn reboot(domain: &Arc<Domain>) -> Result<u32, (Error, String)> {
+    end(domain, DomainState::ShutDown, None);
+    super::unregister(domain.id);
+    let new = start(&domain.name, &domain.spec)?;
+    log::info!("domain {} rebooted: id {} is now id {}", domain.name, domain.id, new.id);
+    Ok(new.id)
+}
+
+/// The guest reset itself (0xCF9, port 0x92), from its own vCPU's exit path: it ends,
+/// and a new domain like it starts (its CPU retires the old one after this exit).
+pub fn reboot_self(domain: &Domain) {
+    if !domain.finish(DomainState::ShutDown, None) {
+        return;
+    }
+    super::unregister(domain.id);
+    match start(&domain.name, &domain.spec) {
+        Ok(new) => log::info!("domain {} rebooted: id {} is now id {}", domain.name, domain.id, new.id),
+        Err((_, why)) => log::error!("domain {}: reboot failed: {why}", domain.name),
+    }
+}
+
+/// What `DomainInfo` reports about `domain`.
+pub fn info(domain: &Domain) -> DomainInfo {
+    let (state, exit_status, console_bytes) = {
+        let rt = domain.runtime.lock();
+        (rt.state, rt.exit_status, rt.console_ring.written())
+    };
+    let running = domain.signals.iter().any(|s| s.running_on().is_some());
+    let state = match state {
+        DomainState::Paused => DomState::Paused,
+        DomainState::Crashed => DomState::Crashed,
+        DomainState::ShutDown => DomState::Shutdown,
+        DomainState::Running | DomainState::Blocked if running => DomState::Running,
+        DomainState::Running | DomainState::Blocked => DomState::Blocked,
+    };
+    let (weight, cap) =
+        crate::sched::control::domain_params(domain.id).unwrap_or((domain.spec.weight, domain.spec.cap));
+    let cpu_time_ns = crate::sched::control::domain_cpu_time(domain.id);
+    DomainInfo {
+        id: domain.id,
+        state: state as u32,
+        name: fixed_str(&domain.name),
+        memory_bytes: u64::from(domain.spec.memory_mib) << 20,
+        vcpus: domain.vcpus.len() as u32,
+        weight,
+        cap,
+        exit_status: exit_status.map_or(u32::MAX, u32::from),
+        cpu_time_ns,
+        console_bytes,
+        flags: if domain.is_dom0() { DomainInfo::FLAG_DOM0 } else { 0 },
+        reserved: 0,
+    }
+}

@@ -1,0 +1,52 @@
+//! Domain0: the management domain's shell drives the hypervisor through privileged
+//! hypercalls, from a boot script in the configuration.
+//!
+//! Domain0 writes to the physical serial port itself while the hypervisor logs to it
+//! too, so a line of either can be cut by the other when Domain0 is preempted mid-line.
+//! The DomUs here stay quiet while the script runs (`spin` reports only after 2 s), so
+//! the shell's lines come out whole.
+
+use integration::Boot;
+
+#[test]
+fn dom0_runs_its_boot_script_list_create_pause_unpause_sched_credit_destroy() {
+    let log = Boot::bochs("dom0-script", 1)
+        .with_config(
+            "[dom0]\nimage = dom0\nmemory = 32\n\
+             script = \"list; create hello64 name=demo memory=8 cmdline=spin; list; pause demo; list; unpause demo; \
+             sched-credit -d demo -w 512 -c 50; sched-credit; vcpu-list demo; destroy demo; list; info; poweroff\"\n\
+             [domain calm]\nimage = hello64\nmemory = 8\ncmdline = spin\n",
+        )
+        .run();
+    log.expect_in_order(&[
+        "domain Domain-0 (id 0) created: 32 MiB, 1 vCPU(s), image dom0",
+        "domain calm (id 1) created",
+        "dom0: Ferrovisor Domain0 shell (hypercall ABI 1.0)",
+        "dom0# list",
+        "Name                                        ID   Mem VCPUs      State   Time(s)",
+        "Domain-0                                     0    32     1     r-----",
+        "calm                                         1     8     1     ",
+        "dom0# create hello64 name=demo memory=8 cmdline=spin",
+        "domain demo (id 2) created: 8 MiB, 1 vCPU(s), image hello64",
+        "dom0# pause demo",
+        "domain demo paused",
+        "dom0# list",
+        "demo                                         2     8     1     --p---",
+        "dom0# unpause demo",
+        "domain demo unpaused",
+        "dom0# sched-credit -d demo -w 512 -c 50",
+        "dom0# sched-credit",
+        "demo                                 2    512   50",
+        "dom0# vcpu-list demo",
+        "dom0# destroy demo",
+        "domain demo (id 2) destroyed",
+        "dom0# list",
+        "dom0# info",
+        "nr_cpus",
+        "dom0# poweroff",
+        "Domain0 powered the machine off",
+        "machine halted: done",
+    ]);
+    log.expect_absent("ERROR");
+    log.expect_absent("error:");
+}
