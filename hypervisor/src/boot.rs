@@ -140,6 +140,8 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Err(e) => fatal_fmt(format_args!("cannot map the local APIC at {apic_phys:#x}: {e}")),
     }
     crate::arch::pic::disable();
+    let ioapics = crate::arch::ioapic::init(&platform.io_apics);
+    log::info!("ioapic: {ioapics} I/O APIC(s) mapped, every line masked until routed");
     apic::enable_this_cpu();
     // SAFETY: the area was installed above; only this CPU writes its own apic_id.
     unsafe { (*core::ptr::addr_of_mut!(BSP_PERCPU)).apic_id = apic::id() };

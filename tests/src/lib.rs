@@ -4,12 +4,16 @@
 //! A failure names the missing marker and prints the tail of the serial log and of the
 //! emulator's own log. The emulator is always ended (on success, failure or timeout):
 //! `Running` kills its whole process group when dropped.
+//!
+//! Interactive tests (`Boot::interactive`) get a `Session` instead: COM1 is a serial
+//! channel, the test types into it and waits for answers with `Session::expect`, while
+//! the output still lands in the same serial log file.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use xtask::build::{self, Profile};
-use xtask::emulator::{self, Engine, Firmware, Machine, Outcome};
+use xtask::emulator::{self, Engine, Firmware, Machine, Outcome, Running};
 
 pub use xtask::emulator::{Engine as EmulatorEngine, Firmware as BootFirmware};
 
@@ -91,9 +95,8 @@ impl Boot {
         self
     }
 
-    /// Builds the image for this boot and runs it until the hypervisor halts the
-    /// machine, the emulator exits, or the timeout passes.
-    pub fn run(&self) -> BootLog {
+    /// Builds the image for this boot: the machine to launch.
+    fn machine(&self) -> Machine {
         let (kernel, boot, guest_dir) = tools();
         let config = format!("[hypervisor]\nlog_level = \"info\"\nemulator_exit = true\n{}\n", self.config);
         let mut guests = build::guests_in(guest_dir, false).unwrap_or_else(|e| panic!("{}: {e}", self.name));
@@ -102,14 +105,20 @@ impl Boot {
         let fw = build::Firmware { bios: self.firmware == Firmware::Bios, uefi: self.firmware == Firmware::Uefi };
         let images =
             build::images(boot, kernel, &config, &guests, &dir, fw).unwrap_or_else(|e| panic!("{}: {e}", self.name));
-        let machine = Machine {
+        Machine {
             engine: self.engine,
             firmware: self.firmware,
             cpus: self.cpus,
             memory_mib: self.memory_mib,
             image: if self.firmware == Firmware::Bios { images.bios } else { images.uefi },
             work_dir: dir.join("run"),
-        };
+        }
+    }
+
+    /// Builds the image for this boot and runs it until the hypervisor halts the
+    /// machine, the emulator exits, or the timeout passes.
+    pub fn run(&self) -> BootLog {
+        let machine = self.machine();
         let mut running = machine.launch().unwrap_or_else(|e| panic!("{}: {e}", self.name));
         // The hypervisor ends the emulator itself (emulator_exit = true); the marker
         // check is a second way out in case the exit port is not wired.
@@ -130,6 +139,134 @@ impl Boot {
         );
         BootLog { name: self.name, serial, emulator_log, outcome, timeout: self.timeout }
     }
+
+    /// Builds the image for this boot and starts it with COM1 as a serial channel, for a
+    /// test that types into the machine. `self.timeout` does not apply: each
+    /// `Session::expect` has its own.
+    pub fn interactive(&self) -> Session {
+        let machine = self.machine();
+        let running = machine.launch_interactive().unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        Session { name: self.name, machine, running, from: 0 }
+    }
+}
+
+/// A running machine a test types into. Dropping it (also when a test panics) ends the
+/// emulator.
+pub struct Session {
+    pub name: &'static str,
+    machine: Machine,
+    running: Running,
+    /// Byte offset in the serial log just past the previous match.
+    from: usize,
+}
+
+impl Session {
+    /// The serial output so far.
+    pub fn serial(&self) -> String {
+        String::from_utf8_lossy(&self.serial_bytes()).into_owned()
+    }
+
+    fn serial_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.machine.serial_log()).unwrap_or_default()
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        self.running.kill();
+        let serial = self.serial();
+        let emulator_log = std::fs::read(self.machine.emulator_log())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        panic!(
+            "{}: {why}\n--- last 40 lines of the serial log ---\n{}\n--- last 15 lines of the emulator's log ---\n{}\n",
+            self.name,
+            emulator::tail(&serial, 40),
+            emulator::tail(&emulator_log, 15),
+        );
+    }
+
+    /// Waits until `marker` appears in the serial log after the previous match, and
+    /// returns the output from there up to and including it. Panics (naming the marker,
+    /// with the tail of the log) if it has not appeared within `timeout` or the emulator
+    /// ended without printing it.
+    pub fn expect(&mut self, marker: &str, timeout: Duration) -> String {
+        self.wait_for(marker, timeout, |text| {
+            let at = find(text, marker.as_bytes())?;
+            Some(at + marker.len())
+        })
+    }
+
+    /// Waits until a whole line after the previous match contains every one of `parts`,
+    /// and returns that line. Panics like `expect`.
+    pub fn expect_line(&mut self, parts: &[&str], timeout: Duration) -> String {
+        let what = format!("a line with {parts:?}");
+        let text = self.wait_for(&what, timeout, |text| {
+            let mut start = 0;
+            while let Some(len) = text[start..].iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&text[start..start + len]);
+                if parts.iter().all(|p| line.contains(p)) {
+                    return Some(start + len + 1);
+                }
+                start += len + 1;
+            }
+            None
+        });
+        let line = text.trim_end_matches(['\r', '\n']);
+        line.rsplit('\n').next().unwrap_or(line).trim_end_matches('\r').to_string()
+    }
+
+    /// Polls the serial log: `found(text after the previous match)` gives the length of
+    /// the text the match consumes.
+    fn wait_for(&mut self, what: &str, timeout: Duration, found: impl Fn(&[u8]) -> Option<usize>) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Checked before reading, so the final read sees everything a finished run wrote.
+            let ended = self.running.exited();
+            let serial = self.serial_bytes();
+            let text = &serial[self.from.min(serial.len())..];
+            if let Some(len) = found(text) {
+                self.from += len;
+                return String::from_utf8_lossy(&text[..len]).into_owned();
+            }
+            if let Some(status) = ended {
+                self.fail(&format!("the emulator ended ({status}) before {what:?} appeared in the serial log"));
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("{what:?} did not appear in the serial log within {} s", timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types `text` into COM1 as it is.
+    pub fn send(&mut self, text: &str) {
+        self.send_bytes(text.as_bytes());
+    }
+
+    /// Sends raw bytes to COM1 (control keys such as Ctrl-] = 0x1D).
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        if let Err(e) = self.running.send(bytes) {
+            self.fail(&format!("cannot type {:?}: {e}", String::from_utf8_lossy(bytes)));
+        }
+    }
+
+    /// Types `line` and Enter (`\r`).
+    pub fn type_line(&mut self, line: &str) {
+        self.send(line);
+        self.send("\r");
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.running.kill();
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// What a boot left behind.

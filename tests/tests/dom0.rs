@@ -50,3 +50,21 @@ fn dom0_runs_its_boot_script_list_create_pause_unpause_sched_credit_destroy() {
     log.expect_absent("ERROR");
     log.expect_absent("error:");
 }
+
+#[test]
+fn dom0_lspci_sees_the_machines_devices_through_passthrough() {
+    let log = Boot::bochs("dom0-lspci", 1)
+        .with_config("[dom0]\nimage = dom0\nmemory = 32\nscript = \"lspci; poweroff\"\n")
+        .run();
+    log.expect_in_order(&[
+        "dom0# lspci",
+        // Bochs's i440FX board: the host bridge and the PIIX3 south bridge, which the
+        // hypervisor leaves to Domain0 (a DomU's bus has the host bridge only: the
+        // `platform` guest test).
+        "00:00.0 Host bridge [0600]: Intel Corporation 440FX - 82441FX PMC [8086:1237]",
+        "00:01.0 ISA bridge [0601]: Intel Corporation 82371SB PIIX3 ISA [8086:7000]",
+        "dom0# poweroff",
+        "machine halted: done",
+    ]);
+    log.expect_absent("ERROR");
+}

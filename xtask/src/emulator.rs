@@ -1,15 +1,23 @@
 //! Booting an image in QEMU or Bochs with the serial port captured to a file.
 //!
+//! Two ways to wire COM1: `Machine::launch` has the emulator write it to `serial.log`
+//! (output only); `Machine::launch_interactive` opens a serial channel instead: we listen
+//! on a TCP port of 127.0.0.1, the emulator connects to it as a client (Bochs
+//! `mode=socket-client`, QEMU `-serial tcp:`), a thread copies everything the machine
+//! sends into the same `serial.log`, and `Running::send` types bytes into COM1.
+//!
 //! QEMU's TCG emulates no VMX, so on hosts without nested VT-x Bochs (which emulates
 //! VMX with EPT, VPID and unrestricted guest) is the engine that runs the hypervisor.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,24 +96,54 @@ impl Machine {
     }
 
     /// Starts the emulator in its own process group (so a terminal's Ctrl-C reaches
-    /// only us, and we end the emulator and its helpers together).
+    /// only us, and we end the emulator and its helpers together). COM1 output goes to
+    /// `serial_log()`; the machine gets no serial input.
     pub fn launch(&self) -> Result<Running, String> {
+        self.start(None)
+    }
+
+    /// Like `launch`, but COM1 is a serial channel: output still lands in `serial_log()`,
+    /// and `Running::send` (or a `SerialInput` from `Running::serial_input`) types into
+    /// the machine. Returns once the emulator has connected to the channel.
+    pub fn launch_interactive(&self) -> Result<Running, String> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .map_err(|e| format!("cannot open the serial channel on 127.0.0.1: {e}"))?;
+        self.start(Some(listener))
+    }
+
+    fn start(&self, channel: Option<TcpListener>) -> Result<Running, String> {
         self.check()?;
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.work_dir.display()))?;
         let serial = self.serial_log();
         File::create(&serial).map_err(|e| format!("cannot create {}: {e}", serial.display()))?;
         let log = File::create(self.emulator_log()).map_err(|e| format!("cannot create the emulator log: {e}"))?;
+        let com1 = match &channel {
+            Some(l) => Com1::Channel(l.local_addr().map_err(|e| format!("serial channel: {e}"))?.port()),
+            None => Com1::File,
+        };
         let mut cmd = match self.engine {
-            Engine::Qemu { kvm } => self.qemu_command(kvm),
-            Engine::Bochs => self.bochs_command()?,
+            Engine::Qemu { kvm } => self.qemu_command(kvm, com1),
+            Engine::Bochs => self.bochs_command(com1)?,
         };
         cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log).process_group(0);
         let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", self.engine.name()))?;
-        Ok(Running { child, serial, started: Instant::now(), finished: None })
+        let mut running = Running { child, serial, started: Instant::now(), finished: None, input: None, pump: None };
+        if let Some(listener) = channel {
+            // On failure `running` is dropped here, which ends the emulator.
+            let stream = running.accept(&listener, self)?;
+            let writer = stream.try_clone().map_err(|e| format!("serial channel: {e}"))?;
+            let log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&running.serial)
+                .map_err(|e| format!("cannot open {}: {e}", running.serial.display()))?;
+            running.pump = Some(pump_serial(stream, log));
+            running.input = Some(writer);
+        }
+        Ok(running)
     }
 
-    fn qemu_command(&self, kvm: bool) -> Command {
+    fn qemu_command(&self, kvm: bool, com1: Com1) -> Command {
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-display", "none", "-no-reboot", "-m"])
             .arg(self.memory_mib.to_string())
@@ -114,7 +152,11 @@ impl Machine {
             .arg("-drive")
             .arg(format!("format=raw,file={}", self.image.display()))
             .arg("-serial")
-            .arg(format!("file:{}", self.serial_log().display()))
+            .arg(match com1 {
+                Com1::File => format!("file:{}", self.serial_log().display()),
+                // Client mode: QEMU connects at startup and fails if nobody listens.
+                Com1::Channel(port) => format!("tcp:127.0.0.1:{port}"),
+            })
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         if kvm {
             cmd.args(["-enable-kvm", "-cpu", "host,+vmx"]);
@@ -127,7 +169,7 @@ impl Machine {
         cmd
     }
 
-    fn bochs_command(&self) -> Result<Command, String> {
+    fn bochs_command(&self, com1: Com1) -> Result<Command, String> {
         // Bochs wants flat disk images to fill whole cylinders (16 heads x 63 sectors).
         let disk = self.work_dir.join("disk.img");
         let mut data = std::fs::read(&self.image).map_err(|e| format!("cannot read {}: {e}", self.image.display()))?;
@@ -151,7 +193,7 @@ impl Machine {
              boot: disk\n\
              clock: sync=none, time0=local\n\
              display_library: x\n\
-             com1: enabled=1, mode=file, dev=\"{serial}\"\n\
+             com1: enabled=1, {com1}\n\
              port_e9_hack: enabled=1\n\
              log: \"{log}\"\n\
              panic: action=fatal\n\
@@ -164,7 +206,11 @@ impl Machine {
             cpus = self.cpus,
             ips = BOCHS_IPS,
             disk = disk.display(),
-            serial = self.serial_log().display(),
+            com1 = match com1 {
+                Com1::File => format!("mode=file, dev=\"{}\"", self.serial_log().display()),
+                // Bochs connects while it sets up its devices, before the simulation starts.
+                Com1::Channel(port) => format!("mode=socket-client, dev=127.0.0.1:{port}"),
+            },
             log = self.work_dir.join("bochs-internal.log").display(),
         );
         std::fs::write(&rc, config).map_err(|e| format!("cannot write {}: {e}", rc.display()))?;
@@ -179,12 +225,58 @@ impl Machine {
     }
 }
 
+/// How COM1 is wired.
+#[derive(Debug, Clone, Copy)]
+enum Com1 {
+    /// Output to `serial.log`, no input.
+    File,
+    /// The emulator connects to this port of 127.0.0.1.
+    Channel(u16),
+}
+
+/// How long an emulator may take to connect to the serial channel (Bochs starts Xvfb first).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A running emulator.
 pub struct Running {
     child: Child,
     serial: PathBuf,
     started: Instant,
     finished: Option<ExitStatus>,
+    /// The serial channel's sending side (`launch_interactive` only).
+    input: Option<TcpStream>,
+    /// The thread copying the channel into `serial`.
+    pump: Option<JoinHandle<()>>,
+}
+
+/// Copies what the machine sends on COM1 into the serial log, until the emulator closes
+/// the connection.
+fn pump_serial(mut stream: TcpStream, mut log: File) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if log.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+/// A handle that types into a running machine's COM1; it can move to another thread.
+pub struct SerialInput(TcpStream);
+
+impl SerialInput {
+    /// Sends `bytes` to COM1 as they are.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.0.write_all(bytes).and_then(|_| self.0.flush()).map_err(|e| format!("serial channel: {e}"))
+    }
 }
 
 /// How a run ended.
@@ -208,6 +300,74 @@ impl Running {
     /// The serial output so far.
     pub fn serial(&self) -> String {
         std::fs::read(&self.serial).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    /// Waits for the emulator to connect to the serial channel.
+    fn accept(&mut self, listener: &TcpListener, machine: &Machine) -> Result<TcpStream, String> {
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        listener.set_nonblocking(true).map_err(|e| format!("serial channel: {e}"))?;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).map_err(|e| format!("serial channel: {e}"))?;
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(format!("serial channel on 127.0.0.1:{port}: {e}")),
+            }
+            let why = if let Some(status) = self.poll() {
+                format!("exited ({status})")
+            } else if Instant::now() >= deadline {
+                format!("did not connect within {} s", CONNECT_TIMEOUT.as_secs())
+            } else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            self.kill();
+            return Err(format!(
+                "{} {why} before connecting its COM1 to the serial channel on 127.0.0.1:{port}; its log: {}",
+                machine.engine.name(),
+                machine.emulator_log().display()
+            ));
+        }
+    }
+
+    /// Types `bytes` into COM1. Only for a machine from `launch_interactive`.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        match &mut self.input {
+            Some(stream) => stream.write_all(bytes).map_err(|e| format!("serial channel: {e}")),
+            None => Err("no serial input: the machine was not started with launch_interactive, or it has ended".into()),
+        }
+    }
+
+    /// A second handle on COM1's input, for another thread (`launch_interactive` only).
+    pub fn serial_input(&self) -> Option<SerialInput> {
+        self.input.as_ref().and_then(|s| s.try_clone().ok()).map(SerialInput)
+    }
+
+    /// The emulator's exit status once it has ended (and, with a serial channel, once
+    /// everything it sent is in the serial log).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.poll()?;
+        self.finish_pump();
+        Some(status)
+    }
+
+    /// After the emulator has ended: lets the pump copy the last bytes, then stops it.
+    fn finish_pump(&mut self) {
+        let Some(pump) = self.pump.take() else { return };
+        // The connection closes with the emulator; a helper that inherited it could
+        // keep it open, so wait a little, then close it from our side.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !pump.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(stream) = self.input.take() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let _ = pump.join();
     }
 
     fn poll(&mut self) -> Option<ExitStatus> {
@@ -240,6 +400,7 @@ impl Running {
     /// Ends the emulator and everything it started (Xvfb, for Bochs).
     pub fn kill(&mut self) {
         if self.poll().is_some() {
+            self.finish_pump();
             return;
         }
         let pgid = self.child.id() as i32;
@@ -254,7 +415,10 @@ impl Running {
         }
         // SAFETY: as above; SIGKILL makes sure nothing is left behind.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = self.child.wait();
+        if let Ok(status) = self.child.wait() {
+            self.finished = Some(status);
+        }
+        self.finish_pump();
     }
 }
 

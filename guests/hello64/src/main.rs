@@ -702,6 +702,14 @@ fn platform() -> ! {
     outl(0xCF8, 0x8000_0800);
     let none = inl(0xCFC);
     check(id == 0x1237_8086 && none == 0xFFFF_FFFF, format_args!("pci 00:00.0 {id:#x}, 00:01.0 {none:#x}"));
+    // The whole of bus 0: the host bridge is the only device a DomU sees.
+    let present = (0..32u32)
+        .filter(|dev| {
+            outl(0xCF8, 0x8000_0000 | dev << 11);
+            inl(0xCFC) & 0xFFFF != 0xFFFF
+        })
+        .count();
+    check(present == 1, format_args!("pci bus 0 has {present} device(s)"));
     // fw_cfg: signature and CPU count.
     outw(0x510, 0);
     let sig = [inb(0x511), inb(0x511), inb(0x511), inb(0x511)];

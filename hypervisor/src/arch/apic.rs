@@ -88,6 +88,15 @@ pub fn enable_this_cpu() {
     write(reg::EOI, 0);
 }
 
+/// The highest vector in service (ISR), for handlers shared by several vectors.
+pub fn highest_in_service() -> Option<u8> {
+    // ISR: eight 32-bit registers at 0x100, 0x110, ... (SDM Vol. 3A Table 11-1).
+    (0..8usize).rev().find_map(|i| {
+        let bits = read(0x100 + i * 0x10);
+        (bits != 0).then(|| (i * 32 + 31 - bits.leading_zeros() as usize) as u8)
+    })
+}
+
 /// Signals end of interrupt for the highest-priority in-service vector.
 pub fn eoi() {
     write(reg::EOI, 0);

@@ -163,6 +163,37 @@ extern "C" fn wake_eoi() {
     super::apic::eoi();
 }
 
+// A device interrupt the hypervisor passes on (`arch::ioapic`): the same frame as
+// `wake_stub`, noting the vector in service before the EOI.
+core::arch::global_asm!(
+    ".global device_stub",
+    "device_stub:",
+    "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+    "push r8", "push r9", "push r10", "push r11",
+    "cld",
+    "mov rax, rsp",
+    "and rsp, -16",
+    "push rax",
+    "sub rsp, 8",
+    "call {handler}",
+    "add rsp, 8",
+    "pop rsp",
+    "pop r11", "pop r10", "pop r9", "pop r8",
+    "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+    "iretq",
+    handler = sym device_interrupt,
+);
+unsafe extern "C" {
+    fn device_stub();
+}
+
+extern "C" fn device_interrupt() {
+    if let Some(vector) = super::apic::highest_in_service() {
+        super::ioapic::note(vector);
+    }
+    super::apic::eoi();
+}
+
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
 fn build_idt() -> InterruptDescriptorTable {
@@ -200,6 +231,9 @@ fn build_idt() -> InterruptDescriptorTable {
         idt[SPURIOUS_VECTOR].set_handler_addr(addr(spurious_stub));
         idt[super::apic::KICK_VECTOR].set_handler_addr(addr(wake_stub));
         idt[super::apic::TIMER_VECTOR].set_handler_addr(addr(wake_stub));
+        for vector in super::ioapic::DEVICE_VECTORS {
+            idt[vector].set_handler_addr(addr(device_stub));
+        }
     }
     idt
 }

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod exceptions;
 pub mod fpu;
 pub mod gdt;
+pub mod ioapic;
 pub mod pic;
 pub mod serial;
 pub mod smp;

@@ -48,6 +48,9 @@ pub fn start(name: &str, spec: &DomainSpec) -> Result<Arc<Domain>, (Error, Strin
     );
     crate::sched::place(&domain, spec.weight, spec.cap, spec.cpus).map_err(|e| (Error::Invalid, e))?;
     super::register(domain.clone());
+    if spec.dom0 {
+        super::passthrough::setup(&domain);
+    }
     Ok(domain)
 }
 

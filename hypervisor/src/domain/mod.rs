@@ -10,6 +10,8 @@ pub mod irq;
 pub mod lifecycle;
 #[cfg(target_os = "none")]
 pub mod memory;
+#[cfg(target_os = "none")]
+pub mod passthrough;
 pub mod signals;
 #[cfg(target_os = "none")]
 pub mod vcpu;

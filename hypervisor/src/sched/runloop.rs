@@ -248,6 +248,8 @@ pub fn run_loop() -> ! {
         if power::stopping() {
             power::park_this_cpu();
         }
+        // Device interrupts that arrived while idle, for Domain0.
+        crate::domain::passthrough::deliver_pending();
         let mut now = crate::arch::timer::now_ns();
         let next_tick = NEXT_TICK[cpu].load(Ordering::Relaxed);
         if now >= next_tick {

@@ -164,7 +164,13 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
             // queue again"; nothing else is routed to the host yet.
             let vector = InterruptionInfo::from_raw(vmcs.read_ro32(ReadOnly32::ExitInterruptionInfo)).vector();
             crate::arch::apic::eoi();
-            if vector == crate::arch::apic::KICK_VECTOR || vector == crate::arch::apic::TIMER_VECTOR {
+            if crate::arch::ioapic::DEVICE_VECTORS.contains(&vector) {
+                // A device Domain0 owns: pass it on, and let the scheduler look again
+                // (Domain0 waking with BOOST may preempt whoever runs here).
+                crate::arch::ioapic::note(vector);
+                crate::domain::passthrough::deliver_pending();
+                Next::Yield
+            } else if vector == crate::arch::apic::KICK_VECTOR || vector == crate::arch::apic::TIMER_VECTOR {
                 Next::Yield
             } else {
                 Next::Resume

@@ -1,0 +1,104 @@
+//! The machine's I/O APICs: the hypervisor routes ISA interrupts it hands to Domain0
+//! (the serial port's IRQ 4) to its own vectors on the boot CPU, and notes which
+//! arrived; `domain::passthrough` passes them on to Domain0's virtual I/O APIC.
+//!
+//! Only what that needs: map each I/O APIC the MADT lists, program one redirection
+//! entry per routed line (edge, active high, fixed, physical destination), and keep a
+//! pending bit per line that interrupt handlers set and the run loop takes.
+
+use crate::mm::paging;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+use spin::Mutex;
+
+/// Vectors for routed ISA lines: `DEVICE_VECTOR_BASE + irq`, below the hypervisor's
+/// own vectors (timer 0xEF, kick 0xF0, spurious 0xFF) and above the exceptions.
+pub const DEVICE_VECTOR_BASE: u8 = 0x30;
+pub const DEVICE_VECTORS: core::ops::Range<u8> = DEVICE_VECTOR_BASE..DEVICE_VECTOR_BASE + 16;
+
+const IOREGSEL: usize = 0x00;
+const IOWIN: usize = 0x10;
+const REG_VERSION: u32 = 0x01;
+const REG_REDTBL: u32 = 0x10;
+const MASKED: u32 = 1 << 16;
+
+struct IoApic {
+    virt: u64,
+    gsi_base: u32,
+    pins: u32,
+}
+
+impl IoApic {
+    fn read(&self, reg: u32) -> u32 {
+        // SAFETY: `virt` maps this I/O APIC's page uncacheable (map_mmio); IOREGSEL and
+        // IOWIN are its 32-bit registers. The list's lock serialises select-then-access.
+        unsafe {
+            core::ptr::write_volatile((self.virt as usize + IOREGSEL) as *mut u32, reg);
+            core::ptr::read_volatile((self.virt as usize + IOWIN) as *const u32)
+        }
+    }
+
+    fn write(&self, reg: u32, value: u32) {
+        // SAFETY: as in `read`.
+        unsafe {
+            core::ptr::write_volatile((self.virt as usize + IOREGSEL) as *mut u32, reg);
+            core::ptr::write_volatile((self.virt as usize + IOWIN) as *mut u32, value);
+        }
+    }
+}
+
+static IOAPICS: Mutex<Vec<IoApic>> = Mutex::new(Vec::new());
+/// ISA lines whose interrupt arrived and was not yet passed on (bit n = IRQ n).
+static PENDING: AtomicU32 = AtomicU32::new(0);
+
+/// Maps the I/O APICs the MADT listed. Returns how many could be used.
+pub fn init(entries: &[super::acpi::IoApicEntry]) -> usize {
+    let mut list = IOAPICS.lock();
+    for e in entries {
+        match paging::map_mmio(u64::from(e.address), 1) {
+            Ok(virt) => {
+                let mut io = IoApic { virt, gsi_base: e.gsi_base, pins: 0 };
+                io.pins = ((io.read(REG_VERSION) >> 16) & 0xFF) + 1;
+                // Whatever firmware left enabled is off: only lines routed below arrive.
+                for pin in 0..io.pins {
+                    io.write(REG_REDTBL + 2 * pin, MASKED);
+                }
+                list.push(io);
+            }
+            Err(err) => log::warn!("ioapic at {:#x}: cannot map it ({err}); its interrupts stay off", e.address),
+        }
+    }
+    list.len()
+}
+
+/// Routes ISA `irq` (identity-mapped to the GSI of the same number, as on PCs without
+/// an override for it) to `DEVICE_VECTOR_BASE + irq` on the CPU with `apic_id`.
+pub fn route_isa(irq: u8, apic_id: u32) -> Result<(), &'static str> {
+    if irq >= 16 {
+        return Err("not an ISA interrupt");
+    }
+    let gsi = u32::from(irq);
+    let list = IOAPICS.lock();
+    let io = list.iter().find(|io| (io.gsi_base..io.gsi_base + io.pins).contains(&gsi)).ok_or("no I/O APIC has it")?;
+    let reg = REG_REDTBL + 2 * (gsi - io.gsi_base);
+    io.write(reg, MASKED);
+    io.write(reg + 1, (apic_id & 0xFF) << 24);
+    // Fixed delivery, physical destination, edge, active high, unmasked.
+    io.write(reg, u32::from(DEVICE_VECTOR_BASE + irq));
+    Ok(())
+}
+
+/// An interrupt on a routed vector arrived (handler or VM exit): note its line.
+pub fn note(vector: u8) {
+    if DEVICE_VECTORS.contains(&vector) {
+        PENDING.fetch_or(1 << (vector - DEVICE_VECTOR_BASE), Ordering::AcqRel);
+    }
+}
+
+/// Takes the lines that fired since the last call.
+pub fn take_pending() -> u32 {
+    if PENDING.load(Ordering::Acquire) == 0 {
+        return 0;
+    }
+    PENDING.swap(0, Ordering::AcqRel)
+}
