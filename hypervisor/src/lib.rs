@@ -13,6 +13,7 @@ pub mod devices;
 pub mod domain;
 pub mod loader;
 pub mod mm;
+pub mod pci_bars;
 pub mod ring;
 pub mod sched;
 pub mod vmx;

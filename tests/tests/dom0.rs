@@ -57,6 +57,9 @@ fn dom0_lspci_sees_the_machines_devices_through_passthrough() {
         .with_config("[dom0]\nimage = dom0\nmemory = 32\nscript = \"lspci; poweroff\"\n")
         .run();
     log.expect_in_order(&[
+        // The IDE controller's bus-master I/O BAR is opened in Domain0's I/O bitmap.
+        "passthrough: 00:01.1 8086:7010 I/O 0xc000+0x10 to Domain-0",
+        "passthrough: IRQ 4 of the machine goes to Domain-0",
         "dom0# lspci",
         // Bochs's i440FX board: the host bridge and the PIIX3 south bridge, which the
         // hypervisor leaves to Domain0 (a DomU's bus has the host bridge only: the

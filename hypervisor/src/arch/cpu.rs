@@ -74,6 +74,22 @@ pub unsafe fn inb(port: u16) -> u8 {
     value
 }
 
+/// # Safety
+/// As [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: forwarded to the caller.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// # Safety
+/// As [`outb`].
+pub unsafe fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: forwarded to the caller.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
 /// Reads CR2 (the faulting linear address of the last page fault).
 pub fn cr2() -> u64 {
     let v: u64;

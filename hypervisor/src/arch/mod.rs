@@ -9,6 +9,7 @@ pub mod exceptions;
 pub mod fpu;
 pub mod gdt;
 pub mod ioapic;
+pub mod pci;
 pub mod pic;
 pub mod serial;
 pub mod smp;

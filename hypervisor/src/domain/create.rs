@@ -83,6 +83,57 @@ fn virtual_wire(lapic: &mut crate::devices::lapic::LocalApic) {
     let _ = lapic.mmio_write(REG_LVT_LINT1, NMI, 0);
 }
 
+/// The machine's PCI devices go to Domain0, as in Xen: their configuration space through
+/// the ports (`DOM0_PORTS`), their memory BARs mapped 1:1 (uncacheable) into its EPT and
+/// their I/O BARs opened in its I/O bitmap. The host bridge stays the hypervisor's.
+/// Returns the I/O ranges to open. A BAR that would overlap Domain0's RAM or its
+/// emulated APIC pages is left out, saying so.
+fn pci_passthrough(
+    name: &str,
+    ept: &mut Ept,
+    tables: &mut FrameTables,
+    ram: u64,
+) -> Vec<core::ops::RangeInclusive<u16>> {
+    use crate::pci_bars::Bar;
+    let mut io = Vec::new();
+    for f in crate::arch::pci::enumerate() {
+        if f.class == 0x06 && f.subclass == 0x00 {
+            continue;
+        }
+        let at = format!("{:02x}:{:02x}.{} {:04x}:{:04x}", f.bus, f.dev, f.func, f.vendor, f.device);
+        for bar in f.bars.iter().filter(|b| b.is_assigned()) {
+            match *bar {
+                Bar::Io { base, size } => {
+                    io.push(base..=base.saturating_add(size - 1));
+                    log::info!("passthrough: {at} I/O {base:#x}+{size:#x} to {name}");
+                }
+                Bar::Memory { base, size, .. } => {
+                    let end = base.saturating_add(size);
+                    let apic_pages = [firmware::IOAPIC_GPA, firmware::LAPIC_GPA];
+                    if base < ram || apic_pages.iter().any(|&p| p < end && base < p + 4096) {
+                        log::warn!(
+                            "passthrough: {at} memory {base:#x}+{size:#x} overlaps {name}'s RAM or APIC pages; not mapped"
+                        );
+                        continue;
+                    }
+                    let m = Mapping {
+                        gpa: GuestPhysAddr(base),
+                        hpa: HostPhysAddr(base),
+                        len: size,
+                        perms: EptPerms::READ | EptPerms::WRITE,
+                        mem_type: MemType::Uncacheable,
+                    };
+                    match ept.map(tables, &m) {
+                        Ok(_) => log::info!("passthrough: {at} memory {base:#x}+{size:#x} to {name}"),
+                        Err(e) => log::warn!("passthrough: {at} memory {base:#x}+{size:#x} not mapped: {e}"),
+                    }
+                }
+            }
+        }
+    }
+    io
+}
+
 /// Makes the VMCS that was current when `create` began current again, on every way out.
 struct RestoreVmcs(u64);
 
@@ -103,8 +154,9 @@ impl Drop for RestoreVmcs {
 /// (0xCF8-0xCFF).
 pub const DOM0_PORTS: [core::ops::RangeInclusive<u16>; 2] = [0x3F8..=0x3FF, 0xCF8..=0xCFF];
 
-/// Domain0's I/O bitmaps: every port exits except [`DOM0_PORTS`]. Made once.
-fn dom0_io_bitmaps() -> Option<(u64, u64)> {
+/// Domain0's I/O bitmaps: every port exits except [`DOM0_PORTS`] and `extra` (the I/O
+/// BARs of the PCI devices it gets). Made once.
+fn dom0_io_bitmaps(extra: &[core::ops::RangeInclusive<u16>]) -> Option<(u64, u64)> {
     static DOM0: Once<Option<(u64, u64)>> = Once::new();
     *DOM0.call_once(|| {
         let a = phys::allocate()?;
@@ -113,7 +165,7 @@ fn dom0_io_bitmaps() -> Option<(u64, u64)> {
             // SAFETY: fresh frames, ours alone, through the direct map.
             unsafe { core::ptr::write_bytes(paging::phys_to_virt(pa) as *mut u8, 0xFF, 4096) };
         }
-        for port in DOM0_PORTS.iter().flat_map(|r| r.clone()) {
+        for port in DOM0_PORTS.iter().chain(extra).flat_map(|r| r.clone()) {
             // Bitmap A covers ports 0x0000-0x7FFF, B 0x8000-0xFFFF; a clear bit lets the
             // access through (SDM Vol. 3C "I/O-Bitmap Addresses").
             let (frame, bit) = if port < 0x8000 { (a, port) } else { (b, port - 0x8000) };
@@ -238,7 +290,8 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry) -> Result<Arc<Domain>
     let eptp = ept.eptp(caps.ept_ad());
     let bitmaps = bitmaps().ok_or("out of memory for the I/O and MSR bitmaps")?;
     let io_bitmaps = if spec.dom0 {
-        dom0_io_bitmaps().ok_or("out of memory for Domain0's I/O bitmaps")?
+        let io = pci_passthrough(name, &mut ept, &mut tables, size);
+        dom0_io_bitmaps(&io).ok_or("out of memory for Domain0's I/O bitmaps")?
     } else {
         (bitmaps.io_a, bitmaps.io_b)
     };
