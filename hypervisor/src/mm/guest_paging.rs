@@ -269,6 +269,65 @@ pub fn read_linear(ram: &impl GuestBytes, ctx: &Context, linear: u64, buf: &mut 
     done
 }
 
+/// Most pieces a guest buffer may have: 64 KiB plus one partial page.
+pub const MAX_PIECES: usize = 17;
+
+/// A guest buffer as guest-physical pieces, each inside one page and inside guest RAM.
+/// Fixed capacity: no allocation on the hypercall path.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pieces {
+    items: [(u64, usize); MAX_PIECES],
+    len: usize,
+}
+
+impl Pieces {
+    fn push(&mut self, gpa: u64, n: usize) -> Option<()> {
+        *self.items.get_mut(self.len)? = (gpa, n);
+        self.len += 1;
+        Some(())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        self.items.iter().take(self.len).copied()
+    }
+}
+
+/// Why a guest buffer cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferError {
+    /// Some byte is unmapped, forbidden for the access, non-canonical, wraps around the
+    /// address space, or lies outside guest RAM (in MMIO or beyond memory).
+    Fault,
+    /// More than [`MAX_PIECES`] pages.
+    TooLong,
+}
+
+/// The guest-physical pieces of the linear buffer `[addr, addr + len)` for `access`:
+/// every page translated through the guest's own tables (`ctx`) and checked to lie in
+/// its RAM (`[0, ram_size)`), all before anything is copied.
+pub fn buffer(
+    ram: &impl GuestRam,
+    ram_size: u64,
+    ctx: &Context,
+    addr: u64,
+    len: usize,
+    access: Access,
+) -> Result<Pieces, BufferError> {
+    let mut out = Pieces::default();
+    let mut done = 0usize;
+    while done < len {
+        let linear = addr.checked_add(done as u64).ok_or(BufferError::Fault)?;
+        let n = ((4096 - (linear & 0xFFF)) as usize).min(len - done);
+        let gpa = translate(ram, ctx, linear, access).map_err(|_| BufferError::Fault)?;
+        if gpa.checked_add(n as u64).is_none_or(|end| end > ram_size) {
+            return Err(BufferError::Fault);
+        }
+        out.push(gpa, n).ok_or(BufferError::TooLong)?;
+        done += n;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,5 +555,32 @@ mod tests {
                 assert!(n <= 15);
             }
         }
+    }
+
+    #[test]
+    fn hostile_hypercall_buffers_are_refused_before_anything_is_copied() {
+        let ram = four_level();
+        let ctx = long(0x1000);
+        let size = ram.size;
+        // Linear 0x20_0000.. is a read-only 2 MiB page at 0x60_0000 (see `four_level`).
+        let ok = buffer(&ram, size, &ctx, 0x20_0FF0, 32, Access::Read).expect("a mapped buffer");
+        assert_eq!(ok.iter().collect::<Vec<_>>(), vec![(0x60_0FF0, 16), (0x60_1000, 16)], "unaligned, across a page");
+        assert_eq!(buffer(&ram, size, &ctx, 0x5000, 0, Access::Write), Ok(Pieces::default()), "empty");
+        assert_eq!(buffer(&ram, size, &ctx, 0x20_0000, 8, Access::Write), Err(BufferError::Fault), "read-only output");
+        assert_eq!(
+            buffer(&ram, size, &ctx, 0x8000_0000_0000_0000, 8, Access::Read),
+            Err(BufferError::Fault),
+            "non-canonical"
+        );
+        assert_eq!(buffer(&ram, size, &ctx, u64::MAX - 3, 8, Access::Read), Err(BufferError::Fault), "wraps");
+        assert_eq!(buffer(&ram, size, &ctx, 0x6000, 8, Access::Read), Err(BufferError::Fault), "unmapped by the guest");
+        assert_eq!(
+            buffer(&ram, size, &ctx, 0x4000_0000, 8, Access::Read),
+            Err(BufferError::Fault),
+            "mapped by the guest to an address beyond its RAM"
+        );
+        assert_eq!(buffer(&ram, size, &ctx, 0x20_0000, 20 * 4096, Access::Read), Err(BufferError::TooLong), "huge");
+        // The same tables, but RAM ends at 0x60_1000: the second page is past RAM (MMIO).
+        assert_eq!(buffer(&ram, 0x60_1000, &ctx, 0x20_0FF0, 32, Access::Read), Err(BufferError::Fault), "into MMIO");
     }
 }

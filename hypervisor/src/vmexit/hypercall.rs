@@ -302,29 +302,20 @@ fn host_info() -> HostInfo {
     }
 }
 
-/// The guest-physical pieces of the linear range `[addr, addr + len)`, each inside one
-/// page and inside guest RAM, or `EFAULT`. At most 17 pieces (64 KiB + one).
+/// The guest-physical pieces of the caller's buffer (`guest_paging::buffer`, which
+/// checks every page before anything is copied).
 fn pieces(
     vmcs: &Current,
     memory: &crate::domain::memory::GuestMemory,
     addr: u64,
     len: usize,
     access: Access,
-) -> Result<heapless_pieces::Pieces, Error> {
+) -> Result<guest_paging::Pieces, Error> {
     let ctx = super::guest_paging_context(vmcs);
-    let mut out = heapless_pieces::Pieces::default();
-    let mut done = 0usize;
-    while done < len {
-        let linear = addr.checked_add(done as u64).ok_or(Error::Fault)?;
-        let n = ((4096 - (linear & 0xFFF)) as usize).min(len - done);
-        let gpa = guest_paging::translate(memory, &ctx, linear, access).map_err(|_| Error::Fault)?;
-        if gpa.checked_add(n as u64).is_none_or(|end| end > memory.size()) {
-            return Err(Error::Fault);
-        }
-        out.push(gpa, n).ok_or(Error::TooBig)?;
-        done += n;
-    }
-    Ok(out)
+    guest_paging::buffer(memory, memory.size(), &ctx, addr, len, access).map_err(|e| match e {
+        guest_paging::BufferError::Fault => Error::Fault,
+        guest_paging::BufferError::TooLong => Error::TooBig,
+    })
 }
 
 fn copy_from_guest(vmcs: &Current, domain: &Domain, addr: u64, buf: &mut [u8]) -> Result<(), Error> {
@@ -348,27 +339,4 @@ fn copy_to_guest(vmcs: &Current, domain: &Domain, addr: u64, data: &[u8]) -> Res
         off += n;
     }
     Ok(())
-}
-
-/// A fixed-capacity list of (gpa, length) pieces: no allocation on the hypercall path.
-mod heapless_pieces {
-    const MAX: usize = 17;
-
-    #[derive(Default)]
-    pub struct Pieces {
-        items: [(u64, usize); MAX],
-        len: usize,
-    }
-
-    impl Pieces {
-        pub fn push(&mut self, gpa: u64, n: usize) -> Option<()> {
-            *self.items.get_mut(self.len)? = (gpa, n);
-            self.len += 1;
-            Some(())
-        }
-
-        pub fn iter(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
-            self.items.iter().take(self.len).copied()
-        }
-    }
 }
