@@ -190,6 +190,9 @@ pub struct DomainConfig<'a> {
     pub line: usize,
     /// The `[dom0]` section: the management domain (its `script` is its command line).
     pub dom0: bool,
+    /// Created at boot (the default); `false` only defines it, for Domain0's
+    /// `create NAME`.
+    pub autostart: bool,
 }
 
 impl<'a> DomainConfig<'a> {
@@ -208,6 +211,7 @@ impl<'a> DomainConfig<'a> {
             cpus: u64::MAX,
             line,
             dom0: false,
+            autostart: true,
         }
     }
 
@@ -446,7 +450,7 @@ fn unquote(value: &str) -> Option<&str> {
     }
 }
 
-const DOMAIN_KEYS: &str = "image, memory, vcpus, cmdline, load_address, entry, mode, weight, cap, cpus";
+const DOMAIN_KEYS: &str = "image, memory, vcpus, cmdline, load_address, entry, mode, weight, cap, cpus, autostart";
 
 fn valid_domain_name(name: &str) -> bool {
     (1..=MAX_DOMAIN_NAME).contains(&name.len())
@@ -469,7 +473,7 @@ fn parse_u64(v: &str) -> Option<u64> {
 enum Current<'a> {
     Nowhere,
     Hypervisor,
-    Domain(DomainConfig<'a>, [Option<usize>; 11]),
+    Domain(DomainConfig<'a>, [Option<usize>; 12]),
 }
 
 /// Reads the whole file, handing each finished domain to `on_domain`. The single
@@ -520,7 +524,7 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
                     if let Some(first_line) = earlier_domain(text, line, domain) {
                         return Err(ConfigError::DuplicateDomain { line, name: domain, first_line });
                     }
-                    current = Current::Domain(DomainConfig::new(domain, line), [None; 11]);
+                    current = Current::Domain(DomainConfig::new(domain, line), [None; 12]);
                 }
                 Section::Dom0 => {
                     if let Some(first_line) = dom0_line {
@@ -528,7 +532,7 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
                     }
                     dom0_line = Some(line);
                     let d = DomainConfig { dom0: true, ..DomainConfig::new(DomainConfig::DOM0_NAME, line) };
-                    current = Current::Domain(d, [None; 11]);
+                    current = Current::Domain(d, [None; 12]);
                 }
                 Section::Unknown(name) => return Err(ConfigError::UnknownSection { line, name }),
             }
@@ -625,7 +629,7 @@ fn hypervisor_key<'a>(
 
 fn domain_key<'a>(
     d: &mut DomainConfig<'a>,
-    seen: &mut [Option<usize>; 11],
+    seen: &mut [Option<usize>; 12],
     line: usize,
     key: &'a str,
     value: &'a str,
@@ -645,6 +649,7 @@ fn domain_key<'a>(
         "cpus" => 9,
         // Domain0's boot script: `;`-separated shell commands, passed as its command line.
         "script" if d.dom0 => 10,
+        "autostart" if !d.dom0 => 11,
         _ => return Err(ConfigError::UnknownDomainKey { line, key }),
     };
     if let Some(entry) = seen.get_mut(slot) {
@@ -695,6 +700,13 @@ fn domain_key<'a>(
                 .and_then(|n| u32::try_from(n).ok())
                 .filter(|n| *n <= 6400)
                 .ok_or(bad("a cap in percent of one CPU, 0 (none) to 6400"))?
+        }
+        11 => {
+            d.autostart = match v {
+                "true" => true,
+                "false" => false,
+                _ => return Err(bad(BOOLS)),
+            }
         }
         9 => {
             d.cpus = parse_cpu_list(v).ok_or(bad("CPU numbers 0 to 63 as a list of numbers and ranges, e.g. 0-1,3"))?
@@ -767,6 +779,19 @@ mod tests {
         assert!(matches!(parse(script_in_domu), Err(ConfigError::UnknownDomainKey { line: 3, .. })));
         let both = "[dom0]\nimage = a\ncmdline = x\nscript = y\n";
         assert!(matches!(parse(both), Err(ConfigError::BadValue { line: 4, .. })));
+    }
+
+    #[test]
+    fn autostart_false_only_defines_a_domain() {
+        let text = "[domain later]\nimage = hello64\nautostart = false\n[domain now]\nimage = hello64\n";
+        let mut seen = Vec::new();
+        for_each_domain(text, |d| seen.push(d)).unwrap();
+        assert!(!seen[0].autostart && seen[1].autostart);
+        assert!(matches!(
+            parse("[domain x]\nimage = a\nautostart = maybe\n"),
+            Err(ConfigError::BadValue { line: 3, .. })
+        ));
+        assert!(matches!(parse("[dom0]\nimage = a\nautostart = false\n"), Err(ConfigError::UnknownDomainKey { .. })));
     }
 
     #[test]
@@ -964,6 +989,7 @@ mod tests {
                 cpus: u64::MAX,
                 line: 7,
                 dom0: false,
+                autostart: true,
             }
         );
     }

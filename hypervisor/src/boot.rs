@@ -381,6 +381,14 @@ fn create_domains(boot: &BootBundle) -> usize {
             if d.dom0 != dom0_pass {
                 return;
             }
+            if !d.autostart {
+                log::info!(
+                    "domain {}: defined, not started (autostart = false); Domain0 can `create {}`",
+                    d.name,
+                    d.name
+                );
+                return;
+            }
             let spec = crate::domain::DomainSpec::from_config(&d);
             match crate::domain::lifecycle::start(d.name, &spec) {
                 Ok(_) => created += 1,

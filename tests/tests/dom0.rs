@@ -14,13 +14,15 @@ fn dom0_runs_its_boot_script_list_create_pause_unpause_sched_credit_destroy() {
         .with_config(
             "[dom0]\nimage = dom0\nmemory = 32\n\
              script = \"list; create hello64 name=demo memory=8 cmdline=spin; list; pause demo; list; unpause demo; \
-             sched-credit -d demo -w 512 -c 50; sched-credit; vcpu-list demo; destroy demo; list; info; poweroff\"\n\
-             [domain calm]\nimage = hello64\nmemory = 8\ncmdline = spin\n",
+             sched-credit -d demo -w 512 -c 50; sched-credit; vcpu-list demo; destroy demo; create later; list; info; poweroff\"\n\
+             [domain calm]\nimage = hello64\nmemory = 8\ncmdline = spin\n\
+             [domain later]\nimage = hello64\nmemory = 4\ncmdline = spin\nautostart = false\n",
         )
         .run();
     log.expect_in_order(&[
         "domain Domain-0 (id 0) created: 32 MiB, 1 vCPU(s), image dom0",
         "domain calm (id 1) created",
+        "domain later: defined, not started (autostart = false)",
         "dom0: Ferrovisor Domain0 shell (hypercall ABI 1.0)",
         "dom0# list",
         "Name                                        ID   Mem VCPUs      State   Time(s)",
@@ -40,7 +42,11 @@ fn dom0_runs_its_boot_script_list_create_pause_unpause_sched_credit_destroy() {
         "dom0# vcpu-list demo",
         "dom0# destroy demo",
         "domain demo (id 2) destroyed",
+        // Defined in the configuration with autostart = false: created by name.
+        "dom0# create later",
+        "domain later (id 3) created: 4 MiB, 1 vCPU(s), image hello64",
         "dom0# list",
+        "later                                        3     4     1",
         "dom0# info",
         "nr_cpus",
         "dom0# poweroff",

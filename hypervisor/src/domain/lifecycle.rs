@@ -29,6 +29,18 @@ pub fn set_bundle(bundle: Bundle<'static>) {
     BUNDLE.call_once(|| bundle);
 }
 
+/// A domain the boot configuration defines without starting it (`autostart = false`).
+pub fn defined(name: &str) -> Option<DomainSpec> {
+    let text = core::str::from_utf8(BUNDLE.get()?.find("hypervisor.cfg")?.data).ok()?;
+    let mut found = None;
+    let _ = abi::config::for_each_domain(text, |d| {
+        if !d.autostart && d.name == name {
+            found = Some(DomainSpec::from_config(&d));
+        }
+    });
+    found
+}
+
 /// Builds a domain from `spec` and starts it. Errors are sentences for logs and
 /// Domain0; `Error` says which ABI code fits.
 pub fn start(name: &str, spec: &DomainSpec) -> Result<Arc<Domain>, (Error, String)> {

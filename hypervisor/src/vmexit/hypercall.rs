@@ -185,44 +185,56 @@ fn sched_error(e: crate::sched::credit::SchedError) -> Error {
 }
 
 /// `DomainCreate`: checks the request like a `[domain]` section, then builds the domain.
+/// `image` names a boot bundle entry, or a domain the configuration defines with
+/// `autostart = false` (whose settings the request's non-zero fields override).
 fn create(req: &DomainCreate) -> Result<u64, Error> {
     use abi::config::{MAX_DOMAIN_MEMORY_MIB, MAX_VCPUS};
     fn text(f: &[u8]) -> Result<&str, Error> {
         hypercall::field_str(f).ok_or(Error::Invalid)
     }
     let image = text(&req.image)?;
-    let name = match text(&req.name)? {
-        "" => image,
-        n => n,
-    };
     let cmdline = text(&req.cmdline)?;
-    let valid_name = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    let memory_mib = if req.memory_mib == 0 { 16 } else { req.memory_mib };
-    let vcpus = if req.vcpus == 0 { 1 } else { req.vcpus };
-    let weight = if req.weight == 0 { 256 } else { req.weight };
-    if image.is_empty()
-        || !valid_name
-        || memory_mib > MAX_DOMAIN_MEMORY_MIB
-        || vcpus > MAX_VCPUS
-        || weight > 65_535
-        || req.cap > 6400
-        || crate::domain::all().iter().any(|d| d.name == name)
-    {
-        return Err(Error::Invalid);
-    }
-    let spec = crate::domain::DomainSpec {
+    let defined = lifecycle::defined(image);
+    let base = defined.clone().unwrap_or(crate::domain::DomainSpec {
         image: image.into(),
-        memory_mib,
-        vcpus,
-        cmdline: cmdline.into(),
-        weight,
-        cap: req.cap,
-        cpus: if req.cpus == 0 { u64::MAX } else { req.cpus },
+        memory_mib: 16,
+        vcpus: 1,
+        cmdline: alloc::string::String::new(),
+        weight: 256,
+        cap: 0,
+        cpus: u64::MAX,
         mode: None,
         load_address: None,
         entry: None,
         dom0: false,
+    });
+    let name = match text(&req.name)? {
+        "" => image,
+        n => n,
     };
+    let or = |v: u32, d: u32| if v == 0 { d } else { v };
+    let spec = crate::domain::DomainSpec {
+        memory_mib: or(req.memory_mib, base.memory_mib),
+        vcpus: or(req.vcpus, base.vcpus),
+        weight: or(req.weight, base.weight),
+        cap: if req.cap == 0 { base.cap } else { req.cap },
+        cpus: if req.cpus == 0 { base.cpus } else { req.cpus },
+        cmdline: if cmdline.is_empty() { base.cmdline.clone() } else { cmdline.into() },
+        ..base
+    };
+    let valid_name = !name.is_empty()
+        && name.len() <= abi::config::MAX_DOMAIN_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if image.is_empty()
+        || !valid_name
+        || spec.memory_mib > MAX_DOMAIN_MEMORY_MIB
+        || spec.vcpus > MAX_VCPUS
+        || spec.weight > 65_535
+        || spec.cap > 6400
+        || crate::domain::all().iter().any(|d| d.name == name)
+    {
+        return Err(Error::Invalid);
+    }
     match lifecycle::start(name, &spec) {
         Ok(d) => Ok(u64::from(d.id)),
         Err((e, why)) => {
