@@ -77,3 +77,25 @@ fn dom0_lspci_sees_the_machines_devices_through_passthrough() {
     ]);
     log.expect_absent("ERROR");
 }
+
+#[test]
+fn a_domu_calling_privileged_hypercalls_gets_eperm_and_keeps_running_beside_dom0() {
+    let log = Boot::bochs("dom0-eperm", 1)
+        .with_config(
+            "[dom0]\nimage = dom0\nmemory = 32\nscript = \"sleep 1; list; poweroff\"\n\
+             [domain probe]\nimage = hello64\nmemory = 16\ncmdline = hypercall\n",
+        )
+        .run();
+    log.expect_in_order(&[
+        // It names itself (domain 1) for destroy, and asks to power the host off.
+        "[probe] hypercall: ok   domain destroy is privileged: Err(-1)",
+        "[probe] hypercall: ok   host power-off is privileged: Err(-1)",
+        "[probe] hypercall: 0 check(s) failed",
+        "domain probe exited status=0",
+        "dom0# list",
+        "probe                                        1    16     1     ---s--",
+        "dom0# poweroff",
+        "machine halted: done",
+    ]);
+    log.expect_absent("ERROR");
+}

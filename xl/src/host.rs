@@ -100,4 +100,6 @@ pub trait Host {
     fn pci_read32(&mut self, at: PciAddress, offset: u8) -> u32;
     /// A monotonic clock (nanoseconds since the host started, or any fixed origin).
     fn now_ns(&mut self) -> u64;
+    /// Waits a little (until the next interrupt or timer tick) without spinning.
+    fn idle(&mut self);
 }

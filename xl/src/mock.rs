@@ -220,4 +220,9 @@ impl Host for Mock {
     fn now_ns(&mut self) -> u64 {
         self.now_ns
     }
+
+    fn idle(&mut self) {
+        // One tick of Domain0's 10 ms timer.
+        self.now_ns += 10_000_000;
+    }
 }

@@ -159,6 +159,10 @@ impl Host for Hypervisor {
         inl(PCI_CONFIG_DATA)
     }
 
+    fn idle(&mut self) {
+        crate::interrupts::idle();
+    }
+
     fn now_ns(&mut self) -> u64 {
         (u128::from(rdtsc()) * 1_000_000 / u128::from(self.tsc_khz)) as u64
     }

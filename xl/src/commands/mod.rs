@@ -50,6 +50,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "lspci", synopsis: "lspci", summary: "list PCI devices" },
     Command { name: "help", synopsis: "help", summary: "this list" },
     Command { name: "poweroff", synopsis: "poweroff", summary: "power the host off" },
+    Command { name: "sleep", synopsis: "sleep SECONDS", summary: "wait (1 to 3600 s), for boot scripts" },
 ];
 
 /// The synopsis of command `name`, for usage errors.
@@ -115,6 +116,7 @@ impl Shell {
                 crate::pci::lspci(host, out)?;
             }
             "help" => help(out)?,
+            "sleep" => sleep(args, host)?,
             "poweroff" => {
                 no_args("poweroff", args)?;
                 return Ok(Outcome::PowerOff);
@@ -128,6 +130,19 @@ impl Shell {
 fn help(out: &mut impl Write) -> Result<(), CmdError<'static>> {
     for c in COMMANDS {
         writeln!(out, "{:<36}  {}", c.synopsis, c.summary)?;
+    }
+    Ok(())
+}
+
+/// `sleep SECONDS`: idles until that much time has passed on the host's clock.
+fn sleep<'a>(args: &[&'a str], host: &mut impl Host) -> Result<(), CmdError<'a>> {
+    let [text] = args else { return Err(CmdError::Usage(synopsis("sleep"))) };
+    let seconds = crate::number::parse_u64(text)
+        .filter(|s| (1..=3600).contains(s))
+        .ok_or(CmdError::BadNumber { text, what: "SECONDS (1 to 3600)" })?;
+    let end = host.now_ns().saturating_add(seconds * 1_000_000_000);
+    while host.now_ns() < end {
+        host.idle();
     }
     Ok(())
 }

@@ -233,6 +233,11 @@ fn console_resolves_the_domain_and_hands_over() {
 fn poweroff_asks_the_caller_to_power_off() {
     let mut m = Mock::new();
     assert_eq!(run(&mut m, "poweroff"), (String::new(), Outcome::PowerOff));
+    let before = m.now_ns;
+    assert_eq!(run(&mut m, "sleep 2"), (String::new(), Outcome::Done));
+    assert!(m.now_ns >= before + 2_000_000_000, "slept on the host clock");
+    assert_eq!(output(&mut m, "sleep 0"), "error: bad number '0' for SECONDS (1 to 3600)\n");
+    assert_eq!(output(&mut m, "sleep"), "error: usage: sleep SECONDS\n");
     assert_eq!(run(&mut m, "poweroff now"), (String::from("error: usage: poweroff\n"), Outcome::Done));
 }
 
