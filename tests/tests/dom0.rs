@@ -82,7 +82,7 @@ fn dom0_lspci_sees_the_machines_devices_through_passthrough() {
 fn a_domu_calling_privileged_hypercalls_gets_eperm_and_keeps_running_beside_dom0() {
     let log = Boot::bochs("dom0-eperm", 1)
         .with_config(
-            "[dom0]\nimage = dom0\nmemory = 32\nscript = \"sleep 1; list; poweroff\"\n\
+            "[dom0]\nimage = dom0\nmemory = 32\nscript = \"sleep 1; list; top; dmesg; poweroff\"\n\
              [domain probe]\nimage = hello64\nmemory = 16\ncmdline = hypercall\n",
         )
         .run();
@@ -94,6 +94,11 @@ fn a_domu_calling_privileged_hypercalls_gets_eperm_and_keeps_running_beside_dom0
         "domain probe exited status=0",
         "dom0# list",
         "probe                                        1    16     1     ---s--",
+        "dom0# top",
+        "      NAME  STATE   CPU(sec) CPU(%)     MEM(k) VCPUS",
+        "dom0# dmesg",
+        // The hypervisor's log from its first line, read back through the log ring.
+        "boot: Ferrovisor 0.1.0 starting",
         "dom0# poweroff",
         "machine halted: done",
     ]);
