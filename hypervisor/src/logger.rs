@@ -100,6 +100,12 @@ impl Log for SerialLogger {
     fn flush(&self) {}
 }
 
+/// Domain0's console output, raw, between whole log lines.
+pub fn write_console(bytes: &[u8]) {
+    let _guard = LineGuard::acquire(percpu::current_index());
+    serial::write_bytes(bytes);
+}
+
 /// The last 64 KiB of the log, for Domain0 (`HypervisorLogRead`).
 static LOG_RING: spin::Mutex<crate::ring::ByteRing<65536>> = spin::Mutex::new(crate::ring::ByteRing::new());
 

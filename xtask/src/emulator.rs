@@ -382,7 +382,7 @@ impl Running {
     pub fn wait(&mut self, timeout: Duration, mut stop_when: impl FnMut(&str) -> bool) -> Outcome {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.poll() {
+            if let Some(status) = self.exited() {
                 return Outcome::Exited(status.code());
             }
             if stop_when(&self.serial()) {
@@ -455,6 +455,76 @@ pub fn stream_file(path: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandl
             std::thread::sleep(Duration::from_millis(50));
         }
     })
+}
+
+/// Copies this process's stdin to `input` (COM1), byte for byte, until stdin ends or the
+/// channel closes. Run it on a terminal in `KeyboardMode` so keys go out as they are typed.
+pub fn forward_stdin(mut input: SerialInput) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        loop {
+            match std::io::stdin().lock().read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if input.send(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+/// Whether this process may read stdin: not when stdin is a terminal whose foreground
+/// process group is not ours (`cargo xtask run &`, `timeout` without `--foreground`),
+/// where reading it or changing its mode would stop us (SIGTTIN, SIGTTOU).
+pub fn stdin_is_ours() -> bool {
+    // SAFETY: isatty, tcgetpgrp and getpgrp only inspect fd 0 and our process.
+    unsafe { libc::isatty(0) != 1 || libc::tcgetpgrp(0) == libc::getpgrp() }
+}
+
+/// While alive, the terminal on stdin (if it is one) hands over each key as it is typed,
+/// without echoing it: ICANON and ECHO are off, ISIG stays on so Ctrl-C still reaches us.
+/// Dropping it restores the terminal as it was.
+pub struct KeyboardMode {
+    saved: Option<libc::termios>,
+}
+
+impl KeyboardMode {
+    /// Does nothing when stdin is not a terminal (a pipe, a file, CI).
+    pub fn enter() -> Self {
+        // SAFETY: isatty, tcgetattr and tcsetattr on fd 0 with a termios we own; a
+        // zeroed termios is a valid value of this plain C struct.
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return KeyboardMode { saved: None };
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return KeyboardMode { saved: None };
+            }
+            let mut raw = saved;
+            raw.c_lflag &= !(libc::ICANON | libc::ECHO);
+            raw.c_lflag |= libc::ISIG;
+            raw.c_cc[libc::VMIN] = 1;
+            raw.c_cc[libc::VTIME] = 0;
+            if libc::tcsetattr(0, libc::TCSANOW, &raw) != 0 {
+                return KeyboardMode { saved: None };
+            }
+            KeyboardMode { saved: Some(saved) }
+        }
+    }
+}
+
+impl Drop for KeyboardMode {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            // SAFETY: restores the settings tcgetattr gave us for the same fd.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
+        }
+    }
 }
 
 /// The last `lines` lines of `text`, for failure reports.

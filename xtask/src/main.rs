@@ -167,7 +167,10 @@ fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), Str
     Ok((guests, config))
 }
 
-fn cmd_build(o: &Opts) -> Result<build::Images, String> {
+/// Builds the images. `in_emulator`: for `run`, whose emulator should end when the
+/// machine powers off (Domain0's `poweroff`); images from `build` may go to real
+/// hardware, where the emulators' exit ports belong to whatever decodes them.
+fn cmd_build(o: &Opts, in_emulator: bool) -> Result<build::Images, String> {
     let kernel = build::kernel(profile(o))?;
     let boot = build::boot_tool()?;
     let mut guests = build::guests(profile(o))?;
@@ -178,6 +181,8 @@ fn cmd_build(o: &Opts) -> Result<build::Images, String> {
     let mut config = config_text(o.log_level.as_deref())?;
     if o.until_guests_exit {
         config = config.replacen("[hypervisor]", "[hypervisor]\nuntil_guests_exit = true\nemulator_exit = true", 1);
+    } else if in_emulator {
+        config = config.replacen("[hypervisor]", "[hypervisor]\nemulator_exit = true", 1);
     }
     config.push_str(&domains);
     step("making the BIOS and UEFI disk images");
@@ -215,7 +220,7 @@ fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
     if engine == (Engine::Qemu { kvm: false }) {
         eprintln!("note: QEMU without KVM emulates no VMX; the hypervisor will stop after its feature report");
     }
-    let images = cmd_build(o)?;
+    let images = cmd_build(o, true)?;
     let machine = Machine {
         engine,
         firmware: if o.uefi { Firmware::Uefi } else { Firmware::Bios },
@@ -225,12 +230,14 @@ fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
         work_dir: workspace_root().join("target").join("run"),
     };
     step(&format!(
-        "booting in {} with {} CPU(s) and {} MiB; serial console follows (Ctrl-C ends)",
+        "booting in {} with {} CPU(s) and {} MiB; serial console follows, keys go to COM1 (Ctrl-C ends)",
         engine.name(),
         o.cpus,
         o.memory
     ));
-    let mut running = machine.launch()?;
+    // COM1 is a serial channel: its output lands in serial.log as with a plain file, and
+    // what is typed here goes to the machine (the Domain0 shell's `dom0# ` prompt).
+    let mut running = machine.launch_interactive()?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -239,7 +246,20 @@ fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
     }
     let stop_stream = Arc::new(AtomicBool::new(false));
     let streamer = emulator::stream_file(&machine.serial_log(), stop_stream.clone());
-    let outcome = running.wait(Duration::from_secs(u64::MAX / 4), |_| interrupted.load(Ordering::SeqCst));
+    let outcome = {
+        // Keys go out as they are typed, unechoed (Domain0 echoes them), until this
+        // scope ends: on every way out, as Ctrl-C only sets `interrupted`.
+        let forward = emulator::stdin_is_ours();
+        if !forward {
+            eprintln!("xtask: running in the background of this terminal: keys are not forwarded to COM1");
+        }
+        let _keyboard = forward.then(emulator::KeyboardMode::enter);
+        if let Some(input) = running.serial_input().filter(|_| forward) {
+            // Not joined: it may be blocked reading stdin when the machine ends.
+            emulator::forward_stdin(input);
+        }
+        running.wait(Duration::from_secs(u64::MAX / 4), |_| interrupted.load(Ordering::SeqCst))
+    };
     stop_stream.store(true, Ordering::SeqCst);
     let _ = streamer.join();
     match outcome {
@@ -366,7 +386,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match command.as_str() {
-        "build" => cmd_build(&opts).map(|_| ExitCode::SUCCESS),
+        "build" => cmd_build(&opts, false).map(|_| ExitCode::SUCCESS),
         "run" => cmd_run(&opts),
         "test" => cmd_test(&opts),
         "-h" | "--help" | "help" => {

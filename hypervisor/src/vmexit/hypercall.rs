@@ -47,7 +47,14 @@ fn perform(vmcs: &Current, domain: &Domain, req: Request) -> Result<u64, Error> 
             let mut bytes = [0u8; hypercall::MAX_CONSOLE_WRITE as usize];
             let data = &mut bytes[..len as usize];
             copy_from_guest(vmcs, domain, buf, data)?;
-            domain.console_output(data);
+            if domain.is_dom0() {
+                // Domain0's console is the machine's: its bytes go out as they are, under
+                // the log's line lock so that neither cuts the other's lines.
+                crate::logger::write_console(data);
+                domain.runtime.lock().console_ring.push(data);
+            } else {
+                domain.console_output(data);
+            }
             Ok(len)
         }
         // Input Domain0 typed into this domain's console (`ConsoleWriteOther`).
