@@ -267,6 +267,10 @@ fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
             eprintln!("\nxtask: emulator ended by Ctrl-C (logs in {})", machine.work_dir.display());
             Ok(ExitCode::SUCCESS)
         }
+        Outcome::Exited(_) if !o.until_guests_exit && running.serial().contains("machine halted: done") => {
+            eprintln!("\nxtask: the machine powered off (logs in {})", machine.work_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Outcome::Exited(code) => {
             eprintln!(
                 "\nxtask: {} exited ({}); its log: {}",

@@ -51,6 +51,9 @@ pub struct Platform {
     pub has_legacy_pics: bool,
     /// I/O port of the ACPI PM timer, if the FADT describes one.
     pub pm_timer_port: Option<u64>,
+    /// The machine's power ports (PM1a/PM1b event and control blocks, from the FADT),
+    /// which Domain0 gets.
+    pub power_ports: Vec<core::ops::RangeInclusive<u16>>,
 }
 
 /// Errors a person can act on.
@@ -75,6 +78,13 @@ impl core::fmt::Display for DiscoveryError {
     }
 }
 
+static POWER_PORTS: spin::Once<Vec<core::ops::RangeInclusive<u16>>> = spin::Once::new();
+
+/// The machine's power ports as discovered (empty before discovery).
+pub fn power_ports() -> &'static [core::ops::RangeInclusive<u16>] {
+    POWER_PORTS.get().map_or(&[], |v| v.as_slice())
+}
+
 /// Reads the MADT (and FADT) reachable from the RSDP at `rsdp_phys`.
 pub fn discover(rsdp_phys: Option<u64>) -> Result<Platform, DiscoveryError> {
     let rsdp = rsdp_phys.ok_or(DiscoveryError::NoRsdp)?;
@@ -82,6 +92,25 @@ pub fn discover(rsdp_phys: Option<u64>) -> Result<Platform, DiscoveryError> {
     // signature and checksum), and the crate validates it again.
     let tables = unsafe { AcpiTables::from_rsdp(DirectMap, rsdp as usize) }.map_err(DiscoveryError::Tables)?;
     let info = tables.platform_info().map_err(DiscoveryError::Tables)?;
+    let mut power_ports = Vec::new();
+    if let Ok(fadt) = tables.find_table::<acpi::fadt::Fadt>() {
+        let blocks = [
+            fadt.pm1a_event_block().ok(),
+            fadt.pm1b_event_block().ok().flatten(),
+            fadt.pm1a_control_block().ok(),
+            fadt.pm1b_control_block().ok().flatten(),
+        ];
+        for b in blocks.into_iter().flatten() {
+            let bytes = u64::from(b.bit_width / 8);
+            if b.address_space == acpi::address::AddressSpace::SystemIo
+                && b.address != 0
+                && bytes > 0
+                && let (Ok(start), Ok(end)) = (u16::try_from(b.address), u16::try_from(b.address + bytes - 1))
+            {
+                power_ports.push(start..=end);
+            }
+        }
+    }
     let InterruptModel::Apic(apic) = info.interrupt_model else { return Err(DiscoveryError::NotApic) };
     let mut cpus = Vec::new();
     if let Some(p) = info.processor_info {
@@ -97,11 +126,13 @@ pub fn discover(rsdp_phys: Option<u64>) -> Result<Platform, DiscoveryError> {
         .iter()
         .map(|io| IoApicEntry { id: io.id, address: io.address, gsi_base: io.global_system_interrupt_base })
         .collect();
+    POWER_PORTS.call_once(|| power_ports.clone());
     Ok(Platform {
         cpus,
         io_apics,
         local_apic_address: apic.local_apic_address,
         has_legacy_pics: apic.also_has_legacy_pics,
         pm_timer_port: info.pm_timer.map(|t| t.base.address),
+        power_ports,
     })
 }

@@ -290,7 +290,13 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry) -> Result<Arc<Domain>
     let eptp = ept.eptp(caps.ept_ad());
     let bitmaps = bitmaps().ok_or("out of memory for the I/O and MSR bitmaps")?;
     let io_bitmaps = if spec.dom0 {
-        let io = pci_passthrough(name, &mut ept, &mut tables, size);
+        let mut io = pci_passthrough(name, &mut ept, &mut tables, size);
+        // The machine's ACPI power ports (PM1 event and control blocks): Domain0 owns
+        // power management, as in Xen.
+        for ports in crate::arch::acpi::power_ports() {
+            log::info!("passthrough: ACPI power ports {:#x}-{:#x} to {name}", ports.start(), ports.end());
+            io.push(ports.clone());
+        }
         dom0_io_bitmaps(&io).ok_or("out of memory for Domain0's I/O bitmaps")?
     } else {
         (bitmaps.io_a, bitmaps.io_b)
