@@ -72,10 +72,18 @@ pub enum Call {
     SchedGetParams = 21,
     /// Privileged. (domain, buf, len) -> bytes queued as that domain's console input.
     ConsoleWriteOther = 22,
+    /// Privileged. (gsi 0..=23, flags: bit 0 level-triggered, bit 1 active-low) -> 0.
+    /// The machine's interrupt line `gsi` is delivered to Domain0's virtual I/O APIC pin
+    /// `gsi` (Xen's map-pirq): Domain0's driver, which knows the device, asks for it. A
+    /// level-triggered line is masked on the host when it fires and unmasked when
+    /// Domain0 EOIs the vector its pin is programmed with.
+    IrqRoute = 23,
+    /// Privileged. (out: *mut PlatformInfo) -> 0. The machine's ACPI fixed hardware.
+    PlatformInfo = 24,
 }
 
 impl Call {
-    pub const ALL: [Call; 23] = [
+    pub const ALL: [Call; 25] = [
         Call::Version,
         Call::ConsoleWrite,
         Call::ConsoleRead,
@@ -99,6 +107,8 @@ impl Call {
         Call::HostReboot,
         Call::SchedGetParams,
         Call::ConsoleWriteOther,
+        Call::IrqRoute,
+        Call::PlatformInfo,
     ];
 
     pub fn from_number(n: u64) -> Option<Call> {
@@ -462,6 +472,51 @@ impl DomainCreate {
     }
 }
 
+/// `IrqRoute` flags.
+pub const IRQ_LEVEL: u64 = 1 << 0;
+pub const IRQ_ACTIVE_LOW: u64 = 1 << 1;
+/// GSIs `IrqRoute` can route: the pins of Domain0's virtual I/O APIC.
+pub const IRQ_ROUTE_GSIS: u32 = 24;
+
+/// What [`Call::PlatformInfo`] writes (24 bytes): the machine's ACPI fixed hardware, from
+/// its FADT and MADT. Ports are 0 and the SCI is `u32::MAX` where the machine has none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlatformInfo {
+    /// The SCI's global system interrupt.
+    pub sci_gsi: u32,
+    /// `IRQ_LEVEL | IRQ_ACTIVE_LOW` as the MADT (or the ACPI default for the SCI) says.
+    pub sci_flags: u32,
+    pub pm1a_event: u32,
+    pub pm1a_control: u32,
+    pub pm_timer: u32,
+    pub reserved: u32,
+}
+
+impl PlatformInfo {
+    pub const SIZE: usize = 24;
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        let mut w = Le { buf: &mut b, at: 0 };
+        for v in [self.sci_gsi, self.sci_flags, self.pm1a_event, self.pm1a_control, self.pm_timer, self.reserved] {
+            w.put(&v.to_le_bytes());
+        }
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let mut r = Rd { buf: b, at: 0 };
+        PlatformInfo {
+            sci_gsi: r.u32(),
+            sci_flags: r.u32(),
+            pm1a_event: r.u32(),
+            pm1a_control: r.u32(),
+            pm_timer: r.u32(),
+            reserved: r.u32(),
+        }
+    }
+}
+
 /// A decoded, range-checked request. Pointers are still guest-virtual and unchecked:
 /// the dispatcher translates them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,6 +544,8 @@ pub enum Request {
     HostReboot,
     SchedGetParams,
     ConsoleWriteOther { domain: u32, buf: u64, len: u64 },
+    IrqRoute { gsi: u32, level: bool, active_low: bool },
+    PlatformInfo { out: u64 },
 }
 
 impl Request {
@@ -517,6 +574,8 @@ impl Request {
             Request::HostReboot => Call::HostReboot,
             Request::SchedGetParams => Call::SchedGetParams,
             Request::ConsoleWriteOther { .. } => Call::ConsoleWriteOther,
+            Request::IrqRoute { .. } => Call::IrqRoute,
+            Request::PlatformInfo { .. } => Call::PlatformInfo,
         }
     }
 }
@@ -585,6 +644,14 @@ pub fn decode(number: u64, a: [u64; 6]) -> Result<Request, Error> {
         Call::HostPowerOff => Request::HostPowerOff,
         Call::HostReboot => Request::HostReboot,
         Call::SchedGetParams => Request::SchedGetParams,
+        Call::IrqRoute => {
+            let (gsi, flags) = (id(a[0])?, a[1]);
+            if gsi >= IRQ_ROUTE_GSIS || flags & !(IRQ_LEVEL | IRQ_ACTIVE_LOW) != 0 {
+                return Err(Error::Invalid);
+            }
+            Request::IrqRoute { gsi, level: flags & IRQ_LEVEL != 0, active_low: flags & IRQ_ACTIVE_LOW != 0 }
+        }
+        Call::PlatformInfo => Request::PlatformInfo { out: a[0] },
         Call::ConsoleWriteOther => {
             Request::ConsoleWriteOther { domain: id(a[0])?, buf: a[1], len: length(a[2], MAX_CONSOLE_WRITE)? }
         }
@@ -601,7 +668,7 @@ mod tests {
             assert_eq!(*c as u64, i as u64);
             assert_eq!(Call::from_number(i as u64), Some(*c));
         }
-        assert_eq!(Call::from_number(23), None);
+        assert_eq!(Call::from_number(25), None);
         assert_eq!(Call::from_number(u64::MAX), None);
     }
 
@@ -710,6 +777,17 @@ mod tests {
         assert_eq!(field_str(&[0xFF, 0]), None);
         assert_eq!(DomState::from_u32(4), Some(DomState::Shutdown));
         assert_eq!(DomState::from_u32(5), None);
+    }
+
+    #[test]
+    fn irq_route_checks_the_line_and_the_flags() {
+        assert_eq!(decode(23, [9, 3, 0, 0, 0, 0]), Ok(Request::IrqRoute { gsi: 9, level: true, active_low: true }));
+        assert_eq!(decode(23, [4, 0, 0, 0, 0, 0]), Ok(Request::IrqRoute { gsi: 4, level: false, active_low: false }));
+        assert_eq!(decode(23, [24, 1, 0, 0, 0, 0]), Err(Error::Invalid), "beyond the 24 pins");
+        assert_eq!(decode(23, [9, 4, 0, 0, 0, 0]), Err(Error::Invalid), "unknown flag");
+        assert_eq!(decode(23, [1 << 32, 0, 0, 0, 0, 0]), Err(Error::Invalid));
+        let p = PlatformInfo { sci_gsi: 9, sci_flags: 3, pm1a_event: 0xB000, pm1a_control: 0xB004, pm_timer: 0xB008, reserved: 0 };
+        assert_eq!(PlatformInfo::from_bytes(&p.to_bytes()), p);
     }
 
     #[test]

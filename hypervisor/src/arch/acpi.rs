@@ -79,6 +79,13 @@ impl core::fmt::Display for DiscoveryError {
 }
 
 static POWER_PORTS: spin::Once<Vec<core::ops::RangeInclusive<u16>>> = spin::Once::new();
+static FIXED_HARDWARE: spin::Once<abi::hypercall::PlatformInfo> = spin::Once::new();
+
+/// The machine's ACPI fixed hardware for Domain0 (`PlatformInfo`); no SCI and no ports
+/// before discovery or without a FADT.
+pub fn fixed_hardware() -> abi::hypercall::PlatformInfo {
+    FIXED_HARDWARE.get().copied().unwrap_or(abi::hypercall::PlatformInfo { sci_gsi: u32::MAX, ..Default::default() })
+}
 
 /// The machine's power ports as discovered (empty before discovery).
 pub fn power_ports() -> &'static [core::ops::RangeInclusive<u16>] {
@@ -93,7 +100,32 @@ pub fn discover(rsdp_phys: Option<u64>) -> Result<Platform, DiscoveryError> {
     let tables = unsafe { AcpiTables::from_rsdp(DirectMap, rsdp as usize) }.map_err(DiscoveryError::Tables)?;
     let info = tables.platform_info().map_err(DiscoveryError::Tables)?;
     let mut power_ports = Vec::new();
+    let mut fixed = abi::hypercall::PlatformInfo { sci_gsi: u32::MAX, ..Default::default() };
     if let Ok(fadt) = tables.find_table::<acpi::fadt::Fadt>() {
+        let io_port = |b: Option<acpi::address::GenericAddress>| {
+            b.filter(|b| b.address_space == acpi::address::AddressSpace::SystemIo)
+                .and_then(|b| u32::try_from(b.address).ok())
+                .unwrap_or(0)
+        };
+        fixed.pm1a_event = io_port(fadt.pm1a_event_block().ok());
+        fixed.pm1a_control = io_port(fadt.pm1a_control_block().ok());
+        fixed.pm_timer = io_port(fadt.pm_timer_block().ok().flatten());
+        // The SCI is an ISA interrupt number: an interrupt source override may move it to
+        // another GSI and give its polarity and trigger mode; without one, ACPI says
+        // "sharable, level, active low".
+        let sci = fadt.sci_interrupt;
+        if sci != 0
+            && let InterruptModel::Apic(ref apic) = info.interrupt_model
+        {
+            use acpi::platform::interrupt::{Polarity, TriggerMode};
+            let iso = apic.interrupt_source_overrides.iter().find(|o| u16::from(o.isa_source) == sci);
+            let gsi = iso.map_or(u32::from(sci), |o| o.global_system_interrupt);
+            let level = !matches!(iso.map(|o| o.trigger_mode), Some(TriggerMode::Edge));
+            let low = !matches!(iso.map(|o| o.polarity), Some(Polarity::ActiveHigh));
+            fixed.sci_gsi = gsi;
+            fixed.sci_flags = (if level { abi::hypercall::IRQ_LEVEL as u32 } else { 0 })
+                | if low { abi::hypercall::IRQ_ACTIVE_LOW as u32 } else { 0 };
+        }
         let blocks = [
             fadt.pm1a_event_block().ok(),
             fadt.pm1b_event_block().ok().flatten(),
@@ -127,6 +159,7 @@ pub fn discover(rsdp_phys: Option<u64>) -> Result<Platform, DiscoveryError> {
         .map(|io| IoApicEntry { id: io.id, address: io.address, gsi_base: io.global_system_interrupt_base })
         .collect();
     POWER_PORTS.call_once(|| power_ports.clone());
+    FIXED_HARDWARE.call_once(|| fixed);
     Ok(Platform {
         cpus,
         io_apics,

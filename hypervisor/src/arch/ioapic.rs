@@ -3,24 +3,29 @@
 //! arrived; `domain::passthrough` passes them on to Domain0's virtual I/O APIC.
 //!
 //! Only what that needs: map each I/O APIC the MADT lists, program one redirection
-//! entry per routed line (edge, active high, fixed, physical destination), and keep a
-//! pending bit per line that interrupt handlers set and the run loop takes.
+//! entry per routed line (fixed, physical destination, the trigger mode and polarity
+//! asked for), mask level-triggered lines when they fire, and keep a pending bit per
+//! line that interrupt handlers set and the run loop takes.
 
 use crate::mm::paging;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
 
-/// Vectors for routed ISA lines: `DEVICE_VECTOR_BASE + irq`, below the hypervisor's
-/// own vectors (timer 0xEF, kick 0xF0, spurious 0xFF) and above the exceptions.
+/// Vectors for routed lines: `DEVICE_VECTOR_BASE + gsi` for GSIs 0 to 23, below the
+/// hypervisor's own vectors (timer 0xEF, kick 0xF0, spurious 0xFF) and above the
+/// exceptions.
 pub const DEVICE_VECTOR_BASE: u8 = 0x30;
-pub const DEVICE_VECTORS: core::ops::Range<u8> = DEVICE_VECTOR_BASE..DEVICE_VECTOR_BASE + 16;
+pub const ROUTABLE_GSIS: u32 = 24;
+pub const DEVICE_VECTORS: core::ops::Range<u8> = DEVICE_VECTOR_BASE..DEVICE_VECTOR_BASE + ROUTABLE_GSIS as u8;
 
 const IOREGSEL: usize = 0x00;
 const IOWIN: usize = 0x10;
 const REG_VERSION: u32 = 0x01;
 const REG_REDTBL: u32 = 0x10;
 const MASKED: u32 = 1 << 16;
+const LEVEL: u32 = 1 << 15;
+const ACTIVE_LOW: u32 = 1 << 13;
 
 struct IoApic {
     virt: u64,
@@ -48,8 +53,10 @@ impl IoApic {
 }
 
 static IOAPICS: Mutex<Vec<IoApic>> = Mutex::new(Vec::new());
-/// ISA lines whose interrupt arrived and was not yet passed on (bit n = IRQ n).
+/// Lines whose interrupt arrived and was not yet passed on (bit n = GSI n).
 static PENDING: AtomicU32 = AtomicU32::new(0);
+/// Routed lines that are level-triggered: masked as soon as they fire.
+static LEVEL_LINES: AtomicU32 = AtomicU32::new(0);
 
 /// Maps the I/O APICs the MADT listed. Returns how many could be used.
 pub fn init(entries: &[super::acpi::IoApicEntry]) -> usize {
@@ -72,26 +79,55 @@ pub fn init(entries: &[super::acpi::IoApicEntry]) -> usize {
 }
 
 /// Routes ISA `irq` (identity-mapped to the GSI of the same number, as on PCs without
-/// an override for it) to `DEVICE_VECTOR_BASE + irq` on the CPU with `apic_id`.
+/// an override for it) as an edge-triggered, active-high line to the CPU with `apic_id`.
 pub fn route_isa(irq: u8, apic_id: u32) -> Result<(), &'static str> {
     if irq >= 16 {
         return Err("not an ISA interrupt");
     }
-    let gsi = u32::from(irq);
+    route(u32::from(irq), false, false, apic_id)
+}
+
+/// Routes `gsi` to `DEVICE_VECTOR_BASE + gsi` on the CPU with `apic_id` (fixed delivery,
+/// physical destination) with the given trigger mode and polarity, unmasked.
+pub fn route(gsi: u32, level: bool, active_low: bool, apic_id: u32) -> Result<(), &'static str> {
+    if gsi >= ROUTABLE_GSIS {
+        return Err("beyond the GSIs the hypervisor routes");
+    }
     let list = IOAPICS.lock();
     let io = list.iter().find(|io| (io.gsi_base..io.gsi_base + io.pins).contains(&gsi)).ok_or("no I/O APIC has it")?;
     let reg = REG_REDTBL + 2 * (gsi - io.gsi_base);
     io.write(reg, MASKED);
     io.write(reg + 1, (apic_id & 0xFF) << 24);
-    // Fixed delivery, physical destination, edge, active high, unmasked.
-    io.write(reg, u32::from(DEVICE_VECTOR_BASE + irq));
+    let bit = 1u32 << gsi;
+    if level {
+        LEVEL_LINES.fetch_or(bit, Ordering::AcqRel);
+    } else {
+        LEVEL_LINES.fetch_and(!bit, Ordering::AcqRel);
+    }
+    let mode = if level { LEVEL } else { 0 } | if active_low { ACTIVE_LOW } else { 0 };
+    io.write(reg, (DEVICE_VECTOR_BASE as u32 + gsi) | mode);
     Ok(())
 }
 
-/// An interrupt on a routed vector arrived (handler or VM exit): note its line.
+/// Masks or unmasks a routed line.
+pub fn set_masked(gsi: u32, masked: bool) {
+    let list = IOAPICS.lock();
+    let Some(io) = list.iter().find(|io| (io.gsi_base..io.gsi_base + io.pins).contains(&gsi)) else { return };
+    let reg = REG_REDTBL + 2 * (gsi - io.gsi_base);
+    let low = io.read(reg);
+    io.write(reg, if masked { low | MASKED } else { low & !MASKED });
+}
+
+/// An interrupt on a routed vector arrived (handler or VM exit): note its line. A
+/// level-triggered line is masked at once: it stays asserted until the driver in
+/// Domain0 has dealt with the device, and unmasked when Domain0 EOIs it.
 pub fn note(vector: u8) {
     if DEVICE_VECTORS.contains(&vector) {
-        PENDING.fetch_or(1 << (vector - DEVICE_VECTOR_BASE), Ordering::AcqRel);
+        let gsi = u32::from(vector - DEVICE_VECTOR_BASE);
+        if LEVEL_LINES.load(Ordering::Acquire) & (1 << gsi) != 0 {
+            set_masked(gsi, true);
+        }
+        PENDING.fetch_or(1 << gsi, Ordering::AcqRel);
     }
 }
 

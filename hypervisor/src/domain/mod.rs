@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod memory;
 #[cfg(target_os = "none")]
 pub mod passthrough;
+pub mod pirq;
 pub mod signals;
 #[cfg(target_os = "none")]
 pub mod vcpu;

@@ -84,8 +84,15 @@ fn publish(domain: &Domain, vcpu: &Vcpu) {
 pub fn apply(domain: &Domain, vcpu: &mut Vcpu, effects: Effects) {
     publish(domain, vcpu);
     if let Some(vector) = effects.eoi_vector {
-        // A level-triggered interrupt retired: the I/O APIC may deliver it again.
-        domain.devices(|d, out| d.eoi(vector, out));
+        // A level-triggered interrupt retired: the I/O APIC may deliver it again. For
+        // Domain0, a machine line it was handling is lowered and unmasked first.
+        let dom0 = domain.is_dom0();
+        domain.devices(|d, out| {
+            if dom0 {
+                crate::domain::passthrough::before_eoi(d, vector, out);
+            }
+            d.eoi(vector, out)
+        });
     }
     let Some(ipi) = effects.ipi else { return };
     let own = vcpu.id as usize;

@@ -159,6 +159,13 @@ fn perform(vmcs: &Current, domain: &Domain, req: Request) -> Result<u64, Error> 
             // raises its receive interrupt.
             Ok(d.devices(|dev, _| dev.queue_input(data)) as u64)
         }
+        Request::IrqRoute { gsi, level, active_low } => {
+            crate::domain::passthrough::route(gsi, level, active_low).map(|_| 0)
+        }
+        Request::PlatformInfo { out } => {
+            copy_to_guest(vmcs, domain, out, &crate::arch::acpi::fixed_hardware().to_bytes())?;
+            Ok(0)
+        }
         Request::HostPowerOff => {
             log::info!("Domain0 powered the machine off");
             crate::power::stop_machine(crate::power::StopReason::Done)
