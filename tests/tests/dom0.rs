@@ -104,3 +104,29 @@ fn a_domu_calling_privileged_hypercalls_gets_eperm_and_keeps_running_beside_dom0
     ]);
     log.expect_absent("ERROR");
 }
+
+#[test]
+fn dom0_shutdown_presses_the_acpi_power_button_of_a_listening_guest_and_powers_off_a_deaf_one() {
+    let log = Boot::bochs("dom0-shutdown", 1)
+        .with_config(
+            "[dom0]\nimage = dom0\nmemory = 32\nscript = \"sleep 1; shutdown polite; shutdown deaf; sleep 1; list; poweroff\"\n\
+             [domain polite]\nimage = hello64\nmemory = 8\ncmdline = button\n\
+             [domain deaf]\nimage = hello64\nmemory = 8\ncmdline = ticker\n",
+        )
+        .run();
+    log.expect_in_order(&[
+        "[polite] button: waiting for the ACPI power button",
+        "dom0# shutdown polite",
+        "domain polite: ACPI power button pressed (shutdown requested by Domain0)",
+        "dom0# shutdown deaf",
+        "domain deaf does not listen to its ACPI power button; powered off by Domain0",
+        "dom0# list",
+        "dom0# poweroff",
+    ]);
+    log.expect_in_order(&[
+        "[polite] button: power button pressed; powering off",
+        "domain polite powered off (ACPI S5)",
+    ]);
+    log.expect_in_order(&["polite                                       1     8     1     ---s--"]);
+    log.expect_absent("ERROR");
+}

@@ -29,6 +29,9 @@
 //! - `timer`: device interrupts: the PIT's IRQ 0 through the I/O APIC (pin 2), the
 //!   same through the 8259 and LINT0 (virtual wire), and the RTC's periodic IRQ 8
 //!   through the I/O APIC, each counted while the vCPU halts between interrupts;
+//! - `button`: listens to its ACPI power button (PWRBTN_EN, the SCI on I/O APIC pin 9,
+//!   level-triggered) and powers off through S5 when it is pressed (Domain0's
+//!   `shutdown`), as an OS does;
 //! - `ticker`: a demonstration domain that never ends: prints a line every 5 s from its
 //!   local APIC timer and halts in between (what `cargo xtask run` starts by default);
 //! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
@@ -764,10 +767,12 @@ macro_rules! irq_stub {
 irq_stub!("pit_ioapic_entry", "on_pit_ioapic");
 irq_stub!("pit_pic_entry", "on_pit_pic");
 irq_stub!("rtc_entry", "on_rtc");
+irq_stub!("sci_entry", "on_sci");
 unsafe extern "C" {
     fn pit_ioapic_entry();
     fn pit_pic_entry();
     fn rtc_entry();
+    fn sci_entry();
 }
 
 static PIT_IOAPIC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -784,6 +789,48 @@ extern "C" fn on_pit_ioapic() {
 extern "C" fn on_pit_pic() {
     PIT_PIC.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
     outb(0x20, 0x20); // non-specific EOI to the master 8259
+}
+
+static BUTTON: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+#[unsafe(no_mangle)]
+extern "C" fn on_sci() {
+    let status = inw(0x600);
+    if status & (1 << 8) != 0 {
+        BUTTON.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    }
+    outw(0x600, status); // write one to clear: the SCI goes low
+    apic_write(0xB0, 0);
+}
+
+fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: port input in a guest only causes a VM exit the hypervisor handles.
+    unsafe { asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack)) };
+    v
+}
+
+/// Waits for the ACPI power button, then powers off as an OS would.
+fn button() -> ! {
+    set_gate(0x49, sci_entry as *const () as u64);
+    // I/O APIC pin 9: the SCI, level-triggered, active high (the MADT's override).
+    // SAFETY: the I/O APIC page: EPT violations the hypervisor emulates.
+    unsafe {
+        (IOAPIC as *mut u32).write_volatile(0x10 + 2 * 9 + 1);
+        ((IOAPIC + 0x10) as *mut u32).write_volatile(0);
+        (IOAPIC as *mut u32).write_volatile(0x10 + 2 * 9);
+        ((IOAPIC + 0x10) as *mut u32).write_volatile(0x49 | 1 << 15);
+    }
+    outw(0x602, 1 << 8); // PM1_EN: PWRBTN_EN
+    let _ = writeln!(Console, "button: waiting for the ACPI power button");
+    while BUTTON.load(core::sync::atomic::Ordering::SeqCst) == 0 {
+        // SAFETY: halts until the next interrupt; the handler is installed.
+        unsafe { asm!("sti", "hlt", "cli") };
+    }
+    let _ = writeln!(Console, "button: power button pressed; powering off");
+    // SAFETY: PM1a_CNT (FADT): SLP_TYP = 5 (the DSDT's \_S5), SLP_EN.
+    unsafe { asm!("out dx, ax", in("dx") 0x604u16, in("ax") (5u16 << 10) | (1 << 13), options(nomem, nostack)) };
+    exit(1)
 }
 
 #[unsafe(no_mangle)]
@@ -944,6 +991,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"platform" => platform(),
         b"timer" => timer(),
         b"ticker" => ticker(),
+        b"button" => button(),
         b"hypercall" => hypercalls(),
         _ => {}
     }

@@ -27,7 +27,11 @@ const SLP_TYP_MASK: u16 = 0b111 << SLP_TYP_SHIFT;
 const SLP_EN: u16 = 1 << 13;
 /// PM1_STS bits are write-one-to-clear; TMR_STS (bit 0) is the only one we set.
 const TMR_STS: u16 = 1 << 0;
+/// PM1_STS / PM1_EN bit 8: the power button.
+const PWRBTN: u16 = 1 << 8;
 const WAK_STS: u16 = 1 << 15;
+/// The ISA IRQ of the SCI (the FADT's SCI_INT; `acpi_tables` says 9).
+pub const SCI_IRQ: u8 = 9;
 
 /// What a register write asks of the domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,8 +94,8 @@ impl AcpiPm {
         let value = mask(value, size);
         match port {
             PM1A_EVENT if size >= 2 => {
-                // Write one to clear; WAK_STS and TMR_STS are the status bits we model.
-                self.status &= !(value as u16 & (TMR_STS | WAK_STS));
+                // Write one to clear; the status bits we model.
+                self.status &= !(value as u16 & (TMR_STS | PWRBTN | WAK_STS));
                 if size == 4 {
                     self.enable = (value >> 16) as u16;
                 }
@@ -111,6 +115,20 @@ impl AcpiPm {
             RESET_PORT if value & 0x04 != 0 => Some(PowerRequest::Reset),
             _ => None,
         }
+    }
+}
+
+impl AcpiPm {
+    /// The power button is pressed (Domain0's `shutdown`): PWRBTN_STS is set. Returns
+    /// whether the guest listens, i.e. has PWRBTN_EN set, so that the SCI tells it.
+    pub fn press_power_button(&mut self) -> bool {
+        self.status |= PWRBTN;
+        self.enable & PWRBTN != 0
+    }
+
+    /// The SCI's level: an enabled status bit is set (ACPI "SCI interrupt logic").
+    pub fn sci_level(&self) -> bool {
+        self.status & self.enable & (TMR_STS | PWRBTN) != 0
     }
 }
 
@@ -173,6 +191,20 @@ mod tests {
         pm.status = TMR_STS | WAK_STS;
         pm.write(PM1A_EVENT, 2, u32::from(TMR_STS));
         assert_eq!(pm.read(PM1A_EVENT, 2, 0), u32::from(WAK_STS));
+    }
+
+    #[test]
+    fn the_power_button_raises_the_sci_while_enabled_until_its_status_is_cleared() {
+        let mut pm = AcpiPm::new();
+        assert!(!pm.press_power_button(), "not enabled: nobody listens");
+        assert!(!pm.sci_level());
+        pm.write(PM1A_EVENT + 2, 2, u32::from(PWRBTN));
+        assert!(pm.sci_level(), "enabling with the status already set raises it");
+        pm.write(PM1A_EVENT, 2, u32::from(PWRBTN));
+        assert!(!pm.sci_level(), "write one to clear");
+        assert!(pm.press_power_button());
+        assert!(pm.sci_level());
+        assert_eq!(pm.read(PM1A_EVENT, 2, 0) & u32::from(PWRBTN), u32::from(PWRBTN));
     }
 
     #[test]

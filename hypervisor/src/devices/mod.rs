@@ -34,6 +34,8 @@ pub struct DomainDevices {
     pub pit: pit8254::Pit8254,
     /// COM1's interrupt output as last driven onto IRQ 4.
     com1_line: bool,
+    /// The ACPI SCI as last driven onto IRQ 9.
+    sci_line: bool,
     /// The guest has programmed COM1 (written a register): console input goes to its
     /// receiver from then on, instead of waiting for `ConsoleRead`.
     pub com1_in_use: bool,
@@ -96,6 +98,7 @@ impl DomainDevices {
             pic: pic8259::Pic8259Pair::new(),
             pit: pit8254::Pit8254::new(),
             com1_line: false,
+            sci_line: false,
             com1_in_use: false,
             console_input: alloc::collections::VecDeque::new(),
         }
@@ -157,6 +160,12 @@ impl DomainDevices {
         if line != self.com1_line {
             self.com1_line = line;
             self.set_isa_irq(uart16550::COM1_IRQ, line, out);
+        }
+        // The SCI is level-triggered: high while an enabled PM1 event is pending.
+        let sci = self.pm.sci_level();
+        if sci != self.sci_line {
+            self.sci_line = sci;
+            self.set_isa_irq(acpi_pm::SCI_IRQ, sci, out);
         }
     }
 

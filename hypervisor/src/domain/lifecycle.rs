@@ -5,9 +5,9 @@
 //!   life), built by `create`, handed to the scheduler, registered.
 //! - **pause / unpause**: a flag every vCPU checks before each entry; the CPUs running
 //!   them are kicked, so a paused domain is off the CPUs within one exit.
-//! - **shutdown**: the domain ends as if it had powered itself off (the guest is not
-//!   asked: there is no shutdown protocol for our guests yet). It stays listed, state
-//!   `s`, until destroyed.
+//! - **shutdown**: the guest's ACPI power button is pressed (an SCI on IRQ 9) if it
+//!   listens to it; otherwise the domain ends as if it had powered itself off. Either way
+//!   it stays listed, state `s`, once ended, until destroyed.
 //! - **reboot**: the domain ends and a new one is built from the same specification and
 //!   name, with a new ID (as Xen does). A guest's own reset (0xCF9, port 0x92) does the
 //!   same.
@@ -113,9 +113,19 @@ fn end(domain: &Arc<Domain>, state: DomainState, status: Option<u8>) -> bool {
     ended
 }
 
+/// Asks the guest to shut down by pressing its ACPI power button, as `xl shutdown` does
+/// for a guest without paravirtual drivers; a guest that does not listen (PWRBTN_EN
+/// clear) is powered off at once, as if it had done it itself.
 pub fn shutdown(domain: &Arc<Domain>) -> Result<(), Error> {
+    if domain.state().is_final() {
+        return Ok(());
+    }
+    if domain.devices(|d, _| d.pm.press_power_button()) {
+        log::info!("domain {}: ACPI power button pressed (shutdown requested by Domain0)", domain.name);
+        return Ok(());
+    }
     if end(domain, DomainState::ShutDown, Some(0)) {
-        log::info!("domain {} shut down by Domain0", domain.name);
+        log::info!("domain {} does not listen to its ACPI power button; powered off by Domain0", domain.name);
     }
     Ok(())
 }

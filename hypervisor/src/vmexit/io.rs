@@ -122,12 +122,14 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
             let now = crate::arch::timer::now_ns();
             match direction {
                 IoDirection::In => {
-                    let v = domain.runtime.lock().devices.pm.read(port, bytes as u8, now);
+                    let v = domain.devices(|d, _| d.pm.read(port, bytes as u8, now));
                     set_in(vcpu, bytes, v);
                     Next::Advance
                 }
                 IoDirection::Out => {
-                    let request = domain.runtime.lock().devices.pm.write(port, bytes as u8, vcpu.regs.rax as u32);
+                    // Through `devices`: a PM1 status or enable write moves the SCI.
+                    let value = vcpu.regs.rax as u32;
+                    let request = domain.devices(|d, _| d.pm.write(port, bytes as u8, value));
                     match request {
                         Some(r) => power(domain, r),
                         None => Next::Advance,
