@@ -786,7 +786,14 @@ mod tests {
         assert_eq!(decode(23, [24, 1, 0, 0, 0, 0]), Err(Error::Invalid), "beyond the 24 pins");
         assert_eq!(decode(23, [9, 4, 0, 0, 0, 0]), Err(Error::Invalid), "unknown flag");
         assert_eq!(decode(23, [1 << 32, 0, 0, 0, 0, 0]), Err(Error::Invalid));
-        let p = PlatformInfo { sci_gsi: 9, sci_flags: 3, pm1a_event: 0xB000, pm1a_control: 0xB004, pm_timer: 0xB008, reserved: 0 };
+        let p = PlatformInfo {
+            sci_gsi: 9,
+            sci_flags: 3,
+            pm1a_event: 0xB000,
+            pm1a_control: 0xB004,
+            pm_timer: 0xB008,
+            reserved: 0,
+        };
         assert_eq!(PlatformInfo::from_bytes(&p.to_bytes()), p);
     }
 

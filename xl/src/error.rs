@@ -24,6 +24,12 @@ pub enum CmdError<'a> {
         option: &'a str,
         known: &'static str,
     },
+    /// A word that is not one of the choices `setting` takes.
+    BadChoice {
+        text: &'a str,
+        setting: &'static str,
+        choices: &'static str,
+    },
     MissingValue(&'a str),
     NoImage(&'a str),
     TooLong {
@@ -102,6 +108,9 @@ impl fmt::Display for CmdError<'_> {
             }
             CmdError::BadNumber { text, what } => write!(f, "bad number '{text}' for {what}"),
             CmdError::UnknownOption { option, known } => write!(f, "unknown option '{option}' (known: {known})"),
+            CmdError::BadChoice { text, setting, choices } => {
+                write!(f, "bad value '{text}' for {setting} (choose {choices})")
+            }
             CmdError::MissingValue(option) => write!(f, "option '{option}' needs a value"),
             CmdError::NoImage(image) => write!(f, "no image '{image}' in the boot bundle"),
             CmdError::TooLong { what, max } => write!(f, "{what} is longer than {max} bytes"),

@@ -74,6 +74,40 @@ impl core::fmt::Display for PciAddress {
     }
 }
 
+/// Domain0's ACPI event driver as the `acpi` command sees it: set up at boot from
+/// `PlatformInfo` and `IrqRoute`, then counting SCIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acpi {
+    /// The machine has no SCI (or no PM1 event block to take its events from).
+    NoSci,
+    /// Setting it up failed: this call refused.
+    Failed { call: Call, error: Error },
+    /// The SCI is routed to Domain0 and handled.
+    Active(AcpiStatus),
+}
+
+/// The SCI's line and what it has delivered so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcpiStatus {
+    /// The SCI's global system interrupt.
+    pub gsi: u32,
+    /// Level-triggered (else edge).
+    pub level: bool,
+    pub active_low: bool,
+    /// The PM1a event block's I/O port (PM1_STS; PM1_EN at +2).
+    pub pm1a_event: u16,
+    /// SCIs taken.
+    pub interrupts: u64,
+    /// SCIs with TMR_STS set: the PM timer's bit 23 flipped.
+    pub timer_overflows: u64,
+    /// SCIs with PWRBTN_STS set.
+    pub power_button: u64,
+    /// SCIs with neither (another status bit, a GPE, or nothing).
+    pub other: u64,
+    /// TMR_EN is set: the PM timer's overflow raises the SCI.
+    pub timer_events: bool,
+}
+
 /// Everything the shell asks of the machine. Each method is one hypercall (or one PCI
 /// configuration read); errors are the hypervisor's documented codes.
 pub trait Host {
@@ -102,4 +136,9 @@ pub trait Host {
     fn now_ns(&mut self) -> u64;
     /// Waits a little (until the next interrupt or timer tick) without spinning.
     fn idle(&mut self);
+    /// Domain0's ACPI event driver: its setup and its counters.
+    fn acpi_status(&mut self) -> Acpi;
+    /// Sets or clears TMR_EN (PM1_EN bit 0), clearing a stale TMR_STS first. Only
+    /// meaningful when [`Host::acpi_status`] is [`Acpi::Active`]; does nothing otherwise.
+    fn acpi_timer_events(&mut self, on: bool);
 }

@@ -1,9 +1,9 @@
 //! `xl`: Domain0's management shell, as a library.
 //!
 //! Commands in the style of Xen's `xl` (`list`, `create`, `destroy`, `sched-credit`,
-//! `vcpu-pin`, `dmesg`, `top`, `lspci`, ...) parsed and formatted here, with everything
-//! the machine must do behind the [`Host`] trait: guests/dom0 implements it with
-//! hypercalls and port I/O, the tests with a fake domain table. No heap (Domain0 has
+//! `vcpu-pin`, `dmesg`, `top`, `lspci`, `acpi`, ...) parsed and formatted here, with
+//! everything the machine must do behind the [`Host`] trait: guests/dom0 implements it
+//! with hypercalls and port I/O, the tests with a fake domain table. No heap (Domain0 has
 //! none): every table is a fixed array, every text is a slice of the input line.
 //!
 //! ```text
@@ -39,7 +39,7 @@ mod mock;
 pub use commands::Shell;
 pub use cpulist::CpuSet;
 pub use error::CmdError;
-pub use host::{DomainOp, Host, PciAddress, SchedParams};
+pub use host::{Acpi, AcpiStatus, DomainOp, Host, PciAddress, SchedParams};
 
 /// At most this many domains are listed (the hypervisor's DomainList would give up to 1024;
 /// Domain0's stack holds 64 records of 96 bytes comfortably).

@@ -7,7 +7,7 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
-use crate::host::{DomainOp, Host, PciAddress, SchedParams};
+use crate::host::{Acpi, AcpiStatus, DomainOp, Host, PciAddress, SchedParams};
 
 pub struct Mock {
     pub domains: Vec<DomainInfo>,
@@ -25,6 +25,8 @@ pub struct Mock {
     pub pci_reads: Vec<(PciAddress, u8)>,
     /// The next call that changes something fails with this.
     pub fail_next: Option<Error>,
+    /// Domain0's ACPI driver: a PIIX4-like SCI on GSI 9 that has seen 3 timer overflows.
+    pub acpi: Acpi,
 }
 
 pub fn domain(id: u32, name: &str, state: DomState, mib: u64, vcpus: u32, cpu_ms: u64) -> DomainInfo {
@@ -81,6 +83,17 @@ impl Mock {
             calls: Vec::new(),
             pci_reads: Vec::new(),
             fail_next: None,
+            acpi: Acpi::Active(AcpiStatus {
+                gsi: 9,
+                level: true,
+                active_low: true,
+                pm1a_event: 0xB000,
+                interrupts: 3,
+                timer_overflows: 3,
+                power_button: 0,
+                other: 0,
+                timer_events: false,
+            }),
         }
     }
 
@@ -224,5 +237,16 @@ impl Host for Mock {
     fn idle(&mut self) {
         // One tick of Domain0's 10 ms timer.
         self.now_ns += 10_000_000;
+    }
+
+    fn acpi_status(&mut self) -> Acpi {
+        self.acpi
+    }
+
+    fn acpi_timer_events(&mut self, on: bool) {
+        self.calls.push(format!("acpi timer-overflow {}", if on { "on" } else { "off" }));
+        if let Acpi::Active(status) = &mut self.acpi {
+            status.timer_events = on;
+        }
     }
 }

@@ -26,7 +26,10 @@ pub fn attach(id: u32, hv: &mut Hypervisor, out: &mut Serial) {
     let leave = loop {
         match pump(id, hv, out, &mut cursor) {
             Ok(Activity::Busy) => {}
-            Ok(Activity::Quiet) => interrupts::idle(),
+            Ok(Activity::Quiet) => {
+                interrupts::idle();
+                crate::acpi::check_power_button(hv, out);
+            }
             Err(leave) => break leave,
         }
     };

@@ -2,9 +2,11 @@
 //! identity-mapped, so their addresses are the guest-virtual pointers the ABI wants), and
 //! PCI configuration mechanism #1 through ports 0xCF8/0xCFC.
 
-use abi::hypercall::{self as hc, Call, DomainCreate, DomainInfo, Error, HostInfo, VcpuInfo};
+use abi::hypercall::{self as hc, Call, DomainCreate, DomainInfo, Error, HostInfo, PlatformInfo, VcpuInfo};
 use core::arch::asm;
-use xl::{DomainOp, Host, MAX_DOMAINS, PciAddress, SchedParams};
+use xl::{Acpi, DomainOp, Host, MAX_DOMAINS, PciAddress, SchedParams};
+
+use crate::serial::Serial;
 
 const PCI_CONFIG_ADDRESS: u16 = 0xCF8;
 const PCI_CONFIG_DATA: u16 = 0xCFC;
@@ -45,6 +47,8 @@ fn rdtsc() -> u64 {
 
 pub struct Hypervisor {
     tsc_khz: u64,
+    /// The ACPI driver's setup (`acpi::init`), for the `acpi` command.
+    pub acpi: Acpi,
 }
 
 impl Hypervisor {
@@ -57,7 +61,7 @@ impl Hypervisor {
             let _ = call(Call::HostInfo, [mut_ptr(&mut info), 0, 0, 0, 0, 0]);
             info.tsc_khz
         };
-        Hypervisor { tsc_khz: tsc_khz.max(1) }
+        Hypervisor { tsc_khz: tsc_khz.max(1), acpi: Acpi::NoSci }
     }
 
     /// That domain's console output from stream position `*cursor` on.
@@ -71,6 +75,19 @@ impl Hypervisor {
     pub fn console_write_other(&mut self, id: u32, bytes: &[u8]) -> Result<usize, Error> {
         let len = (bytes.len() as u64).min(hc::MAX_CONSOLE_WRITE);
         Ok(call(Call::ConsoleWriteOther, [id.into(), ptr(bytes), len, 0, 0, 0])? as usize)
+    }
+
+    /// The machine's ACPI fixed hardware: the SCI and the PM1 ports.
+    pub fn platform_info(&mut self) -> Result<PlatformInfo, Error> {
+        let mut bytes = [0u8; PlatformInfo::SIZE];
+        call(Call::PlatformInfo, [mut_ptr(&mut bytes), 0, 0, 0, 0, 0])?;
+        Ok(PlatformInfo::from_bytes(&bytes))
+    }
+
+    /// Routes the machine's line `gsi` to our virtual I/O APIC pin `gsi` (`IRQ_LEVEL`,
+    /// `IRQ_ACTIVE_LOW` flags: the host line's trigger and polarity).
+    pub fn irq_route(&mut self, gsi: u32, flags: u64) -> Result<(), Error> {
+        call(Call::IrqRoute, [gsi.into(), flags, 0, 0, 0, 0]).map(drop)
     }
 
     /// Returns only if the hypervisor refuses.
@@ -161,6 +178,17 @@ impl Host for Hypervisor {
 
     fn idle(&mut self) {
         crate::interrupts::idle();
+        crate::acpi::check_power_button(self, &mut Serial::new());
+    }
+
+    fn acpi_status(&mut self) -> Acpi {
+        crate::acpi::status(self.acpi)
+    }
+
+    fn acpi_timer_events(&mut self, on: bool) {
+        if let Acpi::Active(_) = self.acpi {
+            crate::acpi::set_timer_events(on);
+        }
     }
 
     fn now_ns(&mut self) -> u64 {

@@ -1,5 +1,7 @@
-//! Interrupts, only to wake Domain0 from HLT: a 10 ms local APIC timer and the UART's
-//! IRQ 4 through the I/O APIC. Handlers do nothing but EOI; the idle loop polls afterwards.
+//! Interrupts, mostly to wake Domain0 from HLT: a 10 ms local APIC timer and the UART's
+//! IRQ 4 through the I/O APIC, whose handlers do nothing but EOI (the idle loop polls
+//! afterwards). Drivers with real handlers (the ACPI SCI, `acpi.rs`) install their own
+//! gate and I/O APIC pin with [`set_handler`] and [`route_pin`].
 
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
@@ -8,12 +10,15 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::serial::Serial;
 
 const LAPIC: u64 = 0xFEE0_0000;
+const LAPIC_EOI: u64 = 0xB0;
 const LAPIC_SVR: u64 = 0xF0;
 const LAPIC_LVT_TIMER: u64 = 0x320;
 const LAPIC_TIMER_INITIAL: u64 = 0x380;
 const LAPIC_TIMER_DIVIDE: u64 = 0x3E0;
 const IOAPIC: u64 = 0xFEC0_0000;
 const IOAPIC_WINDOW: u64 = 0x10;
+/// Redirection entries of the (virtual) I/O APIC.
+const IOAPIC_PINS: u32 = 24;
 
 pub const TIMER_VECTOR: u8 = 0x20;
 /// IRQ 4 (COM1) as vector 0x20 + 4, the usual remapped-ISA numbering.
@@ -143,6 +148,32 @@ pub fn timing_leaf() -> Option<(u64, u64)> {
     Some((tsc_khz.into(), bus_khz.into()))
 }
 
+/// Points `vector` at `handler`, an interrupt entry stub (it must end in IRETQ and EOI
+/// as its source needs). Call with interrupts disabled, after [`init`].
+pub fn set_handler(vector: u8, handler: unsafe extern "C" fn()) {
+    set_gate(vector, handler as *const () as u64);
+}
+
+/// Programs I/O APIC pin `pin` to raise `vector` on APIC ID 0: fixed delivery, physical
+/// destination, active high, edge- or level-triggered, unmasked. Pins past the I/O
+/// APIC's 24 are ignored.
+pub fn route_pin(pin: u32, vector: u8, level: bool) {
+    if pin >= IOAPIC_PINS {
+        return;
+    }
+    // Redirection entry: registers 0x10 + 2 * pin (low) and the next (high). The high half
+    // (destination APIC ID 0) first, so the pin is never unmasked toward a stale destination.
+    let entry = 0x10 + 2 * pin;
+    ioapic_write(entry + 1, 0);
+    ioapic_write(entry, u32::from(vector) | u32::from(level) << 15);
+}
+
+/// Ends the interrupt being handled (the local APIC's EOI register). For a level-triggered
+/// pin, only after the device has dropped its line.
+pub fn eoi() {
+    lapic_write(LAPIC_EOI, 0);
+}
+
 /// Installs the IDT, starts the periodic timer and routes IRQ 4. Interrupts stay disabled
 /// (IF = 0) except inside [`idle`].
 pub fn init() {
@@ -164,11 +195,7 @@ pub fn init() {
     let count = (bus_khz * 1000 / TICK_HZ).min(u64::from(u32::MAX)) as u32;
     lapic_write(LAPIC_TIMER_INITIAL, count);
 
-    // Redirection entry for pin 4 (registers 0x10 + 2 * pin): destination APIC ID 0 in the
-    // high half first, then the low half unmasked: fixed delivery, physical, active high, edge.
-    let entry = 0x10 + 2 * SERIAL_IOAPIC_PIN;
-    ioapic_write(entry + 1, 0);
-    ioapic_write(entry, u32::from(SERIAL_VECTOR));
+    route_pin(SERIAL_IOAPIC_PIN, SERIAL_VECTOR, false);
 }
 
 /// Sleeps until the next interrupt (at most one timer tick). STI's one-instruction shadow

@@ -20,18 +20,27 @@
 //!
 //! Idle: an IDT, the local APIC timer (periodic, vector 0x20, 10 ms from the APIC bus
 //! frequency in CPUID leaf 0x40000010 EBX, else 1 GHz) and the UART's IRQ 4 through the
-//! I/O APIC (pin 4 → vector 0x24, edge, fixed, APIC ID 0). Handlers only EOI. The idle
-//! loop is `sti; hlt; cli`, then it polls the UART (and, in console mode, the domain's
-//! console): Domain0 never spins, wakes every 10 ms and at once on a received byte.
+//! I/O APIC (pin 4 → vector 0x24, edge, fixed, APIC ID 0). Their handlers only EOI. The
+//! idle loop is `sti; hlt; cli`, then it polls the UART (and, in console mode, the
+//! domain's console): Domain0 never spins, wakes every 10 ms and at once on a received
+//! byte.
 //!
 //! `console D`: prints `[console D: Ctrl-] to leave]`, shows the domain's console from the
 //! oldest byte its ring still holds, forwards typed bytes as its input, and leaves on
 //! Ctrl-] (`[console left]`) or when the domain disappears.
 //!
+//! ACPI (`acpi.rs`): after the interrupts, PlatformInfo and IrqRoute route the machine's
+//! SCI to our I/O APIC (vector 0x29, level-triggered); the line
+//! `dom0: acpi: SCI on GSI N (level, active-low), PM1 events at 0xb000` says so. The power
+//! button is enabled: a press prints `dom0: power button pressed; powering the machine
+//! off` and calls HostPowerOff. `acpi` shows the SCI counts; `acpi timer-overflow on|off`
+//! switches the PM timer's overflow SCI (every 2.34 s), a diagnostic.
+//!
 //! `poweroff`: HostPowerOff.
 #![no_std]
 #![no_main]
 
+mod acpi;
 mod console;
 mod hypervisor;
 mod interrupts;
@@ -103,6 +112,7 @@ extern "C" fn dom0_main(boot_info: u64) -> ! {
     // After the banner, so a platform that faults on the APIC pages has said who we are.
     interrupts::init();
     serial::enable_receive_interrupt();
+    hv.acpi = acpi::init(&mut hv, &mut out);
     match boot_script(boot_info) {
         Some(script) => {
             let mut count = 0;
@@ -145,6 +155,12 @@ fn prompt_loop(shell: &mut Shell, hv: &mut Hypervisor, out: &mut Serial) -> ! {
             out.flush();
         }
         interrupts::idle();
+        if acpi::power_button_pending() {
+            // The prompt is showing: the message goes on a line of its own.
+            out.write_bytes(b"\n");
+            acpi::check_power_button(hv, out);
+            prompt(out);
+        }
     }
 }
 

@@ -48,6 +48,11 @@ const COMMANDS: &[Command] = &[
     Command { name: "dmesg", synopsis: "dmesg", summary: "show the hypervisor log" },
     Command { name: "top", synopsis: "top", summary: "domain CPU usage since the last 'top'" },
     Command { name: "lspci", synopsis: "lspci", summary: "list PCI devices" },
+    Command {
+        name: "acpi",
+        synopsis: "acpi [timer-overflow on|off]",
+        summary: "ACPI events (SCIs) taken; PM timer overflow SCIs every 2.34 s",
+    },
     Command { name: "help", synopsis: "help", summary: "this list" },
     Command { name: "poweroff", synopsis: "poweroff", summary: "power the host off" },
     Command { name: "sleep", synopsis: "sleep SECONDS", summary: "wait (1 to 3600 s), for boot scripts" },
@@ -115,6 +120,7 @@ impl Shell {
                 no_args("lspci", args)?;
                 crate::pci::lspci(host, out)?;
             }
+            "acpi" => system::acpi(args, host, out)?,
             "help" => help(out)?,
             "sleep" => sleep(args, host)?,
             "poweroff" => {

@@ -1,11 +1,11 @@
-//! The host as a whole: `info` and `dmesg`.
+//! The host as a whole: `info`, `dmesg` and `acpi`.
 
 use abi::hypercall::Call;
 use core::fmt::Write;
 
-use super::no_args;
+use super::{no_args, synopsis};
 use crate::error::CmdError;
-use crate::host::Host;
+use crate::host::{Acpi, AcpiStatus, Host};
 
 /// HostInfo.features bit names, bit 0 first.
 const FEATURES: [&str; 2] = ["vmx-preemption-timer", "tsc-deadline"];
@@ -68,6 +68,44 @@ fn write_lossy(mut bytes: &[u8], out: &mut impl Write) -> core::fmt::Result {
                 out.write_char('?')?;
                 bytes = &bad[e.error_len().unwrap_or(bad.len()).max(1).min(bad.len())..];
             }
+        }
+    }
+    Ok(())
+}
+
+/// `acpi`: the SCI's line and the events it has brought; `acpi timer-overflow on|off`
+/// sets TMR_EN, a diagnostic: the PM timer (3.579545 MHz) then raises the SCI each time
+/// its bit 23 flips, every 2^23 ticks (2.34 s).
+pub fn acpi<'a>(args: &[&'a str], host: &mut impl Host, out: &mut impl Write) -> Result<(), CmdError<'a>> {
+    let timer = match args {
+        [] => None,
+        ["timer-overflow", "on"] => Some(true),
+        ["timer-overflow", "off"] => Some(false),
+        ["timer-overflow", text] => {
+            return Err(CmdError::BadChoice { text, setting: "timer-overflow", choices: "on or off" });
+        }
+        _ => return Err(CmdError::Usage(synopsis("acpi"))),
+    };
+    let status = match host.acpi_status() {
+        Acpi::Active(status) => status,
+        Acpi::Failed { call, error } => return Err(CmdError::Hypervisor { call, error }),
+        Acpi::NoSci if timer.is_some() => {
+            return Err(CmdError::Refused("the machine has no SCI: ACPI events cannot be delivered"));
+        }
+        Acpi::NoSci => {
+            writeln!(out, "acpi: the machine has no SCI")?;
+            return Ok(());
+        }
+    };
+    match timer {
+        Some(on) => host.acpi_timer_events(on),
+        None => {
+            let AcpiStatus { gsi, interrupts, timer_overflows, power_button, other, .. } = status;
+            writeln!(
+                out,
+                "acpi: SCI GSI {gsi}, {interrupts} interrupt(s): {timer_overflows} timer overflow, \
+                 {power_button} power button, {other} other"
+            )?;
         }
     }
     Ok(())

@@ -4,6 +4,7 @@ use abi::hypercall::{DomState, Error, VcpuState};
 use std::string::String;
 use std::vec::Vec;
 
+use crate::host::{Acpi, AcpiStatus};
 use crate::mock::{Mock, vcpu};
 use crate::{Outcome, Shell};
 
@@ -76,6 +77,7 @@ fn unknown_commands_point_to_help_and_help_lists_every_command() {
         "dmesg",
         "top",
         "lspci",
+        "acpi",
         "help",
         "poweroff",
     ] {
@@ -456,6 +458,61 @@ fn lspci_survives_bridges_that_loop_or_are_unnumbered() {
     assert_eq!(lines(&out).len(), 3, "{out}");
     assert!(lines(&out)[2].starts_with("03:00.0 PCI bridge [0604]"));
     assert_eq!(output(&mut Mock::new(), "lspci"), "", "an empty bus");
+}
+
+#[test]
+fn acpi_counts_the_sci_and_its_events() {
+    let mut m = Mock::new();
+    assert_eq!(output(&mut m, "acpi"), "acpi: SCI GSI 9, 3 interrupt(s): 3 timer overflow, 0 power button, 0 other\n");
+    m.acpi = Acpi::Active(AcpiStatus {
+        gsi: 20,
+        interrupts: 7,
+        timer_overflows: 4,
+        power_button: 1,
+        other: 2,
+        ..Default::default()
+    });
+    assert_eq!(output(&mut m, "acpi"), "acpi: SCI GSI 20, 7 interrupt(s): 4 timer overflow, 1 power button, 2 other\n");
+    assert!(m.calls.is_empty(), "showing changes nothing: {:?}", m.calls);
+}
+
+#[test]
+fn acpi_timer_overflow_switches_tmr_en_silently() {
+    let mut m = Mock::new();
+    assert_eq!(output(&mut m, "acpi timer-overflow on"), "");
+    assert!(matches!(m.acpi, Acpi::Active(AcpiStatus { timer_events: true, .. })));
+    assert_eq!(output(&mut m, "acpi timer-overflow off"), "");
+    assert!(matches!(m.acpi, Acpi::Active(AcpiStatus { timer_events: false, .. })));
+    assert_eq!(m.calls, ["acpi timer-overflow on", "acpi timer-overflow off"]);
+}
+
+#[test]
+fn acpi_refuses_bad_arguments_before_touching_the_machine() {
+    let mut m = Mock::new();
+    assert_eq!(
+        output(&mut m, "acpi timer-overflow maybe"),
+        "error: bad value 'maybe' for timer-overflow (choose on or off)\n"
+    );
+    for line in ["acpi timer-overflow", "acpi on", "acpi status", "acpi timer-overflow on now"] {
+        assert_eq!(output(&mut m, line), "error: usage: acpi [timer-overflow on|off]\n", "{line}");
+    }
+    assert!(m.calls.is_empty(), "{:?}", m.calls);
+}
+
+#[test]
+fn acpi_without_an_sci_or_after_a_failed_setup_says_so() {
+    let mut m = Mock::new();
+    m.acpi = Acpi::NoSci;
+    assert_eq!(output(&mut m, "acpi"), "acpi: the machine has no SCI\n");
+    assert_eq!(
+        output(&mut m, "acpi timer-overflow on"),
+        "error: the machine has no SCI: ACPI events cannot be delivered\n"
+    );
+    m.acpi = Acpi::Failed { call: abi::hypercall::Call::PlatformInfo, error: Error::NoSys };
+    assert_eq!(output(&mut m, "acpi"), "error: PlatformInfo: not supported by this hypervisor (-38)\n");
+    m.acpi = Acpi::Failed { call: abi::hypercall::Call::IrqRoute, error: Error::Invalid };
+    assert_eq!(output(&mut m, "acpi timer-overflow off"), "error: IrqRoute: invalid argument (-22)\n");
+    assert!(m.calls.is_empty(), "{:?}", m.calls);
 }
 
 #[test]
