@@ -308,7 +308,7 @@ pub enum ConfigError<'a> {
         line: usize,
         name: &'a str,
     },
-    /// Two `[domain NAME]` sections with the same NAME.
+    /// Two `[domain NAME]` sections with the same NAME, or `[domain Domain-0]` and `[dom0]`.
     DuplicateDomain {
         line: usize,
         name: &'a str,
@@ -524,11 +524,18 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
                     if let Some(first_line) = earlier_domain(text, line, domain) {
                         return Err(ConfigError::DuplicateDomain { line, name: domain, first_line });
                     }
+                    // `[dom0]` is the domain called Domain-0: a DomU may not take its name.
+                    if let Some(first_line) = dom0_line.filter(|_| domain == DomainConfig::DOM0_NAME) {
+                        return Err(ConfigError::DuplicateDomain { line, name: domain, first_line });
+                    }
                     current = Current::Domain(DomainConfig::new(domain, line), [None; 12]);
                 }
                 Section::Dom0 => {
                     if let Some(first_line) = dom0_line {
                         return Err(ConfigError::DuplicateSection { line, name, first_line });
+                    }
+                    if let Some(first_line) = earlier_domain(text, line, DomainConfig::DOM0_NAME) {
+                        return Err(ConfigError::DuplicateDomain { line, name: DomainConfig::DOM0_NAME, first_line });
                     }
                     dom0_line = Some(line);
                     let d = DomainConfig { dom0: true, ..DomainConfig::new(DomainConfig::DOM0_NAME, line) };
@@ -1039,6 +1046,18 @@ mod tests {
         assert!(matches!(parse(&long), Err(ConfigError::BadDomainName { line: 1, .. })));
         let err = parse("[domain web]\nimage = a\n[domain web]\nimage = b\n").unwrap_err();
         assert_eq!(err, ConfigError::DuplicateDomain { line: 3, name: "web", first_line: 1 });
+    }
+
+    /// Found by the `config` fuzz target: `[dom0]` is named Domain-0, so a DomU of that
+    /// name made two domains with one name (which `xl` commands could not tell apart).
+    #[test]
+    fn a_domu_may_not_be_called_domain_0_next_to_dom0() {
+        let after = parse("[dom0]\nimage = a\n[domain Domain-0]\nimage = b\n").unwrap_err();
+        assert_eq!(after, ConfigError::DuplicateDomain { line: 3, name: "Domain-0", first_line: 1 });
+        let before = parse("[domain Domain-0]\nimage = b\n[dom0]\nimage = a\n").unwrap_err();
+        assert_eq!(before, ConfigError::DuplicateDomain { line: 3, name: "Domain-0", first_line: 1 });
+        // Without a Domain0 the name is free.
+        assert_eq!(parse("[domain Domain-0]\nimage = b\n").unwrap().domain_count, 1);
     }
 
     #[test]

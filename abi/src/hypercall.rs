@@ -294,6 +294,8 @@ pub struct DomainInfo {
 }
 
 impl DomainInfo {
+    /// The record's size: the fields above take 88 bytes; the last 8 are reserved (zero)
+    /// for later fields.
     pub const SIZE: usize = 96;
     pub const FLAG_DOM0: u32 = 1;
 

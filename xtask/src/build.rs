@@ -61,6 +61,8 @@ pub const GUESTS: &[GuestSpec] = &[
     GuestSpec { name: "dom0", kind: "elf64", flat: false },
     GuestSpec { name: "multiboot32", kind: "multiboot", flat: true },
     GuestSpec { name: "real16", kind: "flat", flat: true },
+    GuestSpec { name: "bench64", kind: "elf64", flat: false },
+    GuestSpec { name: "hostile64", kind: "elf64", flat: false },
 ];
 
 /// A built guest: bundle entry name, kind and file.

@@ -2,6 +2,7 @@
 //! installing and driving the emulators. The integration tests use it too, so a test
 //! boots exactly what `cargo xtask run` boots.
 
+pub mod bench;
 pub mod build;
 pub mod deps;
 pub mod emulator;

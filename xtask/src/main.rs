@@ -1,5 +1,7 @@
 //! `cargo xtask build | run | test`. See README.md for what each does.
 
+mod fuzz;
+
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +24,17 @@ commands:
                                     FILE (ELF64, multiboot 1 or flat real-mode) becomes a
                                     DomU (32 MiB unless memory= says otherwise; cmdline=
                                     must come last and takes the rest of the argument)
-  test  [--no-integration] [FILTER] host unit tests, then the integration tests that boot
-                                    the image in Bochs and QEMU and judge the serial log";
+  test  [--no-integration] [--no-fuzz] [--fuzz-seconds N] [FILTER]
+                                    host unit tests, then the integration tests that boot
+                                    the image in Bochs and QEMU and judge the serial log,
+                                    then every fuzz target for N seconds (default 60)
+  fuzz  [--seconds N] [--replay] [TARGET]
+                                    replay the saved fuzz inputs, then run each cargo-fuzz
+                                    target (or TARGET) for N seconds (default 60); --replay
+                                    only replays (docs/fuzzing.md)
+  bench [--emulator bochs|qemu]     benchmarks measured by guests with RDTSC: a table here,
+                                    bench/results.json and docs/benchmarks.md (Bochs by
+                                    default; qemu needs KVM with nested VT-x)";
 
 struct Opts {
     release: bool,
@@ -36,6 +47,9 @@ struct Opts {
     filter: Option<String>,
     guests: Vec<GuestArg>,
     until_guests_exit: bool,
+    no_fuzz: bool,
+    fuzz_seconds: Option<u64>,
+    replay: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -50,6 +64,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         filter: None,
         guests: Vec::new(),
         until_guests_exit: false,
+        no_fuzz: false,
+        fuzz_seconds: None,
+        replay: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -66,6 +83,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--no-integration" => o.no_integration = true,
             "--guest" => o.guests.push(GuestArg::parse(&val("--guest")?)?),
             "--until-guests-exit" => o.until_guests_exit = true,
+            "--no-fuzz" => o.no_fuzz = true,
+            "--replay" => o.replay = true,
+            "--seconds" | "--fuzz-seconds" => {
+                o.fuzz_seconds = Some(val(a)?.parse().map_err(|_| format!("{a} takes a number of seconds"))?)
+            }
             f if !f.starts_with('-') && o.filter.is_none() => o.filter = Some(f.to_string()),
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -336,7 +358,10 @@ fn guest_verdict(serial: &str, given: usize) -> ExitCode {
 
 fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
     let mut tally = Tally::default();
-    let result = run_tests(o, &mut tally);
+    let mut result = run_tests(o, &mut tally);
+    if result.is_ok() && !o.no_fuzz {
+        result = fuzz::test_step(o.fuzz_seconds, &mut tally).map(|()| ExitCode::SUCCESS);
+    }
     // One plain closing line for people and CI: the sum over every test binary.
     println!("\nsummary: {}", tally.summary());
     result
@@ -393,6 +418,13 @@ fn main() -> ExitCode {
         "build" => cmd_build(&opts, false).map(|_| ExitCode::SUCCESS),
         "run" => cmd_run(&opts),
         "test" => cmd_test(&opts),
+        "fuzz" => {
+            let mut tally = Tally::default();
+            let result = fuzz::command(opts.filter.as_deref(), opts.fuzz_seconds, opts.replay, &mut tally);
+            println!("\nsummary: {}", tally.summary());
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        "bench" => xtask::bench::run(&opts.emulator).map(|_| ExitCode::SUCCESS),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -44,6 +44,11 @@ pub fn defined(name: &str) -> Option<DomainSpec> {
 /// Builds a domain from `spec` and starts it. Errors are sentences for logs and
 /// Domain0; `Error` says which ABI code fits.
 pub fn start(name: &str, spec: &DomainSpec) -> Result<Arc<Domain>, (Error, String)> {
+    log::info!(
+        "domain {name}: create start: frames free {} bytes, heap used {} bytes",
+        crate::mm::phys::free_bytes(),
+        crate::mm::heap::usage().0
+    );
     let bundle = BUNDLE.get().ok_or((Error::NoEntry, String::from("there is no boot bundle")))?;
     let Some(image) = bundle.find(&spec.image) else {
         return Err((Error::NoEntry, alloc::format!("the boot bundle has no entry {:?}", spec.image)));

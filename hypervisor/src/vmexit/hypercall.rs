@@ -28,9 +28,12 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
         return Next::Resume;
     }
     let r = &vcpu.regs;
+    // Privilege first: a DomU gets EPERM for a privileged call whatever its arguments
+    // (decoding first would answer EINVAL or E2BIG, and tell it what Domain0 may pass).
+    let privileged = hypercall::Call::from_number(r.rax).is_some_and(|c| c.privileged());
     let result = match hypercall::decode(r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]) {
+        _ if privileged && domain.id != DOM0 => Err(Error::NotPermitted),
         Err(e) => Err(e),
-        Ok(req) if req.call().privileged() && domain.id != DOM0 => Err(Error::NotPermitted),
         Ok(req) => perform(vmcs, domain, req),
     };
     vcpu.regs.rax = match result {

@@ -287,6 +287,12 @@ fn control_register(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, cr: CrAcce
     match cr.access {
         CrAccessType::MovToCr { gpr } => {
             let value = read_gpr(vmcs, vcpu, gpr);
+            // What the CPU would refuse with #GP (SDM Vol. 2B "MOV—Move to/from Control
+            // Registers"); written to the VMCS, it would fail the next VM entry instead.
+            if cr.cr <= 4 && !cr_write_allowed(vmcs, cr.cr, value) {
+                inject_exception(vmcs, GP, Some(0));
+                return Next::Resume;
+            }
             match cr.cr {
                 0 => {
                     vcpu.cr.cr0_shadow = value;
@@ -335,6 +341,31 @@ fn control_register(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, cr: CrAcce
             vmcs.write_natural(FieldNatural::GuestCr0, shadow | vcpu.cr.cr0_mask);
             Next::Advance
         }
+    }
+}
+
+/// Whether MOV to CR0/CR4 of `value` is valid now: no reserved bit (the CPU's
+/// IA32_VMX_CR*_FIXED1 says which bits exist), not PG without PE or NW without CD, and in
+/// IA-32e mode not leaving paging or PAE, nor changing LA57.
+fn cr_write_allowed(vmcs: &Current, cr: u8, value: u64) -> bool {
+    let lma = vmcs.read64(crate::vmx::fields::Field64::GuestIa32Efer) & (1 << 10) != 0;
+    // The capabilities read at bring-up (IA32_VMX_CR0_FIXED1 / IA32_VMX_CR4_FIXED1).
+    let fixed1 = crate::vmx::capabilities()
+        .map_or(u64::MAX, |c| if cr == 0 { c.cr0_fixed().fixed1 } else { c.cr4_fixed().fixed1 });
+    if value & !fixed1 != 0 {
+        return false;
+    }
+    match cr {
+        0 => {
+            let (pe, pg, nw, cd) =
+                (value & 1 != 0, value & (1 << 31) != 0, value & (1 << 29) != 0, value & (1 << 30) != 0);
+            !(pg && !pe) && !(nw && !cd) && !(lma && !pg)
+        }
+        4 => {
+            let old = vmcs.read_natural(FieldNatural::GuestCr4);
+            !(lma && (value & (1 << 5) == 0 || (value ^ old) & (1 << 12) != 0))
+        }
+        _ => true,
     }
 }
 
