@@ -347,6 +347,12 @@ pub enum ConfigError<'a> {
         value: &'a str,
         expected: &'static str,
     },
+    /// `sched_ratelimit_us` above `sched_slice_ms` (the scheduler would refuse both).
+    RateLimitAboveSlice {
+        line: usize,
+        ratelimit_us: u32,
+        slice_ms: u32,
+    },
 }
 
 impl fmt::Display for ConfigError<'_> {
@@ -396,6 +402,11 @@ impl fmt::Display for ConfigError<'_> {
             Self::BadValue { line, key, value, expected } => {
                 write!(f, "hypervisor.cfg line {line}: {key} = {value} is not valid; expected {expected}")
             }
+            Self::RateLimitAboveSlice { line, ratelimit_us, slice_ms } => write!(
+                f,
+                "hypervisor.cfg line {line}: sched_ratelimit_us = {ratelimit_us} is longer than the time slice \
+                 (sched_slice_ms = {slice_ms}); lower the rate limit or raise the slice"
+            ),
         }
     }
 }
@@ -560,6 +571,16 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
         }
     }
     finish(&mut current, &mut config)?;
+    // The rate limit may not exceed the slice (the scheduler refuses it): checked once
+    // both are known, whichever line came first.
+    if u64::from(config.sched_ratelimit_us) > u64::from(config.sched_slice_ms) * 1000 {
+        let line = key_lines[Key::SchedRatelimit as usize].or(key_lines[Key::SchedSlice as usize]).unwrap_or(0);
+        return Err(ConfigError::RateLimitAboveSlice {
+            line,
+            ratelimit_us: config.sched_ratelimit_us,
+            slice_ms: config.sched_slice_ms,
+        });
+    }
     Ok(config)
 }
 
@@ -786,6 +807,20 @@ mod tests {
         assert!(matches!(parse(script_in_domu), Err(ConfigError::UnknownDomainKey { line: 3, .. })));
         let both = "[dom0]\nimage = a\ncmdline = x\nscript = y\n";
         assert!(matches!(parse(both), Err(ConfigError::BadValue { line: 4, .. })));
+    }
+
+    #[test]
+    fn a_rate_limit_above_the_slice_is_refused_in_either_order() {
+        let e = parse("[hypervisor]\nsched_ratelimit_us = 115200\n").unwrap_err();
+        assert!(
+            matches!(e, ConfigError::RateLimitAboveSlice { line: 2, ratelimit_us: 115_200, slice_ms: 30 }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("lower the rate limit or raise the slice"));
+        let e = parse("[hypervisor]\nsched_ratelimit_us = 20000\nsched_slice_ms = 10\n").unwrap_err();
+        assert!(matches!(e, ConfigError::RateLimitAboveSlice { line: 2, .. }), "{e:?}");
+        assert!(parse("[hypervisor]\nsched_ratelimit_us = 20000\nsched_slice_ms = 20\n").is_ok());
+        assert!(parse("[hypervisor]\nsched_ratelimit_us = 0\nsched_slice_ms = 1\n").is_ok());
     }
 
     #[test]
