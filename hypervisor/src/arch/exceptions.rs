@@ -133,59 +133,47 @@ unsafe extern "C" {
     fn spurious_stub();
 }
 
+/// An interrupt stub that calls the Rust function `$handler` with the registers the C
+/// ABI lets a callee clobber saved and the stack 16-byte aligned, then returns with
+/// IRETQ. The kernel is soft-float, so there is no vector state to save.
+macro_rules! interrupt_stub {
+    ($stub:ident, $handler:path) => {
+        global_asm!(
+            concat!(".global ", stringify!($stub)),
+            concat!(stringify!($stub), ":"),
+            "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+            "push r8", "push r9", "push r10", "push r11",
+            "cld",
+            "mov rax, rsp",
+            "and rsp, -16",
+            "push rax",
+            "sub rsp, 8",
+            "call {handler}",
+            "add rsp, 8",
+            "pop rsp",
+            "pop r11", "pop r10", "pop r9", "pop r8",
+            "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+            "iretq",
+            handler = sym $handler,
+        );
+        unsafe extern "C" {
+            fn $stub();
+        }
+    };
+}
+
 // The scheduler's kick IPI and the CPU's own timer only wake the CPU (from HLT in the
 // idle loop, with interrupts enabled there and nowhere else); the run loop then looks at
-// what changed. So the handler only signals end of interrupt. It saves the registers
-// the C ABI lets the callee clobber; the kernel is soft-float, so no vector state.
-global_asm!(
-    ".global wake_stub",
-    "wake_stub:",
-    "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
-    "push r8", "push r9", "push r10", "push r11",
-    "cld",
-    "mov rax, rsp",
-    "and rsp, -16",
-    "push rax",
-    "sub rsp, 8",
-    "call {eoi}",
-    "add rsp, 8",
-    "pop rsp",
-    "pop r11", "pop r10", "pop r9", "pop r8",
-    "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
-    "iretq",
-    eoi = sym wake_eoi,
-);
-unsafe extern "C" {
-    fn wake_stub();
-}
+// what changed. So the handler only signals end of interrupt.
+interrupt_stub!(wake_stub, wake_eoi);
 
 extern "C" fn wake_eoi() {
     super::apic::eoi();
 }
 
-// A device interrupt the hypervisor passes on (`arch::ioapic`): the same frame as
-// `wake_stub`, noting the vector in service before the EOI.
-core::arch::global_asm!(
-    ".global device_stub",
-    "device_stub:",
-    "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
-    "push r8", "push r9", "push r10", "push r11",
-    "cld",
-    "mov rax, rsp",
-    "and rsp, -16",
-    "push rax",
-    "sub rsp, 8",
-    "call {handler}",
-    "add rsp, 8",
-    "pop rsp",
-    "pop r11", "pop r10", "pop r9", "pop r8",
-    "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
-    "iretq",
-    handler = sym device_interrupt,
-);
-unsafe extern "C" {
-    fn device_stub();
-}
+// A device interrupt the hypervisor passes on (`arch::ioapic`): the vector in service is
+// noted before the EOI.
+interrupt_stub!(device_stub, device_interrupt);
 
 extern "C" fn device_interrupt() {
     if let Some(vector) = super::apic::highest_in_service() {

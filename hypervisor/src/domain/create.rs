@@ -375,6 +375,7 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry) -> Result<Arc<Domain>
         }),
         irq: super::irq::IrqState::new(),
         paused: core::sync::atomic::AtomicBool::new(false),
+        ended: core::sync::atomic::AtomicBool::new(false),
     });
     // QEMU's fw_cfg carries the e820 map too; test kernels and firmware read it there.
     domain

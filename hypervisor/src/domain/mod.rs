@@ -171,6 +171,9 @@ mod kernel {
         pub irq: super::irq::IrqState,
         /// Paused by Domain0: its vCPUs stay off the CPUs (checked before every entry).
         pub paused: core::sync::atomic::AtomicBool,
+        /// `runtime.state` is final: a copy the run loop reads before every entry
+        /// without taking the runtime lock. Set only by [`Domain::finish`].
+        pub ended: core::sync::atomic::AtomicBool,
     }
 
     impl Drop for Domain {
@@ -229,7 +232,13 @@ mod kernel {
             }
             rt.state = state;
             rt.exit_status = status;
+            self.ended.store(true, core::sync::atomic::Ordering::Release);
             true
+        }
+
+        /// Whether the domain has ended (lock-free; see `ended`).
+        pub fn is_ended(&self) -> bool {
+            self.ended.load(core::sync::atomic::Ordering::Acquire)
         }
     }
 

@@ -62,7 +62,7 @@ pub fn deliver_pending() {
         return;
     }
     let Some(dom0) = DOM0.get() else { return };
-    if dom0.state().is_final() {
+    if dom0.is_ended() {
         return;
     }
     dom0.devices(|d, out| {

@@ -287,7 +287,7 @@ pub fn run_loop() -> ! {
                     }
                 }
                 drop(guard);
-                if p.domain.state().is_final() {
+                if p.domain.is_ended() {
                     retire(&p.domain, now);
                 }
             }
@@ -374,7 +374,7 @@ fn idle(wake_at: u64) {
 
 fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     let mut vcpu = p.vcpu.lock();
-    if vcpu.state == VcpuState::Done || p.domain.state().is_final() {
+    if vcpu.state == VcpuState::Done || p.domain.is_ended() {
         vcpu.state = VcpuState::Done;
         return Outcome::Ended;
     }
@@ -464,12 +464,13 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
             vcpu.state = VcpuState::Paused;
             return Outcome::Blocked;
         }
-        if p.domain.state().is_final() {
+        if p.domain.is_ended() {
             vcpu.state = VcpuState::Done;
             return Outcome::Ended;
         }
         // Device timers due (PIT, RTC): their interrupts join the mailboxes drained next.
-        p.domain.poll_devices(crate::arch::timer::now_ns());
+        let now = crate::arch::timer::now_ns();
+        p.domain.poll_devices(now);
         // What siblings and devices sent since the last entry.
         if let Some(sig) = p.domain.signals.get(vcpu.id as usize)
             && sig.any()
@@ -485,7 +486,7 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
             }
             // A STARTUP outside wait-for-SIPI is ignored (SDM Vol. 3A "MP Initialization").
         }
-        vmexit::events::before_entry(current, &p.domain, vcpu, crate::arch::timer::now_ns());
+        vmexit::events::before_entry(current, &p.domain, vcpu, now);
         arm_preemption_timer(current, &p.domain, vcpu);
         let launched = vcpu.launched;
         // SAFETY: the VMCS is current and complete (guest state at creation, host
