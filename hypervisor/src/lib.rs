@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod clock;
 pub mod decode;
 pub mod devices;
 pub mod domain;

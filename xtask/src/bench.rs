@@ -734,8 +734,21 @@ pub fn collect(micro: &str, switch: &str, kernel_elf: Option<&[u8]>, notes: &mut
         .collect()
 }
 
-/// `cargo xtask bench [--emulator auto|bochs|qemu]`.
-pub fn run(emulator: &str) -> Result<(), String> {
+/// Rows the first boot (one `bench` domain) measures.
+fn measured_by_micro(name: &str) -> bool {
+    !matches!(
+        name,
+        "vcpu-switch"
+            | "sched-preempt-no-switch"
+            | "hypervisor-image-loaded-size"
+            | "memory-per-idle-domain"
+            | "concurrent-domains"
+    )
+}
+
+/// `cargo xtask bench [--emulator auto|bochs|qemu] [--quick]`. `quick` boots only the
+/// exit and interrupt benchmarks and records nothing: the loop for working on a path.
+pub fn run(emulator: &str, quick: bool) -> Result<(), String> {
     let engine = match emulator {
         "qemu" if deps::host_has_nested_vmx() => Engine::Qemu { kvm: true },
         "qemu" => {
@@ -755,6 +768,14 @@ pub fn run(emulator: &str) -> Result<(), String> {
     let boot_tool = build::boot_tool()?;
     build_bench_guest()?;
     let micro = boot(engine, &kernel, &boot_tool, "micro", 128, "[domain bench]\nimage = bench64\nmemory = 16\n")?;
+    if quick {
+        let mut notes = Vec::new();
+        let rows: Vec<Row> =
+            collect(&micro.serial, "", None, &mut notes).into_iter().filter(|r| measured_by_micro(r.name)).collect();
+        println!("\n{}", table(&rows));
+        println!("(--quick: the switch, concurrent and size rows were not measured; nothing was written)");
+        return Ok(());
+    }
     let switch = boot(
         engine,
         &kernel,

@@ -32,9 +32,11 @@ commands:
                                     replay the saved fuzz inputs, then run each cargo-fuzz
                                     target (or TARGET) for N seconds (default 60); --replay
                                     only replays (docs/fuzzing.md)
-  bench [--emulator bochs|qemu]     benchmarks measured by guests with RDTSC: a table here,
+  bench [--emulator bochs|qemu] [--quick]
+                                    benchmarks measured by guests with RDTSC: a table here,
                                     bench/results.json and docs/benchmarks.md (Bochs by
-                                    default; qemu needs KVM with nested VT-x)";
+                                    default; qemu needs KVM with nested VT-x). --quick boots
+                                    only the exit/interrupt benchmarks and writes no files";
 
 struct Opts {
     release: bool,
@@ -50,6 +52,7 @@ struct Opts {
     no_fuzz: bool,
     fuzz_seconds: Option<u64>,
     replay: bool,
+    quick: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -67,6 +70,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         no_fuzz: false,
         fuzz_seconds: None,
         replay: false,
+        quick: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -85,6 +89,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--until-guests-exit" => o.until_guests_exit = true,
             "--no-fuzz" => o.no_fuzz = true,
             "--replay" => o.replay = true,
+            "--quick" => o.quick = true,
             "--seconds" | "--fuzz-seconds" => {
                 o.fuzz_seconds = Some(val(a)?.parse().map_err(|_| format!("{a} takes a number of seconds"))?)
             }
@@ -424,7 +429,7 @@ fn main() -> ExitCode {
             println!("\nsummary: {}", tally.summary());
             result.map(|()| ExitCode::SUCCESS)
         }
-        "bench" => xtask::bench::run(&opts.emulator).map(|_| ExitCode::SUCCESS),
+        "bench" => xtask::bench::run(&opts.emulator, opts.quick).map(|_| ExitCode::SUCCESS),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@
 //! emulated instructions, so the result is consistent there too.
 
 use super::cpu::{inb, outb, rdtsc};
+use crate::clock::Scale;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The PIT's input clock (Hz).
@@ -16,6 +17,21 @@ const CALIBRATION_MS: u64 = 10;
 static TSC_PER_US: AtomicU64 = AtomicU64::new(0);
 /// Measured TSC frequency in Hz (0 = not calibrated: 1 GHz is assumed).
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+/// TSC ticks -> ns and ns -> ticks, as [`Scale::parts`] (1 GHz until calibrated).
+/// Written once at calibration, before any other CPU starts; read on every VM entry,
+/// so plain loads rather than a lock.
+static TO_NS: [AtomicU64; 2] = [AtomicU64::new(1), AtomicU64::new(0)];
+static TO_TSC: [AtomicU64; 2] = [AtomicU64::new(1), AtomicU64::new(0)];
+
+fn load(s: &[AtomicU64; 2]) -> Scale {
+    Scale::from_parts(s[0].load(Ordering::Relaxed), s[1].load(Ordering::Relaxed))
+}
+
+fn store(s: &[AtomicU64; 2], scale: Scale) {
+    let (whole, frac) = scale.parts();
+    s[0].store(whole, Ordering::Relaxed);
+    s[1].store(frac, Ordering::Relaxed);
+}
 
 /// Calibrates the TSC against PIT channel 2 and returns the frequency in Hz.
 pub fn calibrate() -> u64 {
@@ -48,6 +64,8 @@ pub fn calibrate() -> u64 {
     let hz = (end - start) * 1000 / CALIBRATION_MS;
     TSC_PER_US.store((hz / 1_000_000).max(1), Ordering::Relaxed);
     TSC_HZ.store(hz.max(1), Ordering::Relaxed);
+    store(&TO_NS, Scale::new(1_000_000_000, hz.max(1)));
+    store(&TO_TSC, Scale::new(hz.max(1), 1_000_000_000));
     hz
 }
 
@@ -66,11 +84,11 @@ pub fn now_ns() -> u64 {
 }
 
 pub fn tsc_to_ns(tsc: u64) -> u64 {
-    (u128::from(tsc) * 1_000_000_000 / u128::from(tsc_hz())).min(u128::from(u64::MAX)) as u64
+    load(&TO_NS).apply(tsc)
 }
 
 pub fn ns_to_tsc(ns: u64) -> u64 {
-    (u128::from(ns) * u128::from(tsc_hz()) / 1_000_000_000).min(u128::from(u64::MAX)) as u64
+    load(&TO_TSC).apply(ns)
 }
 
 fn ticks_per_us() -> u64 {

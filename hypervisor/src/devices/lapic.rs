@@ -302,6 +302,10 @@ pub struct LocalApic {
     isr: [u32; 8],
     tmr: [u32; 8],
     irr: [u32; 8],
+    /// Bit i set when `irr[i]` is non-zero, so that "anything requested?", asked before
+    /// every VM entry, is one test instead of a scan of eight words. Only
+    /// [`Self::set_irr`] changes `irr`, and it keeps this in step.
+    irr_words: u8,
     /// Visible ESR: the errors latched by the last ESR write.
     esr: u32,
     /// Errors detected since the last ESR write ("Error Handling": a write latches them into `esr`).
@@ -339,6 +343,7 @@ impl LocalApic {
             isr: [0; 8],
             tmr: [0; 8],
             irr: [0; 8],
+            irr_words: 0,
             esr: 0,
             esr_pending: 0,
             icr: 0,
@@ -501,7 +506,7 @@ impl LocalApic {
         if !self.hw_enabled() || !self.software_enabled() {
             return None;
         }
-        let vector = highest(&self.irr)?;
+        let vector = self.highest_irr()?;
         (vector >= 16 && vector >> 4 > self.ppr() >> 4).then_some(vector)
     }
 
@@ -509,7 +514,7 @@ impl LocalApic {
     /// not requested, so a stale caller cannot create an in-service vector out of nothing.
     pub fn ack(&mut self, vector: u8) {
         if vector >= 16 && test_bit(&self.irr, vector) {
-            set_bit(&mut self.irr, vector, false);
+            self.set_irr(vector, false);
             set_bit(&mut self.isr, vector, true);
         }
     }
@@ -601,8 +606,31 @@ impl LocalApic {
         (self.lvt[LVT_TIMER] & TIMER_MODE_MASK) >> TIMER_MODE_SHIFT
     }
 
+    fn set_irr(&mut self, vector: u8, on: bool) {
+        set_bit(&mut self.irr, vector, on);
+        let w = usize::from(vector >> 5);
+        let nonzero = self.irr.get(w).is_some_and(|word| *word != 0);
+        self.irr_words = (self.irr_words & !(1 << w)) | (u8::from(nonzero) << w);
+    }
+
+    /// The highest requested vector: [`highest`] of the IRR, through `irr_words`.
+    fn highest_irr(&self) -> Option<u8> {
+        debug_assert_eq!(
+            self.irr_words,
+            self.irr.iter().enumerate().fold(0u8, |m, (i, w)| m | (u8::from(*w != 0) << i)),
+            "irr_words out of step with the IRR"
+        );
+        if self.irr_words == 0 {
+            return None;
+        }
+        let w = 7 - self.irr_words.leading_zeros() as usize;
+        let word = *self.irr.get(w)?;
+        // word != 0 (its summary bit is set), so leading_zeros <= 31.
+        Some((w as u32 * 32 + (31 - word.leading_zeros())) as u8)
+    }
+
     fn latch(&mut self, vector: u8, level_triggered: bool) {
-        set_bit(&mut self.irr, vector, true);
+        self.set_irr(vector, true);
         set_bit(&mut self.tmr, vector, level_triggered);
     }
 

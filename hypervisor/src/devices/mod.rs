@@ -26,12 +26,20 @@ pub struct DomainDevices {
     pub pm: acpi_pm::AcpiPm,
     /// System control port A (0x92): bit 1 is the A20 gate, which reads as set.
     pub port92: u8,
-    pub rtc: rtc::Rtc,
+    /// Private, like `pit`: every access goes through [`Self::rtc_read`] and friends,
+    /// which note that the timers' next event must be computed again.
+    rtc: rtc::Rtc,
     pub ioapic: ioapic::IoApic,
     pub pci: pci::PciHost,
     pub fw_cfg: fw_cfg::FwCfg,
     pub pic: pic8259::Pic8259Pair,
-    pub pit: pit8254::Pit8254,
+    pit: pit8254::Pit8254,
+    /// When the PIT or the RTC next raises its line (ns; u64::MAX never), as computed at
+    /// the last [`Self::sync`] that ran them. Running them costs 128-bit arithmetic, so
+    /// `sync` (after every device access) only does when this is due or `timers_touched`.
+    timers_next: u64,
+    /// A PIT or RTC register was accessed since `timers_next` was computed.
+    timers_touched: bool,
     /// COM1's interrupt output as last driven onto IRQ 4.
     com1_line: bool,
     /// The ACPI SCI as last driven onto IRQ 9.
@@ -97,6 +105,8 @@ impl DomainDevices {
             fw_cfg: fw_cfg::FwCfg::new(u16::try_from(vcpus).unwrap_or(u16::MAX), ram_bytes),
             pic: pic8259::Pic8259Pair::new(),
             pit: pit8254::Pit8254::new(),
+            timers_next: u64::MAX,
+            timers_touched: true,
             com1_line: false,
             sci_line: false,
             com1_in_use: false,
@@ -150,11 +160,17 @@ impl DomainDevices {
             let Some(b) = self.console_input.pop_front() else { break };
             self.com1.receive(b);
         }
-        if self.pit.irq0_ticks(now_ns) > 0 {
-            self.pulse(pit8254::PIT_IRQ, out);
-        }
-        if self.rtc.poll_irq(now_ns) {
-            self.pulse(rtc::RTC_IRQ, out);
+        // The models promise no edge before their next event without an access, so
+        // skipping them until then changes nothing.
+        if self.timers_touched || now_ns >= self.timers_next {
+            if self.pit.irq0_ticks(now_ns) > 0 {
+                self.pulse(pit8254::PIT_IRQ, out);
+            }
+            if self.rtc.poll_irq(now_ns) {
+                self.pulse(rtc::RTC_IRQ, out);
+            }
+            self.timers_next = self.timers_next_event().unwrap_or(u64::MAX);
+            self.timers_touched = false;
         }
         let line = self.com1.irq_line();
         if line != self.com1_line {
@@ -172,10 +188,41 @@ impl DomainDevices {
     /// When a device timer next changes an interrupt line (ns), for the hypervisor's
     /// timers; `None` when none will without a guest access.
     pub fn next_event_ns(&self) -> Option<u64> {
+        if self.timers_touched {
+            return self.timers_next_event();
+        }
+        (self.timers_next != u64::MAX).then_some(self.timers_next)
+    }
+
+    fn timers_next_event(&self) -> Option<u64> {
         match (self.pit.next_irq0_ns(), self.rtc.next_event_ns()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// A read of a PIT port (0x40-0x43, 0x61).
+    pub fn pit_read(&mut self, port: u16, now_ns: u64) -> u8 {
+        self.timers_touched = true;
+        self.pit.read(port, now_ns)
+    }
+
+    /// A write to a PIT port (0x40-0x43, 0x61).
+    pub fn pit_write(&mut self, port: u16, value: u8, now_ns: u64) {
+        self.timers_touched = true;
+        self.pit.write(port, value, now_ns);
+    }
+
+    /// A read of an RTC port (0x70, 0x71).
+    pub fn rtc_read(&mut self, port: u16, now_ns: u64) -> u8 {
+        self.timers_touched = true;
+        self.rtc.read(port, now_ns)
+    }
+
+    /// A write to an RTC port (0x70, 0x71).
+    pub fn rtc_write(&mut self, port: u16, value: u8, now_ns: u64) {
+        self.timers_touched = true;
+        self.rtc.write(port, value, now_ns);
     }
 
     /// A local APIC retired level-triggered `vector`: the I/O APIC clears Remote IRR and
@@ -215,9 +262,9 @@ mod tests {
 
     /// PIT channel 0 in mode 2 with `count`.
     fn start_pit(d: &mut DomainDevices, count: u16, now: u64) {
-        d.pit.write(0x43, 0x34, now);
-        d.pit.write(0x40, count as u8, now);
-        d.pit.write(0x40, (count >> 8) as u8, now);
+        d.pit_write(0x43, 0x34, now);
+        d.pit_write(0x40, count as u8, now);
+        d.pit_write(0x40, (count >> 8) as u8, now);
     }
 
     fn ioapic_route(d: &mut DomainDevices, pin: u8, vector: u8) {
@@ -299,13 +346,32 @@ mod tests {
     }
 
     #[test]
+    fn timers_run_when_due_or_touched_and_not_in_between() {
+        let mut d = devices();
+        init_pic(&mut d, 0xFE);
+        start_pit(&mut d, 11932, 0); // ~10 ms
+        let first = d.next_event_ns().expect("the PIT counts");
+        let mut out = Messages::default();
+        d.sync(first - 1, &mut out);
+        assert!(!d.pic_output(), "no edge before the event");
+        assert_eq!(d.next_event_ns(), Some(first), "cached, unchanged");
+        // Reprogrammed to a much shorter period: the new event counts at once.
+        start_pit(&mut d, 2, first - 1);
+        let sooner = d.next_event_ns().expect("still counting");
+        assert!(sooner < first, "{sooner} < {first}");
+        d.sync(sooner, &mut out);
+        assert!(d.pic_output(), "IRQ 0 at the new event");
+        assert_eq!(d.pic.acknowledge(), Some(0x20));
+    }
+
+    #[test]
     fn the_rtc_periodic_interrupt_reaches_irq8() {
         let mut d = devices();
         init_pic(&mut d, 0xFB);
         ioapic_route(&mut d, 8, 0x38);
         // Register B: PIE; register A keeps the 1024 Hz default rate (0x26).
-        d.rtc.write(rtc::INDEX_PORT, rtc::reg::B, 0);
-        d.rtc.write(rtc::DATA_PORT, rtc::reg_b::PIE | rtc::reg_b::HOURS_24, 0);
+        d.rtc_write(rtc::INDEX_PORT, rtc::reg::B, 0);
+        d.rtc_write(rtc::DATA_PORT, rtc::reg_b::PIE | rtc::reg_b::HOURS_24, 0);
         let next = d.next_event_ns().expect("periodic interrupt armed");
         assert!(next <= 1_000_000, "1024 Hz: within ~1 ms, got {next}");
         let mut out = Messages::default();

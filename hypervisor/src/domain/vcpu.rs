@@ -79,11 +79,15 @@ pub struct Vcpu {
     pub ipis_dropped: u64,
     /// When the current time slice ends (TSC); the scheduler sets it.
     pub slice_end_tsc: u64,
+    /// When the VMX preemption timer armed before the last full entry fires (TSC): the
+    /// earliest of the slice's end and the guest's timers. Exits on the fast path
+    /// re-arm it for the same moment.
+    pub timer_until_tsc: u64,
     /// The STARTUP vector to begin at (CS = vector << 8, IP = 0) on the next entry.
     pub start_vector: Option<u8>,
     /// Halted with RFLAGS.IF clear: only INIT (or NMI) can wake it.
     pub halted_if_clear: bool,
-    /// The guest's XCR0 (loaded with XSETBV before each entry when it differs).
+    /// The guest's XCR0 (loaded when its vCPU starts a slice, and by its own XSETBV).
     pub xcr0: u64,
     /// Exits handled, per basic exit reason (the domain report sums its vCPUs).
     pub exit_counts: [u64; super::EXIT_REASONS],
@@ -113,6 +117,7 @@ impl Vcpu {
             interrupts_injected: 0,
             ipis_dropped: 0,
             slice_end_tsc: u64::MAX,
+            timer_until_tsc: u64::MAX,
             start_vector: None,
             halted_if_clear: false,
             xcr0: 1,

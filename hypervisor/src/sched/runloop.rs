@@ -63,6 +63,7 @@ pub fn configure(online_cpus: u32, until_guests_exit: bool, slice_ms: u32, ratel
     let params =
         Params { slice_ns: u64::from(slice_ms) * 1_000_000, ratelimit_ns: u64::from(ratelimit_us) * 1000, ..defaults };
     TICK_NS.store(params.tick_ns, Ordering::Relaxed);
+    configure_preemption_timer();
     let credit = match Credit::new(cpus as usize, params) {
         Ok(c) => c,
         Err(e) => {
@@ -413,7 +414,9 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     }
     crate::vmx::xcr0::load(vcpu.xcr0);
     vcpu.fpu.restore();
+    crate::vmx::entry::load_guest_cr2(vcpu.regs.cr2);
     let outcome = run_until_switch(&current, p, &mut vcpu);
+    vcpu.regs.cr2 = crate::vmx::entry::guest_cr2();
     if let Some(sig) = signals {
         sig.set_running_on(None);
     }
@@ -430,34 +433,76 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
 
 /// The shortest run a guest timer may cut a vCPU's entry down to.
 const MIN_TIMER_NS: u64 = 20_000;
+/// The same in TSC ticks (set at configuration, after the TSC is calibrated).
+static MIN_TIMER_TSC: AtomicU64 = AtomicU64::new(20_000);
 
-/// log2 of TSC ticks per preemption-timer tick.
-fn preemption_rate() -> u32 {
-    crate::vmx::capabilities().map_or(0, |c| c.misc().preemption_timer_rate().into())
+/// log2 of TSC ticks per preemption-timer tick, and whether VM exits save the timer's
+/// remaining count (so a fast-path re-entry need not write it); read at configuration.
+static PREEMPTION_RATE: AtomicU32 = AtomicU32::new(0);
+static PREEMPTION_SAVED: AtomicBool = AtomicBool::new(false);
+
+/// Reads the preemption timer's rate and save control from the VMX capabilities.
+fn configure_preemption_timer() {
+    MIN_TIMER_TSC.store(crate::arch::timer::ns_to_tsc(MIN_TIMER_NS), Ordering::Relaxed);
+    if let Some(c) = crate::vmx::capabilities() {
+        PREEMPTION_RATE.store(c.misc().preemption_timer_rate().into(), Ordering::Relaxed);
+        PREEMPTION_SAVED.store(c.exit_allows(crate::vmx::caps::ExitControls::SAVE_PREEMPTION_TIMER), Ordering::Relaxed);
+    }
 }
 
 /// Arms the preemption timer for the earliest of the slice's end, the vCPU's next APIC
 /// timer deadline and its domain's device timers, so a guest timer fires on time even in
 /// a long slice.
-fn arm_preemption_timer(current: &crate::vmx::vmcs::Current, domain: &Domain, vcpu: &Vcpu) {
+fn arm_preemption_timer(current: &crate::vmx::vmcs::Current, domain: &Domain, vcpu: &mut Vcpu) {
     if vcpu.slice_end_tsc == u64::MAX {
+        vcpu.timer_until_tsc = u64::MAX;
         return;
     }
     let now = crate::arch::cpu::rdtsc();
     let mut until = vcpu.slice_end_tsc;
-    let timers = [vcpu.lapic.next_deadline(), domain.device_deadline()];
-    if let Some(deadline) = timers.into_iter().flatten().min() {
+    let deadline = match (vcpu.lapic.next_deadline(), domain.device_deadline()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(deadline) = deadline {
         // A guest timer programmed for (almost) now still lets the guest run a little:
         // a one-nanosecond periodic timer must not stop it from making progress (KVM
         // enforces a minimum period for the same reason).
-        let earliest = now.saturating_add(crate::arch::timer::ns_to_tsc(MIN_TIMER_NS));
+        let earliest = now.saturating_add(MIN_TIMER_TSC.load(Ordering::Relaxed));
         until = until.min(crate::arch::timer::ns_to_tsc(deadline).max(earliest));
     }
-    let ticks = (until.saturating_sub(now) >> preemption_rate()).min(u64::from(u32::MAX));
+    vcpu.timer_until_tsc = until;
+    write_preemption_timer(current, until, now);
+}
+
+#[inline]
+fn write_preemption_timer(current: &crate::vmx::vmcs::Current, until: u64, now: u64) {
+    let ticks = (until.saturating_sub(now) >> PREEMPTION_RATE.load(Ordering::Relaxed)).min(u64::from(u32::MAX));
     current.write32(Field32::PreemptionTimerValue, ticks as u32);
 }
 
+/// Before re-entering after a fast-path exit: the timer must fire at the moment the
+/// last full entry chose. Exits that save the timer's count already keep it.
+#[inline]
+fn rearm_preemption_timer(current: &crate::vmx::vmcs::Current, vcpu: &Vcpu) {
+    if vcpu.timer_until_tsc != u64::MAX && !PREEMPTION_SAVED.load(Ordering::Relaxed) {
+        write_preemption_timer(current, vcpu.timer_until_tsc, crate::arch::cpu::rdtsc());
+    }
+}
+
+/// Runs the vCPU until it blocks, its time is up, a kick arrives or its domain ends.
+///
+/// Two ways round the loop. The full one, before every entry after an ordinary exit:
+/// device timers, the mailbox, interrupt injection, the preemption timer. The fast one,
+/// after exits `vmexit::handle_fast` completed (CPUID, RDMSR, read-only hypercalls):
+/// nothing those exits do can change what the full one would decide, so it only
+/// re-arms the timer. What arrives from elsewhere meanwhile still gets in: another
+/// CPU's post comes with a kick IPI, which exits the guest at once (external-interrupt
+/// exiting); timers end the run through the preemption timer; a post to this vCPU
+/// from itself (no IPI) is seen by the mailbox check below.
 fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &mut Vcpu) -> Outcome {
+    let signals = p.domain.signals.get(vcpu.id as usize);
+    let mut fast = false;
     loop {
         // Paused or ended by Domain0 (which kicked this CPU to get here quickly).
         if p.domain.is_paused() {
@@ -468,39 +513,49 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
             vcpu.state = VcpuState::Done;
             return Outcome::Ended;
         }
-        // Device timers due (PIT, RTC): their interrupts join the mailboxes drained next.
-        let now = crate::arch::timer::now_ns();
-        p.domain.poll_devices(now);
-        // What siblings and devices sent since the last entry.
-        if let Some(sig) = p.domain.signals.get(vcpu.id as usize)
-            && sig.any()
-        {
-            let posted = sig.take();
-            for vector in posted.vectors() {
-                vcpu.lapic.accept(vector, posted.is_level(vector));
+        if fast && !signals.is_some_and(|s| s.any()) {
+            rearm_preemption_timer(current, vcpu);
+        } else {
+            // Device timers due (PIT, RTC): their interrupts join the mailboxes drained next.
+            let now = crate::arch::timer::now_ns();
+            p.domain.poll_devices(now);
+            // What siblings and devices sent since the last entry.
+            if let Some(sig) = signals
+                && sig.any()
+            {
+                let posted = sig.take();
+                for vector in posted.vectors() {
+                    vcpu.lapic.accept(vector, posted.is_level(vector));
+                }
+                if posted.init {
+                    vcpu.lapic.reset();
+                    vcpu.state = VcpuState::WaitForSipi;
+                    return Outcome::Blocked;
+                }
+                // A STARTUP outside wait-for-SIPI is ignored (SDM Vol. 3A "MP Initialization").
             }
-            if posted.init {
-                vcpu.lapic.reset();
-                vcpu.state = VcpuState::WaitForSipi;
-                return Outcome::Blocked;
-            }
-            // A STARTUP outside wait-for-SIPI is ignored (SDM Vol. 3A "MP Initialization").
+            vmexit::events::before_entry(current, &p.domain, vcpu, now);
+            arm_preemption_timer(current, &p.domain, vcpu);
         }
-        vmexit::events::before_entry(current, &p.domain, vcpu, now);
-        arm_preemption_timer(current, &p.domain, vcpu);
         let launched = vcpu.launched;
         // SAFETY: the VMCS is current and complete (guest state at creation, host
         // state above); `launched` tracks VMLAUNCH vs VMRESUME since the last VMCLEAR.
         match unsafe { entry::run(&mut vcpu.regs, launched) } {
             Entry::Exited => {
                 vcpu.launched = true;
-                let next = vmexit::handle(current, &p.domain, vcpu);
-                match next {
-                    Next::Advance | Next::Resume | Next::Skip(_) => {
-                        if crate::vmx::xcr0::differs(vcpu.xcr0) {
-                            crate::vmx::xcr0::load(vcpu.xcr0);
-                        }
+                let raw = vmexit::exit_reason(current);
+                let next = match vmexit::handle_fast(current, &p.domain, vcpu, raw) {
+                    Some(next) => {
+                        fast = true;
+                        next
                     }
+                    None => {
+                        fast = false;
+                        vmexit::handle(current, &p.domain, vcpu, raw)
+                    }
+                };
+                match next {
+                    Next::Advance | Next::Resume | Next::Skip(_) => {}
                     Next::Block => {
                         vcpu.state = VcpuState::Blocked;
                         return Outcome::Blocked;

@@ -19,6 +19,30 @@ use abi::hypercall::{self, DomainCreate, DomainInfo, Error, HostInfo, Request, V
 /// Domain0's ID: only the `[dom0]` domain gets it.
 pub const DOM0: u32 = 0;
 
+/// Whether call number `rax` may take the run loop's fast path (`vmexit::handle_fast`):
+/// calls that only read, or write output, and so cannot change the caller's own local
+/// APIC, devices or mailbox. Calls that can (ConsoleRead consumes the caller's UART
+/// input; shutdown presses its power button; ConsoleWriteOther may name the caller;
+/// pause, destroy, pin may name it) take the full path.
+pub fn is_fast(rax: u64) -> bool {
+    use hypercall::Call;
+    matches!(
+        Call::from_number(rax),
+        Some(
+            Call::Version
+                | Call::ConsoleWrite
+                | Call::HostInfo
+                | Call::DomainList
+                | Call::DomainInfo
+                | Call::VcpuInfo
+                | Call::ConsoleReadOther
+                | Call::HypervisorLogRead
+                | Call::SchedGetParams
+                | Call::PlatformInfo
+        )
+    )
+}
+
 pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
     // Hypercalls are for the guest kernel: at CPL > 0 VMCALL raises #UD, as on a CPU
     // without a hypervisor (CPL is SS.DPL; real mode is CPL 0).

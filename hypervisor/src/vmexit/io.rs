@@ -95,8 +95,8 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
                 vcpu,
                 direction,
                 bytes,
-                |d| byte_reg(d.pit.read(port, now)),
-                |d, v| d.pit.write(port, v as u8, now),
+                |d| byte_reg(d.pit_read(port, now)),
+                |d, v| d.pit_write(port, v as u8, now),
             )
         }
         (direction, port) if port == RTC_INDEX || port == RTC_DATA => {
@@ -106,8 +106,8 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
                 vcpu,
                 direction,
                 bytes,
-                |d| byte_reg(d.rtc.read(port, now)),
-                |d, v| d.rtc.write(port, v as u8, now),
+                |d| byte_reg(d.rtc_read(port, now)),
+                |d, v| d.rtc_write(port, v as u8, now),
             )
         }
         (direction, port) if PciHost::claims(port, bytes as u8) => {

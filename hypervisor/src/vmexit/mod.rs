@@ -73,7 +73,8 @@ fn dump_state(vmcs: &Current, domain: &Domain, vcpu: &Vcpu) {
         vmcs.read_natural(FieldNatural::GuestCr0),
         vmcs.read_natural(FieldNatural::GuestCr3),
         vmcs.read_natural(FieldNatural::GuestCr4),
-        r.cr2
+        // The CPU holds the guest's CR2 while its slice runs (see vmx::entry).
+        crate::vmx::entry::guest_cr2()
     );
     log::error!("  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", r.rax, r.rbx, r.rcx, r.rdx);
     log::error!("  rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}", r.rsi, r.rdi, r.rbp, r.r8);
@@ -81,9 +82,41 @@ fn dump_state(vmcs: &Current, domain: &Domain, vcpu: &Vcpu) {
     log::error!("  r13={:#018x} r14={:#018x} r15={:#018x}", r.r13, r.r14, r.r15);
 }
 
-/// Handles the exit that just happened on `vcpu`.
-pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
-    let raw = RawExitReason(vmcs.read_ro32(ReadOnly32::ExitReason));
+/// The exit reason of the exit that just happened.
+#[inline]
+pub fn exit_reason(vmcs: &Current) -> RawExitReason {
+    RawExitReason(vmcs.read_ro32(ReadOnly32::ExitReason))
+}
+
+/// The fast path: exits whose handling cannot change what the vCPU's next entry must
+/// deliver (its local APIC, its domain's devices and their timers, its mailbox), so
+/// the run loop may re-enter without its per-entry work (`sched::runloop`). `None`
+/// means "not one of those": call [`handle`]. Some(next) has the same meaning as
+/// [`handle`]'s result, RIP already advanced.
+///
+/// Which exits qualify: CPUID; RDMSR (reads change no model state: the APIC's timer
+/// count is computed, not advanced); VMCALL of the calls [`hypercall::is_fast`] lists.
+/// None of them can happen while an event is being delivered, so there is no
+/// IDT-vectoring information to re-inject either.
+#[inline]
+pub fn handle_fast(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReason) -> Option<Next> {
+    // The entry-failure bit (31) and the others keep the raw value away from these.
+    let next = match raw.0 {
+        r if r == ExitReason::Cpuid as u32 => cpuid::handle(vcpu),
+        r if r == ExitReason::Rdmsr as u32 => msr::rdmsr(vmcs, vcpu),
+        r if r == ExitReason::Vmcall as u32 && hypercall::is_fast(vcpu.regs.rax) => {
+            hypercall::handle(vmcs, domain, vcpu)
+        }
+        _ => return None,
+    };
+    if let Some(c) = vcpu.exit_counts.get_mut(raw.0 as usize) {
+        *c += 1;
+    }
+    Some(finish(vmcs, next))
+}
+
+/// Handles the exit that just happened on `vcpu` (`raw` is [`exit_reason`]).
+pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReason) -> Next {
     let reason = match raw.basic() {
         Ok(r) => r,
         Err(n) => return crash(vmcs, domain, vcpu, format_args!("unknown VM exit reason {n}")),
@@ -190,6 +223,12 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
         }
         other => crash(vmcs, domain, vcpu, format_args!("unhandled VM exit {} ({})", other.name(), other as u16)),
     };
+    finish(vmcs, next)
+}
+
+/// Moves RIP where `next` says; the result is what the run loop acts on.
+#[inline]
+fn finish(vmcs: &Current, next: Next) -> Next {
     match next {
         Next::Advance => {
             skip(vmcs, vmcs.read_ro32(ReadOnly32::ExitInstructionLength));
@@ -210,13 +249,14 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
 }
 
 /// Moves RIP past an instruction the hypervisor completed for the guest.
+#[inline]
 fn skip(vmcs: &Current, len: u32) {
     let rip = vmcs.read_natural(FieldNatural::GuestRip);
     let mut next = rip.wrapping_add(u64::from(len));
     // Outside 64-bit code, EIP wraps at 4 GiB (and IP at 64 KiB, which real-mode code
-    // never relies on across an emulated instruction).
-    let cs = vmcs.read32(Field32::GuestCsAccessRights);
-    if cs & (1 << 13) == 0 {
+    // never relies on across an emulated instruction). Only a result beyond 4 GiB can
+    // need it, which spares most exits the CS read.
+    if next >> 32 != 0 && vmcs.read32(Field32::GuestCsAccessRights) & (1 << 13) == 0 {
         next &= 0xFFFF_FFFF;
     }
     vmcs.write_natural(FieldNatural::GuestRip, next);
@@ -382,5 +422,6 @@ fn xsetbv(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
         return Next::Resume;
     }
     vcpu.xcr0 = value;
+    crate::vmx::xcr0::load(value);
     Next::Advance
 }

@@ -5,7 +5,7 @@
 //! enters the guest. A VM exit lands at `vmx_exit_landing` (HOST_RIP) with the stack
 //! exactly as it was, stores the guest registers back into the block, restores the host
 //! registers and returns to the caller as if `vmx_enter` had returned normally. RSP and
-//! RIP of the guest live in the VMCS; the hypervisor is soft-float, so guest x87/SSE/AVX
+//! RIP of the guest live in the VMCS, CR2 stays in the CPU for the slice; the hypervisor is soft-float, so guest x87/SSE/AVX
 //! state is never touched here (see docs/architecture.md).
 
 use core::arch::global_asm;
@@ -31,6 +31,9 @@ pub struct GuestRegs {
     pub r14: u64,
     pub r15: u64,
     /// CR2 is not part of the VMCS guest state (SDM Vol. 3C "Guest Register State").
+    /// The CPU keeps the guest's CR2 for the whole slice (the hypervisor takes no page
+    /// faults), so it is loaded when a slice starts and saved when it ends
+    /// ([`load_guest_cr2`], [`guest_cr2`]), not on every entry and exit.
     pub cr2: u64,
 }
 
@@ -51,8 +54,6 @@ global_asm!(
     "push rdi",
     "mov rax, {host_rsp}",
     "vmwrite rax, rsp",
-    "mov rax, [rdi + {cr2}]",
-    "mov cr2, rax",
     "cmp rsi, 0",
     "mov rax, [rdi + {rax}]",
     "mov rbx, [rdi + {rbx}]",
@@ -114,8 +115,6 @@ global_asm!(
     "mov [rdi + {r15}], r15",
     "pop rax",
     "mov [rdi + {rdi}], rax",
-    "mov rax, cr2",
-    "mov [rdi + {cr2}], rax",
     "pop rdi",
     "pop r15",
     "pop r14",
@@ -141,7 +140,6 @@ global_asm!(
     r13 = const offset_of!(GuestRegs, r13),
     r14 = const offset_of!(GuestRegs, r14),
     r15 = const offset_of!(GuestRegs, r15),
-    cr2 = const offset_of!(GuestRegs, cr2),
 );
 
 unsafe extern "C" {
@@ -157,6 +155,21 @@ pub enum Entry {
     /// VM entry failed before the guest ran (SDM Vol. 3C "VM Entries"), with the VMX
     /// failure kind; the VM-instruction error field says why for `Valid`.
     Failed(super::instr::VmFail),
+}
+
+/// Makes `cr2` the CPU's CR2, for the vCPU whose slice starts.
+pub fn load_guest_cr2(cr2: u64) {
+    // SAFETY: CR2 only reports page-fault addresses; the hypervisor reads it nowhere
+    // except to save the guest's value.
+    unsafe { core::arch::asm!("mov cr2, {}", in(reg) cr2, options(nostack, nomem)) };
+}
+
+/// The CPU's CR2: the running guest's, during its slice.
+pub fn guest_cr2() -> u64 {
+    let cr2: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2, options(nostack, nomem)) };
+    cr2
 }
 
 /// HOST_RIP for every VMCS.

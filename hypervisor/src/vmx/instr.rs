@@ -78,18 +78,41 @@ pub fn vmptrst() -> u64 {
     pointer
 }
 
+/// Why VMREAD or VMWRITE failed, off the hot path: with no current VMCS it is
+/// VMfailInvalid, otherwise VMfailValid (SDM Vol. 3C "VMREAD", "VMWRITE").
+#[cold]
+fn field_access_failure() -> VmFail {
+    if vmptrst() == u64::MAX { VmFail::Invalid } else { VmFail::Valid }
+}
+
 /// Reads a field of the current VMCS by its encoding.
 ///
 /// # Safety
 /// A VMCS must be current on this CPU. (An unsupported encoding fails, it does not fault.)
+#[inline(always)]
 pub unsafe fn vmread(encoding: u32) -> Result<u64, VmFail> {
     let value: u64;
-    let rflags: u64;
-    // SAFETY: forwarded to the caller.
+    let failed: u8;
+    // SAFETY: forwarded to the caller. SETNA is CF=1 or ZF=1, the two failure kinds.
     unsafe {
-        asm!("vmread {0}, {1}", "pushfq", "pop {2}", out(reg) value, in(reg) u64::from(encoding), out(reg) rflags)
+        asm!("vmread {0}, {1}", "setna {2}", out(reg) value, in(reg) u64::from(encoding), out(reg_byte) failed,
+             options(nostack))
     };
-    check(rflags).map(|()| value)
+    if failed == 0 { Ok(value) } else { Err(field_access_failure()) }
+}
+
+/// Reads a field of the current VMCS, 0 if the read fails (the destination is left
+/// alone on failure, and it starts as 0): two instructions, for the exit path, where
+/// every field read is one this CPU was checked to have.
+///
+/// # Safety
+/// A VMCS must be current on this CPU.
+#[inline(always)]
+pub unsafe fn vmread_or_zero(encoding: u32) -> u64 {
+    let mut value: u64 = 0;
+    // SAFETY: forwarded to the caller; a failing VMREAD writes nothing.
+    unsafe { asm!("vmread {0}, {1}", inout(reg) value, in(reg) u64::from(encoding), options(nostack)) };
+    value
 }
 
 /// Writes a field of the current VMCS by its encoding.
@@ -97,13 +120,15 @@ pub unsafe fn vmread(encoding: u32) -> Result<u64, VmFail> {
 /// # Safety
 /// A VMCS must be current on this CPU, and `value` must be valid for the field in the
 /// sense that matters to the caller (VM entry checks the rest).
+#[inline(always)]
 pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmFail> {
-    let rflags: u64;
-    // SAFETY: forwarded to the caller.
+    // SAFETY: forwarded to the caller. JBE is taken on CF=1 or ZF=1, the two failure
+    // kinds: one instruction on the success path.
     unsafe {
-        asm!("vmwrite {0}, {1}", "pushfq", "pop {2}", in(reg) u64::from(encoding), in(reg) value, out(reg) rflags)
+        asm!("vmwrite {0}, {1}", "jbe {2}", in(reg) u64::from(encoding), in(reg) value,
+             label { return Err(field_access_failure()) }, options(nostack))
     };
-    check(rflags)
+    Ok(())
 }
 
 /// INVEPT types (SDM Vol. 3C "INVEPT").

@@ -75,60 +75,78 @@ pub struct Current {
     _not_send: PhantomData<*const ()>,
 }
 
+#[cold]
+fn write_failed(encoding: u32, value: u64, e: instr::VmFail) {
+    log::warn!("vmwrite {encoding:#x} = {value:#x} failed: {e:?}");
+}
+
 impl Current {
+    #[inline(always)]
     fn write(&self, encoding: u32, value: u64) {
         // SAFETY: a VMCS is current (this token exists). A failed write means an
         // unsupported field on this CPU: VM entry then reports the inconsistency.
         if let Err(e) = unsafe { instr::vmwrite(encoding, value) } {
-            log::warn!("vmwrite {encoding:#x} = {value:#x} failed: {e:?}");
+            write_failed(encoding, value, e);
         }
     }
 
+    #[inline(always)]
     fn read(&self, encoding: u32) -> u64 {
         // SAFETY: a VMCS is current (this token exists).
-        unsafe { instr::vmread(encoding) }.unwrap_or(0)
+        unsafe { instr::vmread_or_zero(encoding) }
     }
 
+    #[inline]
     pub fn write16(&self, field: Field16, value: u16) {
         self.write(field.encoding(), u64::from(value));
     }
 
+    #[inline]
     pub fn write32(&self, field: Field32, value: u32) {
         self.write(field.encoding(), u64::from(value));
     }
 
+    #[inline]
     pub fn write64(&self, field: Field64, value: u64) {
         self.write(field.encoding(), value);
     }
 
+    #[inline]
     pub fn write_natural(&self, field: FieldNatural, value: u64) {
         self.write(field.encoding(), value);
     }
 
+    #[inline]
     pub fn read16(&self, field: Field16) -> u16 {
         self.read(field.encoding()) as u16
     }
 
+    #[inline]
     pub fn read32(&self, field: Field32) -> u32 {
         self.read(field.encoding()) as u32
     }
 
+    #[inline]
     pub fn read64(&self, field: Field64) -> u64 {
         self.read(field.encoding())
     }
 
+    #[inline]
     pub fn read_natural(&self, field: FieldNatural) -> u64 {
         self.read(field.encoding())
     }
 
+    #[inline]
     pub fn read_ro32(&self, field: ReadOnly32) -> u32 {
         self.read(field.encoding()) as u32
     }
 
+    #[inline]
     pub fn read_ro64(&self, field: ReadOnly64) -> u64 {
         self.read(field.encoding())
     }
 
+    #[inline]
     pub fn read_ro_natural(&self, field: ReadOnlyNatural) -> u64 {
         self.read(field.encoding())
     }
