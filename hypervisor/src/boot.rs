@@ -186,6 +186,14 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         free / 1024
     );
     crate::sched::configure(online, config.until_guests_exit, config.sched_slice_ms, config.sched_ratelimit_us);
+    // Guest RAM zeroed ahead of the domains (mm::scrub); idle CPUs zero the rest.
+    let t0 = cpu::rdtsc();
+    let zeroed = crate::mm::scrub::scrub(crate::mm::scrub::BOOT_FILL);
+    log::info!(
+        "memory: {} MiB of guest RAM zeroed ahead in {} ms; idle CPUs zero the rest of free memory",
+        zeroed >> 20,
+        crate::arch::timer::tsc_to_ns(cpu::rdtsc() - t0) / 1_000_000
+    );
     let domains = create_domains(&boot_bundle);
     if domains == 0 {
         log::info!("boot complete: {online} CPU(s) online, VMX ready; no domains to run");
@@ -224,6 +232,8 @@ fn record_control_registers() {
 
 /// What a CPU does when it has nothing to run yet.
 pub fn idle_loop() -> ! {
+    // Nothing will poll the buffered console from here on.
+    arch::serial::flush(100_000);
     cpu::halt_forever()
 }
 

@@ -75,8 +75,9 @@ pub fn stop_machine(reason: StopReason) -> ! {
     unsafe { crate::logger::force_unlock() };
     crate::vmx::disable_this_cpu();
     log::info!("machine halted: {}", reason.as_str());
+    // The console is buffered: what is still queued is the end of the story.
+    crate::arch::serial::flush(100_000);
     if EMULATOR_EXIT.load(Ordering::Relaxed) {
-        crate::arch::serial::flush(100_000);
         emulator_exit(reason);
     }
     cpu::halt_forever()

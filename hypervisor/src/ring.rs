@@ -2,6 +2,9 @@
 //! each domain's console output and the hypervisor's log. Readers keep their own cursor
 //! (a stream position), so any number of them can follow the same ring, and one that fell
 //! behind by more than `N` bytes resumes at the oldest byte still kept.
+//!
+//! [`Fifo`] is the other kind: bytes queued for one consumer (the serial transmit
+//! buffer), which never overwrites what was not taken yet.
 
 pub struct ByteRing<const N: usize> {
     buf: [u8; N],
@@ -53,6 +56,68 @@ impl<const N: usize> ByteRing<N> {
     }
 }
 
+/// A first-in first-out byte queue of at most `N` bytes. `push` takes what fits;
+/// the consumer looks at the oldest bytes with `peek` (one contiguous piece, so it
+/// can be handed to a device as it is) and removes them with `consume`.
+pub struct Fifo<const N: usize> {
+    buf: [u8; N],
+    /// Index of the oldest byte.
+    head: usize,
+    len: usize,
+}
+
+impl<const N: usize> Default for Fifo<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Fifo<N> {
+    pub const fn new() -> Self {
+        Fifo { buf: [0; N], head: 0, len: 0 }
+    }
+
+    /// Appends as much of `bytes` as fits; returns how many bytes that was.
+    pub fn push(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(N - self.len);
+        for (i, &b) in bytes.iter().take(n).enumerate() {
+            let at = (self.head + self.len + i) % N;
+            if let Some(slot) = self.buf.get_mut(at) {
+                *slot = b;
+            }
+        }
+        self.len += n;
+        n
+    }
+
+    /// The oldest bytes, up to the end of the buffer (the rest, after a wrap, comes in
+    /// the next `peek` once these are consumed).
+    pub fn peek(&self) -> &[u8] {
+        let end = (self.head + self.len).min(N);
+        self.buf.get(self.head..end).unwrap_or(&[])
+    }
+
+    /// Removes the `n` oldest bytes (at most all of them).
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.len -= n;
+        self.head = if self.len == 0 { 0 } else { (self.head + n) % N };
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +162,57 @@ mod tests {
             cursor = start + n as u64;
         }
         assert_eq!(got, b"hello");
+    }
+    #[test]
+    fn fifo_keeps_order_across_the_wrap_and_refuses_what_does_not_fit() {
+        let mut f: Fifo<8> = Fifo::new();
+        assert_eq!(f.push(b"abcdef"), 6);
+        assert_eq!(f.peek(), b"abcdef");
+        f.consume(4);
+        assert_eq!(f.push(b"ghijklmn"), 6, "two left + six = eight");
+        assert_eq!(f.len(), 8);
+        let mut out = Vec::new();
+        while !f.is_empty() {
+            let piece = f.peek().to_vec();
+            assert!(!piece.is_empty());
+            out.extend_from_slice(&piece[..piece.len().min(3)]);
+            f.consume(piece.len().min(3));
+        }
+        assert_eq!(out, b"efghijkl");
+        assert_eq!(f.push(b"mn"), 2);
+        assert_eq!(f.peek(), b"mn");
+        f.consume(99);
+        assert!(f.is_empty() && f.peek().is_empty());
+    }
+
+    #[test]
+    fn fifo_matches_a_model_queue() {
+        let mut f: Fifo<13> = Fifo::new();
+        let mut model = std::collections::VecDeque::new();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..10_000u64 {
+            if next() % 2 == 0 {
+                let bytes: Vec<u8> = (0..next() % 9).map(|i| (round + i) as u8).collect();
+                let n = f.push(&bytes);
+                assert_eq!(n, bytes.len().min(13 - model.len()));
+                model.extend(&bytes[..n]);
+            } else {
+                let piece = f.peek();
+                let want: Vec<u8> = model.iter().take(piece.len()).copied().collect();
+                assert_eq!(piece, &want[..]);
+                let n = (next() % 6) as usize;
+                f.consume(n);
+                for _ in 0..n.min(model.len()) {
+                    model.pop_front();
+                }
+            }
+            assert_eq!(f.len(), model.len());
+        }
     }
 }

@@ -308,6 +308,11 @@ pub fn build(config: &AcpiConfig, base_gpa: u64) -> AcpiImage {
     AcpiImage { bytes: out.bytes, rsdp_offset: 0 }
 }
 
+/// How long [`build`]'s image for `config` at `base_gpa` is, without building it.
+pub fn image_len(config: &AcpiConfig, base_gpa: u64) -> usize {
+    layout(base_gpa, config.vcpus.clamp(1, MAX_VCPUS) as usize).total
+}
+
 fn layout(base_gpa: u64, cpus: usize) -> Layout {
     let xsdt = align(base_gpa, RSDP_LENGTH, TABLE_ALIGN);
     let fadt = align(base_gpa, xsdt + XSDT_LENGTH, TABLE_ALIGN);
@@ -516,6 +521,17 @@ fn write_facs(out: &mut Out, at: usize) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn image_len_is_the_built_length() {
+        for vcpus in [1, 2, 3, 8, 64, 255, 1000] {
+            for base in [0xE0000u64, 0xE0040, 0xE0010, 0xDF000 + 24] {
+                let config = AcpiConfig { vcpus, ..AcpiConfig::default() };
+                assert_eq!(image_len(&config, base), build(&config, base).bytes.len(), "{vcpus} vCPUs at {base:#x}");
+            }
+        }
+    }
+
     use super::*;
     use std::string::String;
     use std::vec::Vec;

@@ -191,12 +191,13 @@ pub fn acpi_config(vcpus: u32, ioapic_id: u8) -> AcpiConfig {
 /// image not fit (it does, with room to spare, for 255 vCPUs), it stays at
 /// [`ACPI_TABLES_GPA`].
 pub fn acpi_tables(config: &AcpiConfig) -> (u64, AcpiImage) {
-    let trial = acpi_tables::build(config, ACPI_TABLES_GPA);
-    let len = trial.bytes.len() as u64;
-    match ACPI_TABLES_END.checked_sub(len) {
-        Some(base) if base >= ACPI_TABLES_GPA && base.is_multiple_of(64) => (base, acpi_tables::build(config, base)),
-        _ => (ACPI_TABLES_GPA, trial),
-    }
+    // The length at the lowest base decides where they go; built once, there.
+    let len = acpi_tables::image_len(config, ACPI_TABLES_GPA) as u64;
+    let base = match ACPI_TABLES_END.checked_sub(len) {
+        Some(base) if base >= ACPI_TABLES_GPA && base.is_multiple_of(64) => base,
+        _ => ACPI_TABLES_GPA,
+    };
+    (base, acpi_tables::build(config, base))
 }
 
 /// Everything to copy into a domain's memory before it starts, as `(gpa, bytes)`: the

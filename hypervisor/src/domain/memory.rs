@@ -57,6 +57,12 @@ impl GuestMemory {
         while gpa < size {
             let remaining = size - gpa;
             let big = gpa % CHUNK_2M == 0 && remaining >= CHUNK_2M;
+            // Zeroed ahead of time when the scrubber has a chunk ready (`mm::scrub`).
+            if big && let Some(hpa) = crate::mm::scrub::take_chunk() {
+                mem.push(Chunk { gpa: GuestPhysAddr(gpa), hpa: HostPhysAddr(hpa), len: CHUNK_2M });
+                gpa += CHUNK_2M;
+                continue;
+            }
             let (hpa, len) = match big.then(|| phys::allocate_contiguous(CHUNK_2M / PAGE, CHUNK_2M)).flatten() {
                 Some(hpa) => (hpa, CHUNK_2M),
                 None => match phys::allocate() {

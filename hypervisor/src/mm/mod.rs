@@ -13,4 +13,6 @@ pub mod paging;
 #[cfg(target_os = "none")]
 pub mod phys;
 #[cfg(target_os = "none")]
+pub mod scrub;
+#[cfg(target_os = "none")]
 pub mod stack;

@@ -33,28 +33,58 @@ fn with<T>(f: impl FnOnce(&mut FrameAllocator) -> Option<T>) -> Option<T> {
     FRAMES.lock().as_mut().and_then(f)
 }
 
+/// Runs an allocation; when the allocator is dry, takes back memory the scrubber
+/// pooled (`mm::scrub`), one 2 MiB chunk at a time, and tries again: pooled memory is
+/// free memory and never makes an allocation fail.
+fn allocate_with<T>(f: impl Fn(&mut FrameAllocator) -> Option<T>) -> Option<T> {
+    loop {
+        if let Some(v) = with(&f) {
+            return Some(v);
+        }
+        if !super::scrub::reclaim_one() {
+            return None;
+        }
+    }
+}
+
 /// One 4 KiB frame (physical address), not zeroed.
 pub fn allocate() -> Option<u64> {
-    with(|a| a.allocate().map(|f| f.start()))
+    allocate_with(|a| a.allocate().map(|f| f.start()))
 }
 
 /// One frame whose address is below `limit`.
 pub fn allocate_below(limit: u64) -> Option<u64> {
-    with(|a| a.allocate_below(limit).map(|f| f.start()))
+    allocate_with(|a| a.allocate_below(limit).map(|f| f.start()))
 }
 
 /// `count` contiguous frames aligned to `align` bytes.
 pub fn allocate_contiguous(count: u64, align: u64) -> Option<u64> {
+    allocate_with(|a| a.allocate_contiguous(count, align).map(|f| f.start()))
+}
+
+/// `allocate_contiguous` for the scrubber itself: never reclaims from its pool.
+pub(super) fn allocate_contiguous_unpooled(count: u64, align: u64) -> Option<u64> {
     with(|a| a.allocate_contiguous(count, align).map(|f| f.start()))
 }
 
+/// Free memory: the allocator's and the scrubber's pool (zeroed, handed back on demand).
 pub fn free_bytes() -> u64 {
+    free_bytes_unpooled() + super::scrub::pooled_bytes()
+}
+
+/// What the allocator itself holds.
+pub(super) fn free_bytes_unpooled() -> u64 {
     with(|a| Some(a.free_frames() * 4096)).unwrap_or(0)
 }
 
 /// Returns a frame. A frame the allocator cannot take back (its range table is full)
 /// stays allocated; that is reported, never silently lost.
 pub fn deallocate(frame: u64) {
+    deallocate_unpooled(frame);
+    super::scrub::memory_freed();
+}
+
+pub(super) fn deallocate_unpooled(frame: u64) {
     let Some(f) = super::frames::PhysFrame::from_start(frame) else { return };
     if let Some(Err(e)) = FRAMES.lock().as_mut().map(|a| a.deallocate(f)) {
         log::warn!("memory: frame {frame:#x} not returned to the allocator: {e:?}");

@@ -141,6 +141,9 @@ fn kick(cpu: usize) {
     }
 }
 
+/// How far away the next event must be for an idle CPU to zero memory first.
+const SCRUB_IDLE_NS: u64 = 1_000_000;
+
 /// CPUs halted in `idle`, one bit each.
 static IDLE: AtomicU64 = AtomicU64::new(0);
 
@@ -251,6 +254,7 @@ pub fn run_loop() -> ! {
         }
         // Device interrupts that arrived while idle, for Domain0.
         crate::domain::passthrough::deliver_pending();
+        crate::arch::serial::poll();
         let mut now = crate::arch::timer::now_ns();
         let next_tick = NEXT_TICK[cpu].load(Ordering::Relaxed);
         if now >= next_tick {
@@ -358,8 +362,21 @@ fn idle(wake_at: u64) {
         core::hint::spin_loop();
         return;
     }
+    // Queued console output: back when the UART has room for more.
+    let wake_at = match crate::arch::serial::next_poll_tsc() {
+        Some(tsc) => wake_at.min(crate::arch::timer::tsc_to_ns(tsc)),
+        None => wake_at,
+    };
     let now = crate::arch::timer::now_ns();
     if wake_at <= now {
+        return;
+    }
+    // Nothing due for a while: zero some free memory for future domains (mm::scrub),
+    // a small step at a time so whoever wakes next waits microseconds at most.
+    if wake_at - now >= SCRUB_IDLE_NS
+        && crate::mm::scrub::wanted()
+        && crate::mm::scrub::scrub(crate::mm::scrub::STEP) > 0
+    {
         return;
     }
     crate::arch::apic::arm_timer(crate::arch::timer::ns_to_tsc(wake_at).max(1));
@@ -471,6 +488,10 @@ fn arm_preemption_timer(current: &crate::vmx::vmcs::Current, domain: &Domain, vc
         let earliest = now.saturating_add(MIN_TIMER_TSC.load(Ordering::Relaxed));
         until = until.min(crate::arch::timer::ns_to_tsc(deadline).max(earliest));
     }
+    // Queued console output keeps flowing while guests compute (see arch::serial).
+    if let Some(tsc) = crate::arch::serial::next_poll_tsc() {
+        until = until.min(tsc.max(now.saturating_add(MIN_TIMER_TSC.load(Ordering::Relaxed))));
+    }
     vcpu.timer_until_tsc = until;
     write_preemption_timer(current, until, now);
 }
@@ -516,6 +537,7 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
         if fast && !signals.is_some_and(|s| s.any()) {
             rearm_preemption_timer(current, vcpu);
         } else {
+            crate::arch::serial::poll();
             // Device timers due (PIT, RTC): their interrupts join the mailboxes drained next.
             let now = crate::arch::timer::now_ns();
             p.domain.poll_devices(now);
