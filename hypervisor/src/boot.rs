@@ -17,14 +17,16 @@ use x86_64::VirtAddr;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// How the bootloader maps us: the kernel at -2 GiB, its dynamic mappings (the direct
-/// map of physical memory, boot info, stack, ramdisk) in the first quarter of the upper
-/// half, leaving `paging::WINDOW_START..` to the hypervisor and the lower half free for
-/// identity mappings.
+/// How the bootloader maps us: the kernel where it was linked (at -2 GiB: `cargo xtask
+/// build` links it there as a fixed-address executable; a position-independent build,
+/// such as a plain `cargo build`, goes into the dynamic range), its dynamic mappings (the
+/// direct map of physical memory, boot info, stack, ramdisk) in the first quarter of the
+/// upper half, leaving `paging::WINDOW_START..` to the hypervisor and the lower half free
+/// for identity mappings.
 pub static BOOTLOADER_CONFIG: BootloaderConfig = {
     let mut config = BootloaderConfig::new_default();
     config.mappings.physical_memory = Some(Mapping::Dynamic);
-    config.mappings.kernel_base = Mapping::FixedAddress(0xFFFF_FFFF_8000_0000);
+    config.mappings.kernel_base = Mapping::Dynamic;
     config.mappings.dynamic_range_start = Some(0xFFFF_8000_0000_0000);
     config.mappings.dynamic_range_end = Some(0xFFFF_BFFF_FFFF_F000);
     config.kernel_stack_size = 256 * 1024;

@@ -59,7 +59,7 @@ mod tests {
         for &hz in &rates {
             for (num, den) in [(1_000_000_000, hz), (hz, 1_000_000_000)] {
                 let s = Scale::new(num, den);
-                let mut check = |x: u64| {
+                let check = |x: u64| {
                     let want = exact(x, num, den);
                     let got = s.apply(x);
                     assert!(got <= want && want - got <= 1, "{x} * {num} / {den}: got {got}, want {want}");

@@ -113,7 +113,7 @@ impl Log for SerialLogger {
 }
 
 /// `value` in decimal, right-aligned in at least `width` characters (spaces in front),
-/// in `buf`.
+/// in `buf` (20 bytes hold any u64).
 fn right_aligned(mut value: u64, width: usize, buf: &mut [u8; 20]) -> &str {
     let mut start = buf.len();
     loop {
@@ -126,11 +126,11 @@ fn right_aligned(mut value: u64, width: usize, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    let start = start.min(buf.len().saturating_sub(width));
-    for b in buf.iter_mut().take(start.max(0)) {
-        *b = b' ';
+    let first = start.min(buf.len().saturating_sub(width));
+    if let Some(pad) = buf.get_mut(first..start) {
+        pad.fill(b' ');
     }
-    core::str::from_utf8(buf.get(start..).unwrap_or(&[])).unwrap_or("")
+    core::str::from_utf8(buf.get(first..).unwrap_or(&[])).unwrap_or("")
 }
 
 /// Domain0's console output, raw, between whole log lines.

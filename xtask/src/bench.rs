@@ -2,7 +2,7 @@
 //! switch) in an emulator, collects what they print and what the hypervisor logs, and
 //! writes a table to the terminal, `bench/results.json` and `docs/benchmarks.md`.
 //!
-//! Two boots, each with one CPU:
+//! Four boots, each with one CPU:
 //! - **micro**: one `bench64` domain with an empty command line: the exit round trips
 //!   and interrupt latencies it measures itself (`bench: NAME median=.. min=.. max=..
 //!   n=..` lines), and the TSC of its first instruction, which is set against the
@@ -11,6 +11,11 @@
 //!   on the CPU; each prints the gaps in its own TSC stream, and `switch_times` pairs a
 //!   gap of one with the resumption of the other. The same boot's `create start` lines
 //!   give the memory the first domain's creation took (frames and heap).
+//!
+//! - **share**: three `bench64` domains (`cmdline = share`) of weights 256/512/1024 each
+//!   count their own CPU time over the same 3 s; `share_error` compares the shares with
+//!   the weights.
+//! - **concurrent**: 64 domains of 4 MiB on a 512 MiB machine, each stepping three times.
 //!
 //! The hypervisor image's size is read from the release ELF's program headers.
 //!
@@ -109,6 +114,12 @@ const GOALS: &[(&str, &str, &str, Option<u64>)] = &[
         None,
     ),
     (
+        "scheduler-share-error",
+        "3 CPU-bound domains of weights 256/512/1024 on one CPU: largest gap between a domain's share of the CPU time and its weight's share (ideal 14.29/28.57/57.14 %), over 3 s",
+        HUNDREDTHS,
+        Some(100),
+    ),
+    (
         "domain-create-to-first-instruction",
         "hypervisor's `create start` log line to the guest's first instruction (RDTSC)",
         TICKS,
@@ -128,6 +139,51 @@ const GOALS: &[(&str, &str, &str, Option<u64>)] = &[
         Some(CONCURRENT_DOMAINS as u64),
     ),
 ];
+
+/// Unit of the share-error row: hundredths of a percentage point.
+const HUNDREDTHS: &str = "0.01 points";
+/// The weights of the share boot's three domains.
+pub const SHARE_WEIGHTS: [u32; 3] = [256, 512, 1024];
+
+/// The configuration of the share boot.
+pub fn share_config() -> String {
+    let mut out = String::new();
+    for w in SHARE_WEIGHTS {
+        let _ = write!(out, "[domain share-{w}]\nimage = bench64\nmemory = 16\ncmdline = share\nweight = {w}\n");
+    }
+    out
+}
+
+/// Each share domain's own CPU time (`bench-share: ran=R`), in `SHARE_WEIGHTS` order.
+pub fn share_ran(serial: &str) -> Option<Vec<u64>> {
+    SHARE_WEIGHTS
+        .iter()
+        .map(|w| {
+            let name = format!("share-{w}");
+            serial.lines().find_map(|l| {
+                let rest = console_text(l, &name)?.strip_prefix("bench-share: ran=")?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+        })
+        .collect()
+}
+
+/// The largest |share - weight share| over the domains, in hundredths of a percentage
+/// point, and each domain's share in percent (for the notes).
+pub fn share_error(ran: &[u64], weights: &[u32]) -> Option<(u64, Vec<f64>)> {
+    let total: u64 = ran.iter().sum();
+    let total_w: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    if total == 0 || total_w == 0 || ran.len() != weights.len() {
+        return None;
+    }
+    let shares: Vec<f64> = ran.iter().map(|&r| 100.0 * r as f64 / total as f64).collect();
+    let worst = shares
+        .iter()
+        .zip(weights)
+        .map(|(s, &w)| (s - 100.0 * f64::from(w) / total_w as f64).abs())
+        .fold(0.0f64, f64::max);
+    Some(((worst * 100.0).round() as u64, shares))
+}
 
 /// Unit of the concurrent-domains row.
 const DOMAINS: &str = "domains";
@@ -503,8 +559,10 @@ const METHOD: &str = "
 ## Method
 
 `cargo xtask bench` builds the release hypervisor and guests, then boots the BIOS image
-twice with one CPU and 128 MiB, each time with `until_guests_exit = true` and
-`emulator_exit = true`, and reads the serial log.
+four times with one CPU (micro, switch and share with 128 MiB, concurrent with 512 MiB),
+each time with `until_guests_exit = true` and `emulator_exit = true`, and reads the
+serial log. `cargo xtask bench --quick` boots only the first (the exit, interrupt and
+create rows) and writes nothing: the loop for working on a path.
 
 **Time.** Every number in ticks is a TSC difference. Inside Bochs (`ips=100000000`)
 the TSC advances by one per emulated instruction, so the numbers are path lengths in
@@ -525,7 +583,9 @@ xAPIC page at 0xFEE00030 (an EPT violation the hypervisor decodes and emulates).
 vector 0x40). Each of 200 rounds (after 10 untimed) writes IA32_TSC_DEADLINE = now +
 50,000 and waits, either running with interrupts enabled (`sti`, then a loop reading
 the handler's flag: the hypervisor's VMX preemption timer ends the guest's run at the
-deadline and the interrupt is injected at the next entry) or halted (`sti; hlt`: the vCPU is blocked and the hypervisor wakes it). The handler's first
+deadline and the interrupt is injected at the next entry) or halted (`sti; hlt`: with
+nothing else to run and the deadline under a millisecond away, the CPU sleeps with the
+vCPU still loaded and resumes it directly, `sched::runloop::halt_in_place`). The handler's first
 instructions are `lfence; rdtsc`; the latency is that TSC minus the deadline. The EOI
 comes after the timestamp.
 
@@ -542,15 +602,25 @@ the same vCPU) are not switches; they are reported apart as `sched-preempt-no-sw
 With two equal domains the credit scheduler alternates them for a few slices and then
 lets one run out its accounting period, so only part of the gaps are switches.
 
+**Scheduler share.** Three `bench64` domains (`cmdline = share`, weights 256, 512 and
+1024, 16 MiB each) on one CPU with the default 30 ms slice. Each spins reading the TSC;
+after 300 ms it counts, for 3 s of wall time, the TSC steps no longer than 300 ticks
+(its own CPU time: a longer step is time another domain or the hypervisor had). A
+domain's share is its count over the three counts; the row is the largest difference
+between a share and the weight's share (1/7, 2/7, 4/7), in hundredths of a percentage
+point.
+
 **Domain create to first instruction.** The hypervisor logs `domain NAME: create start`
 as `lifecycle::start` begins (the log line's TSC is read when the line starts); the
 guest's entry point's first instruction is RDTSC. The difference covers building the
 domain (RAM, EPT, VMCS, devices, ACPI tables, loading the ELF), placing it on the
 scheduler, the log lines on the way, the run loop's first decision and VMLAUNCH. The
-hypervisor and the guest read the same TSC (no TSC offsetting). The hypervisor writes
-its log to COM1 synchronously, and the lines logged on this path (`create start`,
-`created`, the scheduler's placement, `boot complete`) each wait for the emulated UART
-at 115200 baud; the notes above say how much of the time that is.
+hypervisor and the guest read the same TSC (no TSC offsetting). The log lines on the
+way (`create start`, `created`, the scheduler's placement, `boot complete`) are queued
+for COM1, not waited for (`arch::serial`). The guest's RAM comes zeroed from the
+scrubber's pool (`mm::scrub`): boot zeroes 64 MiB ahead, idle CPUs the rest of free
+memory; a domain whose RAM the pool cannot cover zeroes the remainder on this path
+(about 1 tick per 8 bytes in Bochs).
 
 **Hypervisor image.** The sum of `p_memsz` of the `PT_LOAD` program headers of the
 release kernel ELF (`target/x86_64-unknown-none/release/hypervisor`), i.e. what the
@@ -595,7 +665,9 @@ fn boot(
     step(&format!("booting the {name} benchmarks in {} (1 CPU, {memory_mib} MiB)", engine.name()));
     let mut running = machine.launch()?;
     let timeout = Duration::from_secs(900);
-    let outcome = running.wait(timeout, |s| s.contains("machine halted:") && s.ends_with('\n'));
+    // A panic (the bootloader's or ours) ends the boot too: no use waiting for the timeout.
+    let outcome =
+        running.wait(timeout, |s| (s.contains("machine halted:") || s.contains("panicked at")) && s.ends_with('\n'));
     drop(running);
     let serial =
         std::fs::read(machine.serial_log()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
@@ -655,7 +727,7 @@ fn host_cpu_model() -> String {
 }
 
 /// The rows from the two boots' serial logs and the kernel ELF.
-pub fn collect(micro: &str, switch: &str, kernel_elf: Option<&[u8]>, notes: &mut Vec<String>) -> Vec<Row> {
+pub fn collect(micro: &str, switch: &str, share: &str, kernel_elf: Option<&[u8]>, notes: &mut Vec<String>) -> Vec<Row> {
     let measured = parse_bench_lines(micro, "bench");
     let lookup =
         |name: &str| -> Result<Stat, String> {
@@ -684,8 +756,8 @@ pub fn collect(micro: &str, switch: &str, kernel_elf: Option<&[u8]>, notes: &mut
         let created = micro.lines().find(|l| l.contains("domain bench (id ") && l.contains(") created:"));
         if let Some(created) = created.and_then(log_tsc) {
             notes.push(format!(
-                "domain-create-to-first-instruction: {} hypervisor log lines on the way, each written to the \
-                 115200-baud COM1 before going on; `create start` to `created` (building the domain and \
+                "domain-create-to-first-instruction: {} hypervisor log lines on the way (queued for COM1); \
+                 `create start` to `created` (building the domain and \
                  printing the first line) took {} ticks, `created` to the first instruction {} ticks",
                 logged.len(),
                 created - t0,
@@ -710,6 +782,20 @@ pub fn collect(micro: &str, switch: &str, kernel_elf: Option<&[u8]>, notes: &mut
         }
         _ => Err("no `create start` lines for switch-a and switch-b".to_string()),
     };
+    let share_row = match share_ran(share) {
+        Some(ran) => match share_error(&ran, &SHARE_WEIGHTS) {
+            Some((err, shares)) => {
+                notes.push(format!(
+                    "scheduler-share-error: CPU time shares {:.2} / {:.2} / {:.2} % for weights 256 / 512 / 1024 \
+                     (ideal 14.29 / 28.57 / 57.14 %)",
+                    shares[0], shares[1], shares[2]
+                ));
+                Ok(Stat { median: err, min: err, max: err, n: 1 })
+            }
+            None => Err("the share domains ran for no time".to_string()),
+        },
+        None => Err("not every share domain printed a `bench-share: ran=` line".to_string()),
+    };
     let image = match kernel_elf {
         Some(elf) => loaded_size(elf).map(|v| Stat { median: v, min: v, max: v, n: 1 }),
         None => Err("the release kernel ELF could not be read".to_string()),
@@ -724,6 +810,7 @@ pub fn collect(micro: &str, switch: &str, kernel_elf: Option<&[u8]>, notes: &mut
                 }),
                 "sched-preempt-no-switch" => summarise(&unswitched).ok_or_else(|| "every gap was a switch".to_string()),
                 "domain-create-to-first-instruction" => create.clone(),
+                "scheduler-share-error" => share_row.clone(),
                 "hypervisor-image-loaded-size" => image.clone(),
                 "memory-per-idle-domain" => memory.clone(),
                 "concurrent-domains" => Err("measured by its own boot (`run`)".to_string()),
@@ -743,6 +830,7 @@ fn measured_by_micro(name: &str) -> bool {
             | "hypervisor-image-loaded-size"
             | "memory-per-idle-domain"
             | "concurrent-domains"
+            | "scheduler-share-error"
     )
 }
 
@@ -770,8 +858,10 @@ pub fn run(emulator: &str, quick: bool) -> Result<(), String> {
     let micro = boot(engine, &kernel, &boot_tool, "micro", 128, "[domain bench]\nimage = bench64\nmemory = 16\n")?;
     if quick {
         let mut notes = Vec::new();
-        let rows: Vec<Row> =
-            collect(&micro.serial, "", None, &mut notes).into_iter().filter(|r| measured_by_micro(r.name)).collect();
+        let rows: Vec<Row> = collect(&micro.serial, "", "", None, &mut notes)
+            .into_iter()
+            .filter(|r| measured_by_micro(r.name))
+            .collect();
         println!("\n{}", table(&rows));
         println!("(--quick: the switch, concurrent and size rows were not measured; nothing was written)");
         return Ok(());
@@ -786,6 +876,7 @@ pub fn run(emulator: &str, quick: bool) -> Result<(), String> {
          [domain switch-a]\nimage = bench64\nmemory = 16\ncmdline = switch\n\
          [domain switch-b]\nimage = bench64\nmemory = 16\ncmdline = switch\n",
     )?;
+    let share = boot(engine, &kernel, &boot_tool, "share", 128, &share_config())?;
     let concurrent = boot(engine, &kernel, &boot_tool, "concurrent", 512, &concurrent_config(CONCURRENT_DOMAINS))?;
     let elf = std::fs::read(&kernel).ok();
     let mut notes = Vec::new();
@@ -794,7 +885,7 @@ pub fn run(emulator: &str, quick: bool) -> Result<(), String> {
             notes.push(note.trim_end().to_string());
         }
     }
-    let mut rows = collect(&micro.serial, &switch.serial, elf.as_deref(), &mut notes);
+    let mut rows = collect(&micro.serial, &switch.serial, &share.serial, elf.as_deref(), &mut notes);
     let progressed = concurrent_progress(&concurrent.serial, CONCURRENT_DOMAINS);
     if let Some(row) = rows.iter_mut().find(|r| r.name == "concurrent-domains") {
         row.result = Ok(Stat { median: progressed, min: progressed, max: progressed, n: 1 });
@@ -968,9 +1059,28 @@ mod tests {
     }
 
     #[test]
+    fn share_error_is_the_worst_domain_in_hundredths_of_a_point() {
+        let serial = "\
+[1] INFO  cpu0 x: [share-256] bench-share: ran=1500 window=10000
+[2] INFO  cpu0 x: [share-512] bench-share: ran=2850 window=10000
+[3] INFO  cpu0 x: [share-1024] bench-share: ran=5650 window=10000
+";
+        let ran = share_ran(serial).unwrap();
+        assert_eq!(ran, vec![1500, 2850, 5650]);
+        // Shares 15.00 / 28.50 / 56.50 against 14.29 / 28.57 / 57.14: the worst is 0.71.
+        let (err, shares) = share_error(&ran, &SHARE_WEIGHTS).unwrap();
+        assert_eq!(err, 71);
+        assert!((shares[0] - 15.0).abs() < 1e-9);
+        assert_eq!(share_error(&[1, 2, 4], &SHARE_WEIGHTS).unwrap().0, 0, "exactly proportional");
+        assert!(share_error(&[0, 0, 0], &SHARE_WEIGHTS).is_none());
+        assert!(share_ran("[share-256] bench-share: ran=1").is_none(), "a domain missing");
+        assert!(share_config().contains("[domain share-1024]") && share_config().contains("weight = 512"));
+    }
+
+    #[test]
     fn rows_judge_goals_and_json_carries_every_field() {
         let mut notes = Vec::new();
-        let rows = collect(MICRO, "", Some(&elf_with(&[(1, 4096)])), &mut notes);
+        let rows = collect(MICRO, "", "", Some(&elf_with(&[(1, 4096)])), &mut notes);
         let cpuid = rows.iter().find(|r| r.name == "cpuid").unwrap();
         assert_eq!(cpuid.met(), Some(false));
         assert!(cpuid.verdict().starts_with("MISSED by 750"));

@@ -19,6 +19,11 @@
 //!   than `GAP_TICKS` as a pair `LAST FIRST` (the last TSC read before the gap, the first
 //!   after it), several to a `bench-switch: gaps ...` line. Two such domains on one CPU take turns, and `cargo xtask
 //!   bench` pairs one domain's gaps with the other's to get the vCPU switch time.
+//! - `share`: one of three CPU-bound domains of different weights on one CPU. After
+//!   `SHARE_WARMUP_MS` of wall time it counts its own CPU time for `SHARE_WINDOW_MS`
+//!   (TSC steps shorter than `GAP_TICKS`: a longer step is time it did not have) and
+//!   prints `bench-share: ran=R window=W` in TSC ticks; `cargo xtask bench` compares
+//!   the three domains' shares with their weights.
 #![no_std]
 #![no_main]
 
@@ -52,6 +57,9 @@ const IRQ_TIMEOUT_TICKS: u64 = 100_000_000;
 
 const SWITCH_WINDOW_MS: u64 = 300;
 const GAP_TICKS: u64 = 300;
+/// `share`: time to let the scheduler settle, then the measured window (wall time).
+const SHARE_WARMUP_MS: u64 = 300;
+const SHARE_WINDOW_MS: u64 = 3000;
 const MAX_GAPS: usize = 512;
 /// Gaps per console line (a line holds at most 160 characters).
 const GAPS_PER_LINE: usize = 4;
@@ -306,8 +314,8 @@ fn benchmarks(first_tsc: u64) -> ! {
 /// of its own CPU time each (counted from TSC reads whose gaps are short, so time other
 /// domains had does not count), a line after each, then exit 0.
 fn progress() -> ! {
-    // SAFETY: CPUID has no side effects; leaf 0x40000010 is the hypervisor's timing leaf.
-    let per_ms = u64::from(unsafe { core::arch::x86_64::__cpuid_count(0x4000_0010, 0) }.eax).max(1);
+    // The hypervisor's timing leaf (0x40000010): TSC ticks per ms.
+    let per_ms = u64::from(core::arch::x86_64::__cpuid_count(0x4000_0010, 0).eax).max(1);
     for step in 1..=3 {
         let mut ran = 0u64;
         let mut last = tsc_start();
@@ -359,6 +367,27 @@ fn switch() -> ! {
     exit(0)
 }
 
+fn share() -> ! {
+    let per_ms = u64::from(core::arch::x86_64::__cpuid_count(0x4000_0010, 0).eax);
+    if per_ms == 0 {
+        let _ = writeln!(Console, "bench-share: no timing leaf");
+        exit(1);
+    }
+    let mut last = tsc_stop();
+    let start = last + SHARE_WARMUP_MS * per_ms;
+    let end = start + SHARE_WINDOW_MS * per_ms;
+    let mut ran = 0u64;
+    while last < end {
+        let t = tsc_stop();
+        if t - last <= GAP_TICKS && last >= start {
+            ran += t - last;
+        }
+        last = t;
+    }
+    let _ = writeln!(Console, "bench-share: ran={ran} window={}", end - start);
+    exit(0)
+}
+
 /// The boot information block (docs/guest-boot.md); only the fields used here.
 #[repr(C)]
 struct BootInfo {
@@ -396,9 +425,10 @@ extern "C" fn bench_main(boot_info: u64, first_tsc: u64) -> ! {
     match cmdline {
         b"switch" => switch(),
         b"progress" => progress(),
+        b"share" => share(),
         b"" => benchmarks(first_tsc),
         _ => {
-            let _ = writeln!(Console, "bench64: unknown command line (empty, `switch` or `progress`)");
+            let _ = writeln!(Console, "bench64: unknown command line (empty, `switch`, `progress` or `share`)");
             exit(2)
         }
     }

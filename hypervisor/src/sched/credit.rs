@@ -739,6 +739,11 @@ impl Credit {
         self.vcpus.get(&v).map(|vc| vc.active)
     }
 
+    /// Whether a vCPU waits on `cpu`'s run queue.
+    pub fn has_queued(&self, cpu: CpuId) -> bool {
+        self.cpus.get(cpu).is_some_and(|c| !c.queue.is_empty())
+    }
+
     /// The vCPUs waiting on `cpu`, head first.
     pub fn queue(&self, cpu: CpuId) -> Vec<VcpuRef> {
         self.cpus.get(cpu).map(|c| c.queue.iter().copied().collect()).unwrap_or_default()

@@ -511,6 +511,84 @@ fn rearm_preemption_timer(current: &crate::vmx::vmcs::Current, vcpu: &Vcpu) {
     }
 }
 
+/// How a wait in place ([`halt_in_place`]) ended.
+enum HaltWait {
+    Resume,
+    Block,
+    Init,
+}
+
+/// How soon a halted vCPU's own next event must be for its CPU to wait for it in place.
+const HALT_IN_PLACE_NS: u64 = 1_000_000;
+
+/// HLT with nothing else for this CPU to do and the vCPU's next timer at most
+/// [`HALT_IN_PLACE_NS`] away: the CPU sleeps with the vCPU still loaded (its VMCS
+/// current, its FPU state in the registers) and resumes it directly when its interrupt
+/// comes, instead of giving it back to the scheduler and loading it again (KVM's halt
+/// polling, with the CPU halted rather than spinning). `Resume` when the vCPU has an
+/// interrupt; `Block` to block it the usual way: another vCPU is queued for this CPU,
+/// the slice or the tick is due, the wait would be long, or the domain was paused or
+/// ended; `Init` when a sibling sent INIT.
+///
+/// The scheduler sees the vCPU running meanwhile, so up to a millisecond per HLT is
+/// charged to it as CPU time; the bound keeps that small. Other CPUs skip a vCPU whose
+/// lock is held, and a post to it kicks this CPU (its mailbox says it runs here).
+fn halt_in_place(p: &Placement, vcpu: &mut Vcpu, signals: Option<&crate::domain::signals::VcpuSignals>) -> HaltWait {
+    if !HOST_TIMER.load(Ordering::Relaxed) || vcpu.halted_if_clear {
+        return HaltWait::Block;
+    }
+    let cpu = percpu::current_index() as usize;
+    loop {
+        if power::stopping() || p.domain.is_paused() || p.domain.is_ended() {
+            return HaltWait::Block;
+        }
+        if SCHED.lock().as_ref().is_none_or(|s| s.credit.has_queued(cpu)) {
+            return HaltWait::Block;
+        }
+        crate::domain::passthrough::deliver_pending();
+        crate::arch::serial::poll();
+        let now = crate::arch::timer::now_ns();
+        p.domain.poll_devices(now);
+        if let Some(sig) = signals
+            && sig.any()
+        {
+            let posted = sig.take();
+            for vector in posted.vectors() {
+                vcpu.lapic.accept(vector, posted.is_level(vector));
+            }
+            if posted.init {
+                return HaltWait::Init;
+            }
+            // A STARTUP outside wait-for-SIPI is ignored, as before every entry.
+        }
+        vcpu.lapic.tick(now);
+        if vmexit::events::has_interrupt(&p.domain, vcpu, now) {
+            return HaltWait::Resume;
+        }
+        let own = match (vcpu.lapic.next_deadline(), p.domain.device_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let Some(own) = own.filter(|&t| t <= now.saturating_add(HALT_IN_PLACE_NS)) else { return HaltWait::Block };
+        let slice_end = crate::arch::timer::tsc_to_ns(vcpu.slice_end_tsc);
+        let tick = NEXT_TICK.get(cpu).map_or(0, |t| t.load(Ordering::Relaxed));
+        if now >= slice_end || now >= tick {
+            return HaltWait::Block;
+        }
+        let mut wake_at = own.min(slice_end).min(tick);
+        if let Some(tsc) = crate::arch::serial::next_poll_tsc() {
+            wake_at = wake_at.min(crate::arch::timer::tsc_to_ns(tsc));
+        }
+        if wake_at > now {
+            crate::arch::apic::arm_timer(crate::arch::timer::ns_to_tsc(wake_at).max(1));
+            // SAFETY: as in `idle`: STI's shadow covers HLT, so a pending interrupt
+            // (kick, timer, device) ends the HLT; the handlers only EOI or note.
+            unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+            crate::arch::apic::arm_timer(0);
+        }
+    }
+}
+
 /// Runs the vCPU until it blocks, its time is up, a kick arrives or its domain ends.
 ///
 /// Two ways round the loop. The full one, before every entry after an ordinary exit:
@@ -578,10 +656,21 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
                 };
                 match next {
                     Next::Advance | Next::Resume | Next::Skip(_) => {}
-                    Next::Block => {
-                        vcpu.state = VcpuState::Blocked;
-                        return Outcome::Blocked;
-                    }
+                    Next::Block => match halt_in_place(p, vcpu, signals) {
+                        HaltWait::Resume => {
+                            fast = false;
+                            continue;
+                        }
+                        HaltWait::Block => {
+                            vcpu.state = VcpuState::Blocked;
+                            return Outcome::Blocked;
+                        }
+                        HaltWait::Init => {
+                            vcpu.lapic.reset();
+                            vcpu.state = VcpuState::WaitForSipi;
+                            return Outcome::Blocked;
+                        }
+                    },
                     Next::Yield => return Outcome::Preempted,
                     Next::Ended => {
                         vcpu.state = VcpuState::Done;
