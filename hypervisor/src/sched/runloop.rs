@@ -297,7 +297,7 @@ pub fn run_loop() -> ! {
                 }
             }
             None => {
-                if cpu == 0 && !reported && domain::all_ended() {
+                if cpu == 0 && !reported && domain::all_ended() && all_released(now) {
                     reported = true;
                     report();
                     if UNTIL_GUESTS_EXIT.load(Ordering::Relaxed) {
@@ -309,6 +309,20 @@ pub fn run_loop() -> ! {
             }
         }
     }
+}
+
+/// Whether every ended domain's memory is back with the allocator. A domain whose last
+/// vCPU was still held by another CPU when it ended is retired from here, so the final
+/// report never comes before a release another CPU has yet to log.
+fn all_released(now: u64) -> bool {
+    let mut all = true;
+    for d in domain::all() {
+        if d.memory.lock().size() > 0 {
+            retire(&d, now);
+            all &= d.memory.lock().size() == 0;
+        }
+    }
+    all
 }
 
 /// A domain ended: its vCPUs leave the scheduler (the report keeps their statistics),
