@@ -95,6 +95,8 @@ pub struct Vcpu {
     pub host_cpu: Option<u32>,
     /// x87/SSE/AVX state while another vCPU uses the CPU.
     pub fpu: crate::arch::fpu::FpuState,
+    /// The last instruction the MMIO path fetched and decoded, re-checked before reuse.
+    pub mmio_fetch: Option<crate::vmexit::mmio::FetchCache>,
 }
 
 impl Vcpu {
@@ -124,6 +126,7 @@ impl Vcpu {
             exit_counts: [0; super::EXIT_REASONS],
             host_cpu: None,
             fpu,
+            mmio_fetch: None,
         })
     }
 }

@@ -29,6 +29,61 @@ pub trait GuestRam {
     }
 }
 
+/// Most entries one walk reads: five levels of 5-level paging.
+pub const MAX_WALK_ENTRIES: usize = 5;
+
+/// The paging-structure entries a walk read, as (guest-physical address, value): with
+/// the same context, the same entries at the same addresses give the same result, so a
+/// caller can keep a translation and re-check it by reading these few entries again
+/// instead of walking (the MMIO path's instruction fetch does, `vmexit::mmio`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trace {
+    pub entries: [(u64, u64); MAX_WALK_ENTRIES],
+    pub len: usize,
+}
+
+impl Trace {
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.entries.iter().take(self.len).copied()
+    }
+}
+
+/// A [`GuestRam`] that records what the walk read into a [`Trace`].
+pub struct Traced<'a, R: GuestRam> {
+    ram: &'a R,
+    trace: core::cell::Cell<Trace>,
+}
+
+impl<'a, R: GuestRam> Traced<'a, R> {
+    pub fn new(ram: &'a R) -> Self {
+        Traced { ram, trace: core::cell::Cell::new(Trace::default()) }
+    }
+
+    pub fn trace(&self) -> Trace {
+        self.trace.get()
+    }
+}
+
+impl<R: GuestRam> GuestRam for Traced<'_, R> {
+    fn read_u64(&self, gpa: u64) -> Option<u64> {
+        let value = self.ram.read_u64(gpa)?;
+        let mut t = self.trace.get();
+        if let Some(slot) = t.entries.get_mut(t.len) {
+            *slot = (gpa, value);
+        }
+        // One past the capacity marks a trace that cannot be trusted.
+        t.len = (t.len + 1).min(MAX_WALK_ENTRIES + 1);
+        self.trace.set(t);
+        Some(value)
+    }
+}
+
+impl<R: GuestBytes> GuestBytes for Traced<'_, R> {
+    fn read_bytes(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        self.ram.read_bytes(gpa, buf)
+    }
+}
+
 /// Which translation the guest has on (from CR0, CR4 and EFER).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PagingMode {
@@ -582,5 +637,20 @@ mod tests {
         assert_eq!(buffer(&ram, size, &ctx, 0x20_0000, 20 * 4096, Access::Read), Err(BufferError::TooLong), "huge");
         // The same tables, but RAM ends at 0x60_1000: the second page is past RAM (MMIO).
         assert_eq!(buffer(&ram, 0x60_1000, &ctx, 0x20_0FF0, 32, Access::Read), Err(BufferError::Fault), "into MMIO");
+    }
+
+    #[test]
+    fn a_traced_walk_records_each_entry_it_read_and_replays_to_the_same_result() {
+        let ram = four_level();
+        let traced = Traced::new(&ram);
+        let gpa = translate(&traced, &long(0x1000), 0x5123, Access::Read).unwrap();
+        assert_eq!(gpa, translate(&ram, &long(0x1000), 0x5123, Access::Read).unwrap());
+        let trace = traced.trace();
+        assert!(trace.len >= 3 && trace.len <= MAX_WALK_ENTRIES, "one entry per level: {trace:?}");
+        for (entry_gpa, value) in trace.iter() {
+            assert_eq!(ram.read_u64(entry_gpa), Some(value), "recorded as read");
+        }
+        // Entries are read top-down: the first is in the table CR3 points at.
+        assert_eq!(trace.entries[0].0 & !0xFFF, 0x1000);
     }
 }

@@ -28,14 +28,13 @@ fn outcome(v: Option<u64>) -> MsrOutcome {
 
 /// RDMSR of an APIC MSR.
 pub fn rdmsr(vcpu: &mut Vcpu, msr: u32) -> MsrOutcome {
-    let now = crate::arch::timer::now_ns();
     match msr {
         IA32_APIC_BASE => MsrOutcome::Done(vcpu.lapic.apic_base()),
         // Reads 0 once the deadline has fired or was disarmed (SDM Vol. 3A "TSC-Deadline Mode").
         IA32_TSC_DEADLINE => {
             MsrOutcome::Done(if vcpu.lapic.tsc_deadline_ns().is_some() { vcpu.tsc_deadline } else { 0 })
         }
-        X2APIC_FIRST..=X2APIC_LAST => outcome(vcpu.lapic.msr_read(msr, now)),
+        X2APIC_FIRST..=X2APIC_LAST => outcome(vcpu.lapic.msr_read(msr, crate::arch::timer::now_ns())),
         _ => MsrOutcome::NotApic,
     }
 }

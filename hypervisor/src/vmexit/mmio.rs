@@ -6,6 +6,15 @@
 //! performed against the model, and skipped. Nothing claims the address: the domain is
 //! crashed with the address, the kind of access and RIP (SDM Vol. 3C "EPT Violations").
 //!
+//! Fetching means walking the guest's page tables, and a walk, the byte copy and the
+//! decode cost over a thousand instructions; a driver polls the same few instructions.
+//! So each vCPU keeps the last one ([`FetchCache`]): its translation with the page-table
+//! entries the walk read, its bytes and their decoding. Before reuse, those entries are
+//! read again (at their host addresses) and the bytes compared: if the guest changed a
+//! table or the code, the cache misses and the full path runs. Reads of the local APIC
+//! also skip the run loop's per-entry work (`vmexit::handle_fast`): they change
+//! nothing an entry must deliver.
+//!
 //! What is refused, with a crash report rather than a guess:
 //! - an access made while delivering an event (the IDT or the stack in MMIO): there is
 //!   no instruction to emulate, and no real OS does this;
@@ -18,7 +27,7 @@ use crate::decode::{self, CpuMode, Operation, Reg};
 use crate::devices::lapic::LocalApic;
 use crate::domain::Domain;
 use crate::domain::vcpu::Vcpu;
-use crate::mm::guest_paging::{self, Access};
+use crate::mm::guest_paging::{self, Access, MAX_WALK_ENTRIES};
 use crate::vmx::exit::{EptViolation, Gpr, InterruptionInfo};
 use crate::vmx::fields::{Field32, Field64, FieldNatural, ReadOnly32, Segment};
 use crate::vmx::vmcs::Current;
@@ -47,6 +56,66 @@ fn claim(vcpu: &Vcpu, gpa: u64) -> Option<Target> {
     None
 }
 
+/// The last instruction fetched for MMIO on a vCPU: where it was (the paging context,
+/// the linear address and the code size), the page-table entries that translated it (at
+/// host-physical addresses, with the values read), where its bytes are, the bytes, and
+/// what they decode to.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchCache {
+    ctx: guest_paging::Context,
+    linear: u64,
+    mode: CpuMode,
+    entries: [(u64, u64); MAX_WALK_ENTRIES],
+    entry_count: usize,
+    code_hpa: u64,
+    bytes: [u8; 15],
+    decoded: decode::Decoded,
+}
+
+impl FetchCache {
+    /// Whether the guest still has the same instruction there: the same entries in its
+    /// tables and the same bytes.
+    fn still_valid(&self) -> bool {
+        let entries = self.entries.iter().take(self.entry_count);
+        entries.clone().all(|&(hpa, value)| read_host_u64(hpa) == value) && {
+            let mut now = [0u8; 15];
+            read_host_bytes(self.code_hpa, &mut now);
+            now == self.bytes
+        }
+    }
+}
+
+/// Eight bytes of guest RAM by host-physical address (8-aligned, inside the domain's
+/// RAM: the addresses come from `GuestMemory::host_address` for the running vCPU's own
+/// domain, whose RAM stays allocated while any of its vCPUs runs).
+fn read_host_u64(hpa: u64) -> u64 {
+    // SAFETY: as above; a concurrent guest write makes the value stale, not the read
+    // unsound, and a stale value only makes the cache miss.
+    unsafe { core::ptr::read_volatile(crate::mm::paging::phys_to_virt(hpa) as *const u64) }
+}
+
+/// 15 bytes of guest RAM by host-physical address (inside one chunk of the domain's RAM,
+/// checked when the address was cached).
+fn read_host_bytes(hpa: u64, out: &mut [u8; 15]) {
+    // SAFETY: as in `read_host_u64`; the 15 bytes lie in one chunk (see `fetch`).
+    unsafe { core::ptr::copy_nonoverlapping(crate::mm::paging::phys_to_virt(hpa) as *const u8, out.as_mut_ptr(), 15) };
+}
+
+/// The fast path's share: a read of the local APIC's page, with nothing else going on
+/// (no event being delivered). `None`: take the full path (`handle`).
+pub fn handle_fast(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Option<Next> {
+    let v = EptViolation::from_raw(vmcs.read_ro_natural(crate::vmx::fields::ReadOnlyNatural::ExitQualification));
+    if !v.read || v.write || v.fetch || (v.gla_valid && !v.gla_is_translation) {
+        return None;
+    }
+    let gpa = vmcs.read_ro64(crate::vmx::fields::ReadOnly64::GuestPhysicalAddress);
+    let target @ Target::Lapic { .. } = claim(vcpu, gpa)? else { return None };
+    if InterruptionInfo::from_raw(vmcs.read_ro32(ReadOnly32::IdtVectoringInfo)).is_valid() {
+        return None;
+    }
+    Some(emulate(vmcs, domain, vcpu, gpa, v, target))
+}
+
 pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, gpa: u64, v: EptViolation) -> Next {
     let Some(target) = claim(vcpu, gpa) else {
         return crash(
@@ -63,12 +132,14 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, gpa: u64, v: Ept
         let what = if v.fetch { "instruction fetch from" } else { "guest page walk through" };
         return crash(vmcs, domain, vcpu, format_args!("{what} MMIO at {gpa:#x}"));
     }
-    let mut bytes = [0u8; 15];
-    let fetched = fetch(vmcs, domain, &mut bytes);
-    let mode = cpu_mode(vmcs);
-    let decoded = match decode::decode(&bytes[..fetched], mode) {
+    emulate(vmcs, domain, vcpu, gpa, v, target)
+}
+
+/// Fetches, decodes and performs the access at RIP against `target`.
+fn emulate(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, gpa: u64, v: EptViolation, target: Target) -> Next {
+    let decoded = match instruction(vmcs, domain, vcpu) {
         Ok(d) => d,
-        Err(e) => {
+        Err((e, bytes, fetched)) => {
             return crash(
                 vmcs,
                 domain,
@@ -104,6 +175,70 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, gpa: u64, v: Ept
         Operation::StoreImm { value, size } => write(domain, vcpu, &target, size, value, now),
     }
     Next::Skip(decoded.len)
+}
+
+/// The instruction at CS:RIP, decoded: from the vCPU's [`FetchCache`] when it still
+/// holds, else fetched through the guest's page tables (and cached when its 15 bytes lie
+/// in one chunk of RAM). On failure, the error with the bytes that were fetched.
+fn instruction(
+    vmcs: &Current,
+    domain: &Domain,
+    vcpu: &mut Vcpu,
+) -> Result<decode::Decoded, (decode::DecodeError, [u8; 15], usize)> {
+    let mode = cpu_mode(vmcs);
+    let rip = vmcs.read_natural(FieldNatural::GuestRip);
+    let linear = match mode {
+        CpuMode::Long64 => rip,
+        // Outside long mode the linear address wraps at 4 GiB.
+        _ => vmcs.read_natural(Segment::Cs.base()).wrapping_add(rip) & 0xFFFF_FFFF,
+    };
+    let ctx = super::guest_paging_context(vmcs);
+    if let Some(c) = &vcpu.mmio_fetch
+        && c.linear == linear
+        && c.mode == mode
+        && c.ctx == ctx
+        && c.still_valid()
+    {
+        return Ok(c.decoded);
+    }
+    let mut bytes = [0u8; 15];
+    let memory = domain.memory.lock();
+    let traced = guest_paging::Traced::new(&*memory);
+    let fetched = guest_paging::read_linear(&traced, &ctx, linear, &mut bytes, Access::Fetch);
+    let decoded = decode::decode(&bytes[..fetched], mode).map_err(|e| (e, bytes, fetched))?;
+    // Cacheable when one walk covered all 15 bytes (no page crossing) and they, and every
+    // entry the walk read, sit in RAM at known host addresses.
+    let trace = traced.trace();
+    let same_page = (linear & 0xFFF) <= 0x1000 - 15;
+    let code = guest_paging::translate(&*memory, &ctx, linear, Access::Fetch)
+        .ok()
+        .and_then(|gpa| memory.host_address(gpa).filter(|&(_, contiguous)| contiguous >= 15));
+    let mut entries = [(0u64, 0u64); MAX_WALK_ENTRIES];
+    let mut ok = fetched == 15 && same_page && trace.len <= MAX_WALK_ENTRIES && code.is_some();
+    for (slot, (entry_gpa, value)) in entries.iter_mut().zip(trace.iter()) {
+        match memory.host_address(entry_gpa) {
+            Some((hpa, contiguous)) if contiguous >= 8 && hpa % 8 == 0 => *slot = (hpa, value),
+            _ => ok = false,
+        }
+    }
+    drop(memory);
+    vcpu.mmio_fetch = match (ok, code) {
+        (true, Some((code_hpa, _))) => Some(FetchCache {
+            ctx,
+            linear,
+            mode,
+            entries,
+            // One walk (the bytes lie in one page). `translate` above walked again for
+            // the code's address: were the tables changed in between, the entries or
+            // the bytes no longer match at the next check and the cache misses.
+            entry_count: trace.len,
+            code_hpa,
+            bytes,
+            decoded,
+        }),
+        _ => None,
+    };
+    Ok(decoded)
 }
 
 /// Reads `size` bytes from the device. The local APIC's registers are 32 bits wide at
@@ -174,18 +309,4 @@ fn cpu_mode(vmcs: &Current) -> CpuMode {
     } else {
         CpuMode::Protected16
     }
-}
-
-/// Fetches up to 15 instruction bytes at CS:RIP; returns how many could be read.
-fn fetch(vmcs: &Current, domain: &Domain, buf: &mut [u8; 15]) -> usize {
-    let rip = vmcs.read_natural(FieldNatural::GuestRip);
-    let cs_base = vmcs.read_natural(Segment::Cs.base());
-    let linear = match cpu_mode(vmcs) {
-        CpuMode::Long64 => rip,
-        // Outside long mode the linear address wraps at 4 GiB.
-        _ => cs_base.wrapping_add(rip) & 0xFFFF_FFFF,
-    };
-    let ctx = super::guest_paging_context(vmcs);
-    let memory = domain.memory.lock();
-    guest_paging::read_linear(&*memory, &ctx, linear, buf, Access::Fetch)
 }

@@ -95,9 +95,12 @@ pub fn exit_reason(vmcs: &Current) -> RawExitReason {
 /// [`handle`]'s result, RIP already advanced.
 ///
 /// Which exits qualify: CPUID; RDMSR (reads change no model state: the APIC's timer
-/// count is computed, not advanced); VMCALL of the calls [`hypercall::is_fast`] lists.
-/// None of them can happen while an event is being delivered, so there is no
-/// IDT-vectoring information to re-inject either.
+/// count is computed, not advanced); VMCALL of the calls [`hypercall::is_fast`] lists;
+/// a read of the local APIC's page (`mmio::handle_fast`). None of them happens while an
+/// event is being delivered (the MMIO read checks), so there is no IDT-vectoring
+/// information to re-inject either. A timer a read finds expired is latched in the
+/// local APIC; the preemption timer, armed for it, ends the next run at once and the
+/// full path injects it.
 #[inline]
 pub fn handle_fast(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReason) -> Option<Next> {
     // The entry-failure bit (31) and the others keep the raw value away from these.
@@ -107,6 +110,7 @@ pub fn handle_fast(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExi
         r if r == ExitReason::Vmcall as u32 && hypercall::is_fast(vcpu.regs.rax) => {
             hypercall::handle(vmcs, domain, vcpu)
         }
+        r if r == ExitReason::EptViolation as u32 => mmio::handle_fast(vmcs, domain, vcpu)?,
         _ => return None,
     };
     if let Some(c) = vcpu.exit_counts.get_mut(raw.0 as usize) {
@@ -270,18 +274,22 @@ fn skip(vmcs: &Current, len: u32) {
 /// How the guest translates linear addresses now (control registers as the CPU sees
 /// them, and the PDPTEs the CPU holds for PAE paging), for walking its page tables.
 fn guest_paging_context(vmcs: &Current) -> crate::mm::guest_paging::Context {
-    crate::mm::guest_paging::Context::from_registers(
-        vmcs.read_natural(FieldNatural::GuestCr0),
-        vmcs.read_natural(FieldNatural::GuestCr3),
-        vmcs.read_natural(FieldNatural::GuestCr4),
-        vmcs.read64(crate::vmx::fields::Field64::GuestIa32Efer),
+    let cr0 = vmcs.read_natural(FieldNatural::GuestCr0);
+    let cr4 = vmcs.read_natural(FieldNatural::GuestCr4);
+    let efer = vmcs.read64(crate::vmx::fields::Field64::GuestIa32Efer);
+    // The PDPTEs matter only under PAE paging (paging on, CR4.PAE, not IA-32e mode).
+    let pae = cr0 & (1 << 31) != 0 && cr4 & (1 << 5) != 0 && efer & (1 << 10) == 0;
+    let pdptes = if pae {
         [
             vmcs.read64(crate::vmx::fields::Field64::GuestPdpte0),
             vmcs.read64(crate::vmx::fields::Field64::GuestPdpte1),
             vmcs.read64(crate::vmx::fields::Field64::GuestPdpte2),
             vmcs.read64(crate::vmx::fields::Field64::GuestPdpte3),
-        ],
-    )
+        ]
+    } else {
+        [0; 4]
+    };
+    crate::mm::guest_paging::Context::from_registers(cr0, vmcs.read_natural(FieldNatural::GuestCr3), cr4, efer, pdptes)
 }
 
 /// The saved guest register `g`; `None` for RSP, which lives in the VMCS.
