@@ -739,6 +739,12 @@ impl Credit {
         self.vcpus.get(&v).map(|vc| vc.active)
     }
 
+    /// Whether any vCPU is blocked (halted, paused, waiting for STARTUP): when none is,
+    /// the run loop's wake-up scan has nothing to look at.
+    pub fn has_blocked(&self) -> bool {
+        self.vcpus.values().any(|v| v.place == VcpuState::Blocked)
+    }
+
     /// Whether a vCPU waits on `cpu`'s run queue.
     pub fn has_queued(&self, cpu: CpuId) -> bool {
         self.cpus.get(cpu).is_some_and(|c| !c.queue.is_empty())
@@ -1186,6 +1192,20 @@ mod tests {
         assert_eq!(s.remove_domain(7, 0), Err(SchedError::NoSuchDomain(7)));
         let msg = alloc::format!("{}", SchedError::BadWeight(0));
         assert!(msg.contains("1 to 65535"), "{msg}");
+    }
+
+    #[test]
+    fn has_blocked_follows_blocks_and_wakes() {
+        let mut s = Credit::new(1, Params::default()).unwrap();
+        s.add_domain(1, 256, 0).unwrap();
+        s.add_vcpu(v(1, 0), CpuSet(1), 0).unwrap();
+        assert!(s.has_blocked(), "a new vCPU waits to be woken");
+        s.wake(v(1, 0), 0);
+        assert!(!s.has_blocked(), "queued");
+        assert_eq!(s.schedule(0, 0).run, Some(v(1, 0)));
+        assert!(!s.has_blocked(), "running");
+        s.block(0, MS);
+        assert!(s.has_blocked(), "halted");
     }
 
     #[test]

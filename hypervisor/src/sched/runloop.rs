@@ -168,7 +168,16 @@ fn kick_set(set: CpuSet) {
 /// Makes runnable every blocked vCPU whose local APIC now has a deliverable interrupt;
 /// returns the earliest APIC timer deadline among those still blocked.
 fn wake_blocked(now: u64) -> Option<u64> {
-    let all: Vec<(VcpuRef, Placement)> = SCHED.lock().as_ref()?.vcpus.iter().map(|(r, p)| (*r, p.clone())).collect();
+    let all: Vec<(VcpuRef, Placement)> = {
+        let guard = SCHED.lock();
+        let s = guard.as_ref()?;
+        // Nobody blocked (every vCPU runs or waits for a CPU): nothing to scan. Their
+        // device timers and mailboxes are handled before their next entry.
+        if !s.credit.has_blocked() {
+            return None;
+        }
+        s.vcpus.iter().map(|(r, p)| (*r, p.clone())).collect()
+    };
     let mut earliest: Option<u64> = None;
     // Device timers first, so that the interrupts they raise are in the mailboxes the
     // loop below drains. Each domain once (its vCPUs are consecutive in the map).

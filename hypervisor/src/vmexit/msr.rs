@@ -21,6 +21,8 @@ const IA32_EFER: u32 = 0xC000_0080;
 const IA32_FS_BASE: u32 = 0xC000_0100;
 const IA32_GS_BASE: u32 = 0xC000_0101;
 
+const EFER_LME: u64 = 1 << 8;
+
 /// EFER bits a guest may set: SCE, LME, LMA (read-only, derived), NXE.
 const EFER_WRITABLE: u64 = (1 << 0) | (1 << 8) | (1 << 11);
 
@@ -91,9 +93,16 @@ pub fn wrmsr(vmcs: &Current, domain: &crate::domain::Domain, vcpu: &mut Vcpu) ->
 fn plain_wrmsr(vmcs: &Current, msr: u32, value: u64) -> bool {
     match msr {
         IA32_EFER if value & !(EFER_WRITABLE | (1 << 10)) == 0 => {
+            let current = vmcs.read64(Field64::GuestIa32Efer);
+            // LME cannot change while paging is on (SDM Vol. 3A "IA-32e Mode
+            // Initialization": #GP); let through, LME = 0 under LMA = 1 would fail the
+            // next VM entry instead of faulting in the guest.
+            let paging = vmcs.read_natural(FieldNatural::GuestCr0) & (1 << 31) != 0;
+            if paging && (value ^ current) & EFER_LME != 0 {
+                return false;
+            }
             // LMA follows LME once paging is on; keep what the VMCS says for LMA.
-            let lma = vmcs.read64(Field64::GuestIa32Efer) & (1 << 10);
-            vmcs.write64(Field64::GuestIa32Efer, (value & EFER_WRITABLE) | lma);
+            vmcs.write64(Field64::GuestIa32Efer, (value & EFER_WRITABLE) | (current & (1 << 10)));
             true
         }
         IA32_PAT if valid_pat(value) => {
