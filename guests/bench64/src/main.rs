@@ -388,6 +388,14 @@ fn share() -> ! {
     exit(0)
 }
 
+fn passthrough() -> ! {
+    let overhead = measure("overhead-dom0", 0, || {});
+    measure("pio-read-passthrough-dom0", overhead, || {
+        black_box(inb(UART_LSR));
+    });
+    exit(0)
+}
+
 /// The boot information block (docs/guest-boot.md); only the fields used here.
 #[repr(C)]
 struct BootInfo {
@@ -426,9 +434,10 @@ extern "C" fn bench_main(boot_info: u64, first_tsc: u64) -> ! {
         b"switch" => switch(),
         b"progress" => progress(),
         b"share" => share(),
+        b"passthrough" => passthrough(),
         b"" => benchmarks(first_tsc),
         _ => {
-            let _ = writeln!(Console, "bench64: unknown command line (empty, `switch`, `progress` or `share`)");
+            let _ = writeln!(Console, "bench64: unknown command line (empty, `switch`, `progress`, `share` or `passthrough`)");
             exit(2)
         }
     }
