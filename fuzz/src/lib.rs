@@ -27,6 +27,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "elf64", run: targets::elf64 },
     Target { name: "multiboot", run: targets::multiboot },
     Target { name: "flat", run: targets::flat },
+    Target { name: "bzimage", run: targets::bzimage },
     Target { name: "decode", run: targets::decode },
     Target { name: "guest_paging", run: targets::guest_paging },
     Target { name: "uart16550", run: targets::uart16550 },

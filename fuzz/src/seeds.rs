@@ -40,6 +40,8 @@ pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mb_prefix = [&[0x0Fu8, 1, 5][..], b"quiet"].concat();
     add("multiboot", "elf32", [&mb_prefix[..], &multiboot_elf32()].concat());
     add("multiboot", "aout-kludge", [&mb_prefix[..], &multiboot_aout()].concat());
+    // 64 MiB, lowest load address 1 MiB, a 20-byte command line, then a bzImage.
+    add("bzimage", "x86_64", [&[0x3Fu8, 0, 0, 0x10, 0, 20, 0][..], &bzimage_x86_64()].concat());
     // 1 MiB, loaded at 0x7C00 (u32), entry at its first byte, real mode: a boot sector.
     let mut sector = vec![0u8, 1, 0x00, 0x7C, 0, 0, 1, 0, 0, 0];
     sector.extend_from_slice(&[0xEB, 0xFE]);
@@ -210,6 +212,26 @@ fn multiboot_header(flags: u32) -> [u8; 12] {
     h[4..8].copy_from_slice(&flags.to_le_bytes());
     h[8..].copy_from_slice(&checksum.to_le_bytes());
     h
+}
+
+/// A bzImage as a 64-bit distribution kernel has it: protocol 2.15, 4 setup sectors,
+/// relocatable (2 MiB), preferred at 16 MiB, 32 MiB to decompress in, a 4 KiB kernel.
+fn bzimage_x86_64() -> Vec<u8> {
+    let mut b = vec![0u8; 5 * 512 + 4096];
+    b[0x1F1] = 4;
+    put(&mut b, 0x1FE, &0xAA55u16.to_le_bytes());
+    b[0x200] = 0xEB;
+    b[0x201] = 0x6A;
+    put(&mut b, 0x202, b"HdrS");
+    put(&mut b, 0x206, &0x020Fu16.to_le_bytes());
+    b[0x211] = 1;
+    put(&mut b, 0x230, &(2u32 << 20).to_le_bytes());
+    b[0x234] = 1;
+    put(&mut b, 0x236, &3u16.to_le_bytes());
+    put(&mut b, 0x238, &2047u32.to_le_bytes());
+    put(&mut b, 0x258, &(16u64 << 20).to_le_bytes());
+    put(&mut b, 0x260, &(32u32 << 20).to_le_bytes());
+    b
 }
 
 /// An ELF32 i386 kernel with a multiboot header (flags: page align, memory info).

@@ -7,7 +7,7 @@ use abi::crc32::crc32;
 use abi::hypercall::{self, Call};
 use hypervisor::decode::{self, CpuMode, Operation};
 use hypervisor::loader::plan::{EntryMode, LIMIT_4G, LIMIT_REAL_MODE_ENTRY, LoadPlan};
-use hypervisor::loader::{elf64, flat, multiboot};
+use hypervisor::loader::{bzimage, elf64, flat, multiboot};
 use hypervisor::mm::addr::GuestPhysAddr;
 use hypervisor::mm::guest_paging::{self, Access, Context, GuestBytes, GuestRam, PagingMode};
 
@@ -217,6 +217,35 @@ pub fn multiboot(data: &[u8]) {
         }
         Err(e) => {
             let _ = e.to_string();
+        }
+    }
+}
+
+/// The bzImage parser (Linux boot protocol): guest memory size, the lowest load address,
+/// a command line length, then the image. An accepted kernel gets a load address and a
+/// zero page; the address must leave room for `init_size` inside memory, and the zero
+/// page must carry the image's header and what was asked for.
+pub fn bzimage(data: &[u8]) {
+    let mut input = Input::new(data);
+    let mem = guest_mem(&mut input);
+    let lowest = u64::from(input.u32());
+    let cmdline_len = usize::from(input.u16());
+    let image = input.rest();
+    let Ok(bz) = bzimage::parse(image).map_err(|e| e.to_string()) else { return };
+    if let Ok(addr) = bz.load_address(mem, lowest) {
+        let need = addr + u64::from(bz.header.init_size).max(bz.kernel.len() as u64);
+        assert!(need <= mem, "kernel at {addr:#x} needs up to {need:#x} beyond memory {mem:#x}");
+        assert!(addr >= lowest || !bz.header.relocatable || addr == bz.header.pref_address.max(0x10_0000));
+    }
+    let e820 = hypervisor::domain::firmware::e820(mem.min(1 << 40));
+    let zp = bzimage::ZeroPageInput { e820: &e820, cmdline_gpa: 0x2_0000, cmdline_len, initrd: None, rsdp: None };
+    match bz.zero_page(&zp) {
+        Ok(page) => {
+            assert_eq!(&page[0x202..0x206], b"HdrS", "the zero page starts from the image's header");
+            assert_eq!(usize::from(page[0x1E8]), e820.len().min(bzimage::ZERO_PAGE_E820_MAX));
+        }
+        Err(e) => {
+            assert!(cmdline_len > bz.header.cmdline_size as usize, "refused for {e}");
         }
     }
 }
