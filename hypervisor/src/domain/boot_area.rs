@@ -37,22 +37,18 @@ pub const BOOT_INFO_LEN: usize = 64;
 /// Descriptors: null, 64-bit code (L=1, P, DPL0, exec/read), data (P, DPL0, read/write).
 const GDT: [u64; 3] = [0, 0x00AF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
 
-/// Everything to copy into the guest before its first instruction.
-pub fn build(memory_size: u64, domain_id: u32, vcpus: u32, cmdline: &str) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    out.push((GDT_GPA, GDT.iter().flat_map(|d| d.to_le_bytes()).collect()));
-    // PML4[0] -> PDPT; PDPT[0..4] -> PD i; PD entries: 2 MiB identity pages
-    // (present | writable | page size). Mapping all 4 GiB keeps the rule simple; an
-    // access beyond RAM is an EPT violation the hypervisor reports.
+/// The identity page tables at [`PML4_GPA`], [`PDPT_GPA`] and [`PD_GPA`]: PML4[0] ->
+/// PDPT; PDPT[0..4] -> PD i; PD entries: 2 MiB identity pages (present | writable | page
+/// size). Mapping all 4 GiB keeps the rule simple; an access beyond RAM is an EPT
+/// violation the hypervisor reports.
+pub fn page_tables() -> [(u64, Vec<u8>); 3] {
     let mut pml4 = vec![0u8; 4096];
     pml4[..8].copy_from_slice(&(PDPT_GPA | 0b11).to_le_bytes());
-    out.push((PML4_GPA, pml4));
     let mut pdpt = vec![0u8; 4096];
     for i in 0..4u64 {
         let at = (i * 8) as usize;
         pdpt[at..at + 8].copy_from_slice(&((PD_GPA + i * 4096) | 0b11).to_le_bytes());
     }
-    out.push((PDPT_GPA, pdpt));
     // Whole 8-byte array stores: a slice copy per entry is a call to memcpy, and these
     // 2048 entries are on every domain's creation path (65,000 Bochs ticks that way).
     let mut pds = vec![0u8; 4 * 4096];
@@ -60,7 +56,14 @@ pub fn build(memory_size: u64, domain_id: u32, vcpus: u32, cmdline: &str) -> Vec
     for (i, entry) in (0u64..).zip(entries.iter_mut()) {
         *entry = ((i << 21) | 0x83).to_le_bytes();
     }
-    out.push((PD_GPA, pds));
+    [(PML4_GPA, pml4), (PDPT_GPA, pdpt), (PD_GPA, pds)]
+}
+
+/// Everything to copy into the guest before its first instruction.
+pub fn build(memory_size: u64, domain_id: u32, vcpus: u32, cmdline: &str) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    out.push((GDT_GPA, GDT.iter().flat_map(|d| d.to_le_bytes()).collect()));
+    out.extend(page_tables());
     let cmd = &cmdline.as_bytes()[..cmdline.len().min(CMDLINE_MAX)];
     let map = firmware::e820(memory_size);
     let mut info = Vec::with_capacity(BOOT_INFO_LEN);

@@ -8,6 +8,7 @@ pub mod firmware;
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod lifecycle;
+pub mod linux;
 #[cfg(target_os = "none")]
 pub mod memory;
 #[cfg(target_os = "none")]
