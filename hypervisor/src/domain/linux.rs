@@ -128,7 +128,7 @@ pub fn plan(
 pub const GDT_LIMIT: u32 = (GDT.len() * 8 - 1) as u32;
 
 const _: () = assert!(
-    ZERO_PAGE_GPA >= CMDLINE_GPA + boot_area::CMDLINE_MAX as u64 + 1
+    ZERO_PAGE_GPA > CMDLINE_GPA + boot_area::CMDLINE_MAX as u64
         && ZERO_PAGE_GPA + ZERO_PAGE_SIZE as u64 <= boot_area::BOOT_AREA_END
         && ZERO_PAGE_GPA >= boot_area::PD_GPA + 4 * 4096
 );
