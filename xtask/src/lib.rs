@@ -7,6 +7,7 @@ pub mod build;
 pub mod deps;
 pub mod emulator;
 pub mod foreign;
+pub mod initramfs;
 
 use std::path::PathBuf;
 

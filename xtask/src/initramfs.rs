@@ -1,0 +1,171 @@
+//! The initial ramdisk for a Linux DomU (issue 7): a cpio archive in the "newc" format
+//! (the kernel's Documentation/driver-api/early-userspace/buffer-format.rst), which the
+//! kernel unpacks into its rootfs before running `/init`. Uncompressed: every kernel
+//! reads that, whatever decompressors it was built with.
+//!
+//! Each member is a 110-byte ASCII header ("070701" and thirteen 8-digit hex fields),
+//! the NUL-terminated name, padding to a multiple of 4, the data, padding to a multiple
+//! of 4; the archive ends with a member called "TRAILER!!!".
+
+/// One member of the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Member {
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    /// A character device node (`/dev/console` must exist before `/init` runs for it to
+    /// have a console).
+    CharDev {
+        path: String,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    },
+}
+
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+const S_IFCHR: u32 = 0o020000;
+
+/// The archive holding `members`, in order (a directory must come before what is in it).
+pub fn cpio(members: &[Member]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (ino, m) in (1u32..).zip(members) {
+        let (path, mode, data, rdev): (&str, u32, &[u8], (u32, u32)) = match m {
+            Member::Dir { path, mode } => (path, S_IFDIR | (mode & 0o7777), &[], (0, 0)),
+            Member::File { path, mode, data } => (path, S_IFREG | (mode & 0o7777), data, (0, 0)),
+            Member::Symlink { path, target } => (path, S_IFLNK | 0o777, target.as_bytes(), (0, 0)),
+            Member::CharDev { path, mode, major, minor } => (path, S_IFCHR | (mode & 0o7777), &[], (*major, *minor)),
+        };
+        let nlink = if mode & S_IFDIR != 0 { 2 } else { 1 };
+        entry(&mut out, ino, path, mode, nlink, data, rdev);
+    }
+    entry(&mut out, 0, "TRAILER!!!", 0, 1, &[], (0, 0));
+    out
+}
+
+fn entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, nlink: u32, data: &[u8], rdev: (u32, u32)) {
+    // ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor,
+    // rdevminor, namesize (with the NUL), check (0 for newc).
+    let fields = [ino, mode, 0, 0, nlink, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08X}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    pad4(out);
+    out.extend_from_slice(data);
+    pad4(out);
+}
+
+fn pad4(out: &mut Vec<u8>) {
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+}
+
+/// The `/init` the Linux DomU runs: mount the kernel's filesystems, say it is up, and
+/// give the serial console a shell (busybox's, with job control on /dev/ttyS0).
+pub const INIT_SCRIPT: &str = "#!/bin/sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo \"ferrovisor-initramfs: up, kernel $(uname -r)\"
+exec setsid cttyhack /bin/sh
+";
+
+/// The members of the DomU's initramfs around a statically linked `busybox`.
+pub fn members(busybox: Vec<u8>) -> Vec<Member> {
+    let dir = |p: &str| Member::Dir { path: p.into(), mode: 0o755 };
+    vec![
+        dir("bin"),
+        dir("dev"),
+        dir("proc"),
+        dir("sys"),
+        dir("tmp"),
+        Member::CharDev { path: "dev/console".into(), mode: 0o600, major: 5, minor: 1 },
+        Member::CharDev { path: "dev/ttyS0".into(), mode: 0o660, major: 4, minor: 64 },
+        Member::File { path: "bin/busybox".into(), mode: 0o755, data: busybox },
+        Member::Symlink { path: "bin/sh".into(), target: "busybox".into() },
+        Member::File { path: "init".into(), mode: 0o755, data: INIT_SCRIPT.as_bytes().to_vec() },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader for what `cpio` writes: (name, mode, rdev, data) per member.
+    fn read(mut b: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+        let mut out = Vec::new();
+        let start = b.as_ptr() as usize;
+        let align = |b: &mut &[u8]| {
+            let off = b.as_ptr() as usize - start;
+            *b = &b[(4 - off % 4) % 4..];
+        };
+        loop {
+            assert_eq!(&b[..6], b"070701");
+            let field =
+                |i: usize| u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
+            let (mode, size, rdev, namesize) = (field(1), field(6) as usize, (field(9), field(10)), field(11) as usize);
+            let name = std::str::from_utf8(&b[110..110 + namesize - 1]).unwrap().to_string();
+            assert_eq!(b[110 + namesize - 1], 0, "names end in NUL");
+            b = &b[110 + namesize..];
+            align(&mut b);
+            let data = b[..size].to_vec();
+            b = &b[size..];
+            align(&mut b);
+            if name == "TRAILER!!!" {
+                assert!(b.is_empty(), "nothing after the trailer");
+                return out;
+            }
+            out.push((name, mode, rdev, data));
+        }
+    }
+
+    #[test]
+    fn members_round_trip_with_their_types_modes_and_padding() {
+        let archive = cpio(&[
+            Member::Dir { path: "bin".into(), mode: 0o755 },
+            Member::File { path: "bin/x".into(), mode: 0o644, data: b"hello".to_vec() },
+            Member::Symlink { path: "bin/sh".into(), target: "x".into() },
+            Member::CharDev { path: "console".into(), mode: 0o600, major: 5, minor: 1 },
+        ]);
+        assert_eq!(archive.len() % 4, 0);
+        let m = read(&archive);
+        assert_eq!(m.len(), 4);
+        assert_eq!((m[0].0.as_str(), m[0].1), ("bin", 0o040755));
+        assert_eq!((m[1].0.as_str(), m[1].1, m[1].3.as_slice()), ("bin/x", 0o100644, &b"hello"[..]));
+        assert_eq!((m[2].1, m[2].3.as_slice()), (0o120777, &b"x"[..]));
+        assert_eq!((m[3].1, m[3].2), (0o020600, (5, 1)));
+    }
+
+    #[test]
+    fn the_domu_initramfs_has_init_a_console_and_busybox() {
+        let archive = cpio(&members(b"\x7fELF-not-really".to_vec()));
+        let m = read(&archive);
+        let names: Vec<&str> = m.iter().map(|e| e.0.as_str()).collect();
+        for want in ["init", "bin/busybox", "bin/sh", "dev/console", "dev/ttyS0", "proc", "sys"] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let init = m.iter().find(|e| e.0 == "init").unwrap();
+        assert_eq!(init.1 & 0o111, 0o111, "init is executable");
+        assert!(init.3.starts_with(b"#!/bin/sh\n"));
+        // Directories come before what they hold.
+        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        assert!(pos("bin") < pos("bin/busybox") && pos("dev") < pos("dev/console"));
+    }
+}
