@@ -108,8 +108,11 @@ pub fn members(busybox: Vec<u8>) -> Vec<Member> {
 mod tests {
     use super::*;
 
-    /// A reader for what `cpio` writes: (name, mode, rdev, data) per member.
-    fn read(mut b: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    /// A member as the reader sees it: name, mode, rdev (major, minor), data.
+    type Read = (String, u32, (u32, u32), Vec<u8>);
+
+    /// A reader for what `cpio` writes.
+    fn read(mut b: &[u8]) -> Vec<Read> {
         let mut out = Vec::new();
         let start = b.as_ptr() as usize;
         let align = |b: &mut &[u8]| {
