@@ -437,7 +437,10 @@ extern "C" fn bench_main(boot_info: u64, first_tsc: u64) -> ! {
         b"passthrough" => passthrough(),
         b"" => benchmarks(first_tsc),
         _ => {
-            let _ = writeln!(Console, "bench64: unknown command line (empty, `switch`, `progress`, `share` or `passthrough`)");
+            let _ = writeln!(
+                Console,
+                "bench64: unknown command line (empty, `switch`, `progress`, `share` or `passthrough`)"
+            );
             exit(2)
         }
     }
