@@ -51,6 +51,8 @@ pub enum EntryKind {
     Flat,
     /// Anything else a domain needs (an initrd, a disk image).
     Data,
+    /// A Linux kernel (bzImage, x86 boot protocol 2.12 or later with the 64-bit entry).
+    BzImage,
     /// A kind this build does not know; listed, not rejected, so a newer `boot` can add
     /// kinds within version 1 without breaking older hypervisors.
     Unknown(u16),
@@ -64,6 +66,7 @@ impl EntryKind {
             3 => Self::MultibootElf32,
             4 => Self::Flat,
             5 => Self::Data,
+            6 => Self::BzImage,
             other => Self::Unknown(other),
         }
     }
@@ -75,6 +78,7 @@ impl EntryKind {
             Self::MultibootElf32 => 3,
             Self::Flat => 4,
             Self::Data => 5,
+            Self::BzImage => 6,
             Self::Unknown(other) => other,
         }
     }
@@ -88,6 +92,7 @@ impl fmt::Display for EntryKind {
             Self::MultibootElf32 => f.write_str("multiboot-elf32"),
             Self::Flat => f.write_str("flat"),
             Self::Data => f.write_str("data"),
+            Self::BzImage => f.write_str("bzimage"),
             Self::Unknown(raw) => write!(f, "unknown({raw})"),
         }
     }

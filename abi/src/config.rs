@@ -173,6 +173,8 @@ pub struct DomainConfig<'a> {
     pub name: &'a str,
     /// The boot bundle entry holding the guest image.
     pub image: &'a str,
+    /// The boot bundle entry holding an initial ramdisk for a Linux kernel ("" for none).
+    pub initrd: &'a str,
     pub memory_mib: u32,
     pub vcpus: u32,
     pub cmdline: &'a str,
@@ -200,6 +202,7 @@ impl<'a> DomainConfig<'a> {
         Self {
             name,
             image: "",
+            initrd: "",
             memory_mib: 16,
             vcpus: 1,
             cmdline: "",
@@ -484,7 +487,7 @@ fn parse_u64(v: &str) -> Option<u64> {
 enum Current<'a> {
     Nowhere,
     Hypervisor,
-    Domain(DomainConfig<'a>, [Option<usize>; 12]),
+    Domain(DomainConfig<'a>, [Option<usize>; 13]),
 }
 
 /// Reads the whole file, handing each finished domain to `on_domain`. The single
@@ -539,7 +542,7 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
                     if let Some(first_line) = dom0_line.filter(|_| domain == DomainConfig::DOM0_NAME) {
                         return Err(ConfigError::DuplicateDomain { line, name: domain, first_line });
                     }
-                    current = Current::Domain(DomainConfig::new(domain, line), [None; 12]);
+                    current = Current::Domain(DomainConfig::new(domain, line), [None; 13]);
                 }
                 Section::Dom0 => {
                     if let Some(first_line) = dom0_line {
@@ -550,7 +553,7 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
                     }
                     dom0_line = Some(line);
                     let d = DomainConfig { dom0: true, ..DomainConfig::new(DomainConfig::DOM0_NAME, line) };
-                    current = Current::Domain(d, [None; 12]);
+                    current = Current::Domain(d, [None; 13]);
                 }
                 Section::Unknown(name) => return Err(ConfigError::UnknownSection { line, name }),
             }
@@ -657,7 +660,7 @@ fn hypervisor_key<'a>(
 
 fn domain_key<'a>(
     d: &mut DomainConfig<'a>,
-    seen: &mut [Option<usize>; 12],
+    seen: &mut [Option<usize>; 13],
     line: usize,
     key: &'a str,
     value: &'a str,
@@ -678,6 +681,7 @@ fn domain_key<'a>(
         // Domain0's boot script: `;`-separated shell commands, passed as its command line.
         "script" if d.dom0 => 10,
         "autostart" if !d.dom0 => 11,
+        "initrd" => 12,
         _ => return Err(ConfigError::UnknownDomainKey { line, key }),
     };
     if let Some(entry) = seen.get_mut(slot) {
@@ -735,6 +739,12 @@ fn domain_key<'a>(
                 "false" => false,
                 _ => return Err(bad(BOOLS)),
             }
+        }
+        12 => {
+            if v.is_empty() || v.len() > 40 {
+                return Err(bad("the name of a boot bundle entry (1 to 40 characters)"));
+            }
+            d.initrd = v;
         }
         9 => {
             d.cpus = parse_cpu_list(v).ok_or(bad("CPU numbers 0 to 63 as a list of numbers and ranges, e.g. 0-1,3"))?
@@ -807,6 +817,22 @@ mod tests {
         assert!(matches!(parse(script_in_domu), Err(ConfigError::UnknownDomainKey { line: 3, .. })));
         let both = "[dom0]\nimage = a\ncmdline = x\nscript = y\n";
         assert!(matches!(parse(both), Err(ConfigError::BadValue { line: 4, .. })));
+    }
+
+    #[test]
+    fn a_linux_domain_names_its_initrd() {
+        let text = "[domain linux]\nimage = vmlinuz\ninitrd = initramfs\nmemory = 256\ncmdline = console=ttyS0\n";
+        let mut seen = Vec::new();
+        for_each_domain(text, |d| seen.push(d)).unwrap();
+        assert_eq!((seen[0].image, seen[0].initrd), ("vmlinuz", "initramfs"));
+        let mut seen = Vec::new();
+        for_each_domain("[domain x]\nimage = a\n", |d| seen.push(d)).unwrap();
+        assert_eq!(seen[0].initrd, "", "none by default");
+        assert!(matches!(parse("[domain x]\nimage = a\ninitrd = \"\"\n"), Err(ConfigError::BadValue { line: 3, .. })));
+        assert!(matches!(
+            parse("[domain x]\nimage = a\ninitrd = b\ninitrd = c\n"),
+            Err(ConfigError::DuplicateKey { line: 4, first_line: 3, .. })
+        ));
     }
 
     #[test]
@@ -1020,6 +1046,7 @@ mod tests {
             DomainConfig {
                 name: "rm-1",
                 image: "real.bin",
+                initrd: "",
                 memory_mib: 4,
                 vcpus: 2,
                 cmdline: "console=ttyS0 quiet",

@@ -25,7 +25,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: boot --kernel FILE --out DIR [--config FILE] [--entry NAME=KIND:PATH]... [--bios] [--uefi]
-  KIND is one of: config, elf64, multiboot, flat, data";
+  KIND is one of: config, elf64, multiboot, flat, data, bzimage";
 
 fn parse_kind(kind: &str) -> Option<EntryKind> {
     Some(match kind {
@@ -34,6 +34,7 @@ fn parse_kind(kind: &str) -> Option<EntryKind> {
         "multiboot" => EntryKind::MultibootElf32,
         "flat" => EntryKind::Flat,
         "data" => EntryKind::Data,
+        "bzimage" => EntryKind::BzImage,
         _ => return None,
     })
 }

@@ -17,11 +17,11 @@ commands:
   build [--release]                 build the hypervisor and its BIOS and UEFI disk images
   run   [--release] [--emulator auto|qemu|bochs] [--uefi] [--cpus N] [--memory MiB]
         [--log-level error|warn|info|debug|trace] [--until-guests-exit]
-        [--guest FILE[,memory=MiB][,cmdline=TEXT]]...
+        [--guest FILE[,memory=MiB][,initrd=FILE][,cmdline=TEXT]]...
                                     build, then boot in an emulator with the serial console
                                     on this terminal (Ctrl-C ends it). auto = QEMU+KVM where
                                     the host has nested VT-x, Bochs otherwise. Each --guest
-                                    FILE (ELF64, multiboot 1 or flat real-mode) becomes a
+                                    FILE (Linux bzImage, ELF64, multiboot 1 or flat real-mode) becomes a
                                     DomU (32 MiB unless memory= says otherwise; cmdline=
                                     must come last and takes the rest of the argument)
   test  [--no-integration] [--no-fuzz] [--fuzz-seconds N] [FILTER]
@@ -117,10 +117,12 @@ fn config_text(log_level: Option<&str>) -> Result<String, String> {
     Ok(text)
 }
 
-/// One `--guest FILE[,memory=MiB][,cmdline=TEXT]`.
+/// One `--guest FILE[,memory=MiB][,initrd=FILE][,cmdline=TEXT]`.
 struct GuestArg {
     path: std::path::PathBuf,
     memory_mib: u32,
+    /// A Linux kernel's initial ramdisk.
+    initrd: Option<std::path::PathBuf>,
     cmdline: Option<String>,
 }
 
@@ -133,7 +135,7 @@ impl GuestArg {
         };
         let mut parts = head.split(',');
         let path = std::path::PathBuf::from(parts.next().unwrap_or_default());
-        let mut g = GuestArg { path, memory_mib: 32, cmdline };
+        let mut g = GuestArg { path, memory_mib: 32, initrd: None, cmdline };
         for opt in parts {
             match opt.split_once('=') {
                 Some(("memory", v)) => {
@@ -141,9 +143,10 @@ impl GuestArg {
                         format!("--guest {arg}: memory={v} is not a number of MiB (for example memory=64)")
                     })?
                 }
+                Some(("initrd", v)) if !v.is_empty() => g.initrd = Some(std::path::PathBuf::from(v)),
                 _ => {
                     return Err(format!(
-                        "--guest {arg}: unknown option {opt:?}; use --guest FILE[,memory=MiB][,cmdline=TEXT]"
+                        "--guest {arg}: unknown option {opt:?}; use --guest FILE[,memory=MiB][,initrd=FILE][,cmdline=TEXT]"
                     ));
                 }
             }
@@ -158,9 +161,9 @@ impl GuestArg {
 }
 
 /// The DomUs given with `--guest FILE`: a bundle entry and a `[domain]` section each.
-/// The kind comes from the file: ELF64 (our 64-bit protocol), ELF32 or a multiboot
-/// header in the first 8 KiB (multiboot 1), anything else a flat real-mode binary
-/// loaded at 0x7C00 like a boot sector.
+/// The kind comes from the file: a Linux bzImage ("HdrS" at 0x202), ELF64 (our 64-bit
+/// protocol), ELF32 or a multiboot header in the first 8 KiB (multiboot 1), anything
+/// else a flat real-mode binary loaded at 0x7C00 like a boot sector.
 fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), String> {
     let mut guests = Vec::new();
     let mut config = String::new();
@@ -177,7 +180,10 @@ fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), Str
             name = format!("{name}{i}");
         }
         let multiboot = data.windows(4).take(8192).step_by(4).any(|w| w == 0x1BAD_B002u32.to_le_bytes());
-        let (kind, extra) = if data.starts_with(b"\x7fELF") && data.get(4) == Some(&2) {
+        let bzimage = data.get(0x202..0x206) == Some(&b"HdrS"[..]) && data.get(0x1FE..0x200) == Some(&[0x55, 0xAA][..]);
+        let (kind, extra) = if bzimage {
+            ("bzimage", "")
+        } else if data.starts_with(b"\x7fELF") && data.get(4) == Some(&2) {
             ("elf64", "")
         } else if multiboot || (data.starts_with(b"\x7fELF") && data.get(4) == Some(&1)) {
             ("multiboot", "")
@@ -188,6 +194,14 @@ fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), Str
         config.push_str(&format!("\n[domain {name}]\nimage = \"{name}\"\nmemory = {memory}\n{extra}"));
         if let Some(c) = &arg.cmdline {
             config.push_str(&format!("cmdline = \"{c}\"\n"));
+        }
+        if let Some(initrd) = &arg.initrd {
+            if kind != "bzimage" {
+                return Err(format!("--guest {}: initrd= is for Linux kernels (bzImage)", path.display()));
+            }
+            let rd = format!("{name}-initrd");
+            config.push_str(&format!("initrd = \"{rd}\"\n"));
+            guests.push(build::BuiltGuest { name: rd, kind: "data".to_string(), path: initrd.clone() });
         }
         guests.push(build::BuiltGuest { name, kind: kind.to_string(), path: path.clone() });
     }

@@ -179,7 +179,7 @@ fn dom0_io_bitmaps(extra: &[core::ops::RangeInclusive<u16>]) -> Option<(u64, u64
 
 /// Creates the domain described by `config` from `image`. Errors are sentences for the
 /// boot log.
-pub fn create(name: &str, spec: &DomainSpec, image: Entry) -> Result<Arc<Domain>, String> {
+pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>) -> Result<Arc<Domain>, String> {
     let caps = vmx::capabilities().ok_or("VMX is not available")?;
     let controls = vmx::controls::compute(caps, &vmx::controls::default_request(caps)).map_err(|e| e.to_string())?;
     let size = u64::from(spec.memory_mib) << 20;
@@ -193,7 +193,37 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry) -> Result<Arc<Domain>
             firmware::MMIO_HOLE_START >> 20
         ));
     }
+    if initrd.is_some() && image.kind != EntryKind::BzImage {
+        return Err(format!(
+            "domain {name}: `initrd` is for Linux kernels (bzImage); image {} is of kind {}",
+            image.name, image.kind
+        ));
+    }
+    // A Linux kernel: the boot protocol's layout (domain::linux), loaded like the others
+    // as segments (the kernel, the ramdisk) with the zero page among the boot blobs.
+    let mut linux = None;
     let plan: LoadPlan = match image.kind {
+        EntryKind::BzImage => {
+            let bz = crate::loader::bzimage::parse(image.data).map_err(|e| format!("image {}: {e}", image.name))?;
+            let boot = super::linux::plan(&bz, size, &spec.cmdline, initrd.as_ref().map(|e| e.data.len() as u64))
+                .map_err(|e| format!("domain {name}: {e}"))?;
+            let mut segments = alloc::vec![crate::loader::plan::Segment {
+                gpa: GuestPhysAddr(boot.kernel_gpa),
+                data: bz.kernel,
+                mem_size: bz.kernel.len() as u64,
+            }];
+            if let (Some((gpa, _)), Some(rd)) = (boot.initrd, initrd.as_ref()) {
+                segments.push(crate::loader::plan::Segment {
+                    gpa: GuestPhysAddr(gpa),
+                    data: rd.data,
+                    mem_size: rd.data.len() as u64,
+                });
+            }
+            let plan = LoadPlan { segments, entry: boot.entry, mode: EntryMode::Long64, multiboot: None };
+            plan.validate(size).map_err(|e| format!("image {}: {e}", image.name))?;
+            linux = Some(boot);
+            Ok(plan)
+        }
         EntryKind::Elf64 => crate::loader::elf64::load(image.data, size),
         EntryKind::MultibootElf32 => crate::loader::multiboot::load(image.data, size),
         EntryKind::Flat => {
@@ -275,6 +305,11 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry) -> Result<Arc<Domain>
     // Domain0 is domain 0, as in Xen; DomUs count up from 1 and IDs are never reused.
     let id = if spec.dom0 { 0 } else { NEXT_DOMAIN_ID.fetch_add(1, Ordering::Relaxed) };
     match plan.mode {
+        EntryMode::Long64 if linux.is_some() => {
+            for (gpa, bytes) in linux.iter().flat_map(|l| l.blobs.iter()) {
+                memory.write(*gpa, bytes).map_err(|e| e.to_string())?;
+            }
+        }
         EntryMode::Long64 => {
             for (gpa, bytes) in boot_area::build(size, id, spec.vcpus, &spec.cmdline) {
                 memory.write(gpa, &bytes).map_err(|e| e.to_string())?;
@@ -333,6 +368,9 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry) -> Result<Arc<Domain>
                 v.state = vcpu::VcpuState::WaitForSipi;
             } else {
                 match plan.mode {
+                    EntryMode::Long64 if let Some(l) = &linux => {
+                        vcpu::setup_linux64(&current, &mut v, &setup, l.entry, l.rsi)
+                    }
                     EntryMode::Long64 => vcpu::setup_long_mode(&current, &mut v, &setup, plan.entry, size & !0xF),
                     EntryMode::Real16 => vcpu::setup_real16(&current, &mut v, &setup, plan.entry),
                     EntryMode::Protected32 => vcpu::setup_protected32(

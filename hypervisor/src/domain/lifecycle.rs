@@ -53,7 +53,13 @@ pub fn start(name: &str, spec: &DomainSpec) -> Result<Arc<Domain>, (Error, Strin
     let Some(image) = bundle.find(&spec.image) else {
         return Err((Error::NoEntry, alloc::format!("the boot bundle has no entry {:?}", spec.image)));
     };
-    let domain = super::create::create(name, spec, image).map_err(|e| (Error::Invalid, e))?;
+    let initrd = match spec.initrd.as_str() {
+        "" => None,
+        entry => Some(bundle.find(entry).ok_or_else(|| {
+            (Error::NoEntry, alloc::format!("the boot bundle has no entry {entry:?} (the domain's initrd)"))
+        })?),
+    };
+    let domain = super::create::create(name, spec, image, initrd).map_err(|e| (Error::Invalid, e))?;
     log::info!(
         "domain {} (id {}) created: {} MiB, {} vCPU(s), image {} ({} bytes)",
         domain.name,

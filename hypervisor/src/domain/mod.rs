@@ -126,6 +126,8 @@ mod kernel {
     #[derive(Debug, Clone)]
     pub struct DomainSpec {
         pub image: String,
+        /// The bundle entry with a Linux kernel's initial ramdisk ("" for none).
+        pub initrd: String,
         pub memory_mib: u32,
         pub vcpus: u32,
         pub cmdline: String,
@@ -142,6 +144,7 @@ mod kernel {
         pub fn from_config(c: &abi::config::DomainConfig<'_>) -> Self {
             DomainSpec {
                 image: c.image.into(),
+                initrd: c.initrd.into(),
                 memory_mib: c.memory_mib,
                 vcpus: c.vcpus.max(1),
                 cmdline: c.cmdline.into(),

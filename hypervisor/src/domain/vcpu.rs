@@ -95,6 +95,9 @@ pub struct Vcpu {
     pub host_cpu: Option<u32>,
     /// x87/SSE/AVX state while another vCPU uses the CPU.
     pub fpu: crate::arch::fpu::FpuState,
+    /// IA32_TSC_AUX as the guest wrote it (what RDTSCP and RDPID return), loaded into
+    /// the CPU's MSR when the vCPU starts a slice.
+    pub tsc_aux: u32,
     /// The last instruction the MMIO path fetched and decoded, re-checked before reuse.
     pub mmio_fetch: Option<crate::vmexit::mmio::FetchCache>,
 }
@@ -126,6 +129,7 @@ impl Vcpu {
             exit_counts: [0; super::EXIT_REASONS],
             host_cpu: None,
             fpu,
+            tsc_aux: 0,
             mmio_fetch: None,
         })
     }
@@ -238,6 +242,24 @@ fn write_common_state(vmcs: &Current, entry: u64, rsp: u64) {
     vmcs.write_natural(FieldNatural::GuestSysenterEip, 0);
     vmcs.write_natural(FieldNatural::GuestIdtrBase, 0);
     vmcs.write32(Field32::GuestIdtrLimit, 0);
+}
+
+/// Linux's 64-bit boot protocol (boot.rst "64-bit Boot Protocol"): long mode with the
+/// boot area's identity paging, a GDT with __BOOT_CS (0x10) and __BOOT_DS (0x18), CS =
+/// __BOOT_CS, DS = ES = SS = __BOOT_DS, interrupts off, RSI = the zero page.
+pub fn setup_linux64(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64, zero_page: u64) {
+    use super::linux::{BOOT_CS, BOOT_DS, GDT_LIMIT};
+    write_controls(vmcs, vcpu, s, true);
+    let cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+    write_control_registers(vmcs, vcpu, s, cr0, CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT);
+    vmcs.write_natural(FieldNatural::GuestCr3, boot_area::PML4_GPA);
+    vmcs.write64(Field64::GuestIa32Efer, EFER_LME | EFER_LMA | EFER_NXE);
+    write_flat_segments(vmcs, BOOT_CS, AR_CODE64, BOOT_DS);
+    vmcs.write_natural(FieldNatural::GuestGdtrBase, boot_area::GDT_GPA);
+    vmcs.write32(Field32::GuestGdtrLimit, GDT_LIMIT);
+    // The kernel sets up its own stack before using one; RSP points below the zero page.
+    write_common_state(vmcs, entry, zero_page);
+    vcpu.regs.rsi = zero_page;
 }
 
 /// 32-bit flat protected mode, paging off, as Multiboot 0.6.96 section 3.2 prescribes:

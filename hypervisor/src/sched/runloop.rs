@@ -453,6 +453,7 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
         sig.set_running_on(Some(cpu));
     }
     crate::vmx::xcr0::load(vcpu.xcr0);
+    crate::vmexit::msr::load_tsc_aux(vcpu.tsc_aux);
     vcpu.fpu.restore();
     crate::vmx::entry::load_guest_cr2(vcpu.regs.cr2);
     let outcome = run_until_switch(&current, p, &mut vcpu);

@@ -5,6 +5,8 @@
 use super::Next;
 use crate::arch::cpu::cpuid;
 use crate::domain::vcpu::Vcpu;
+use crate::vmx::fields::FieldNatural;
+use crate::vmx::vmcs::Current;
 
 /// The hypervisor leaves (the range 0x40000000-0x400000FF is reserved for hypervisors).
 pub const HV_BASE_LEAF: u32 = 0x4000_0000;
@@ -16,6 +18,7 @@ pub const HV_TIMING_LEAF: u32 = 0x4000_0010;
 pub const SIGNATURE: [u8; 12] = *b"Ferrovisor\0\0";
 
 const LEAF1_ECX_VMX: u32 = 1 << 5;
+const LEAF7_EBX_TSC_ADJUST: u32 = 1 << 1;
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 
 /// The guest-visible values of leaf `leaf`, sub-leaf `subleaf`.
@@ -39,13 +42,39 @@ pub fn guest_view(leaf: u32, subleaf: u32) -> [u32; 4] {
             if leaf == 1 {
                 v[2] = (v[2] & !LEAF1_ECX_VMX) | LEAF1_ECX_HYPERVISOR;
             }
+            // IA32_TSC_ADJUST is not emulated (writing it would have to move the
+            // guest's TSC): the feature is hidden rather than half there.
+            if leaf == 7 && subleaf == 0 {
+                v[1] &= !LEAF7_EBX_TSC_ADJUST;
+            }
             v
         }
     }
 }
 
-pub fn handle(vcpu: &mut Vcpu) -> Next {
-    let [a, b, c, d] = guest_view(vcpu.regs.rax as u32, vcpu.regs.rcx as u32);
+/// CPUID.1:ECX.OSXSAVE and CPUID.7.0:ECX.OSPKE reflect CR4.OSXSAVE and CR4.PKE (SDM Vol.
+/// 2A "CPUID"): the guest's, not the host's the CPUID instruction here reports.
+const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
+const LEAF7_ECX_OSPKE: u32 = 1 << 4;
+const CR4_OSXSAVE: u64 = 1 << 18;
+const CR4_PKE: u64 = 1 << 22;
+
+/// Sets `bit` of `reg` when `on`, clears it otherwise.
+fn mirror(reg: u32, bit: u32, on: bool) -> u32 {
+    if on { reg | bit } else { reg & !bit }
+}
+
+pub fn handle(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
+    let (leaf, subleaf) = (vcpu.regs.rax as u32, vcpu.regs.rcx as u32);
+    let [a, b, mut c, d] = guest_view(leaf, subleaf);
+    if leaf == 1 || (leaf == 7 && subleaf == 0) {
+        let cr4 = vmcs.read_natural(FieldNatural::GuestCr4);
+        c = if leaf == 1 {
+            mirror(c, LEAF1_ECX_OSXSAVE, cr4 & CR4_OSXSAVE != 0)
+        } else {
+            mirror(c, LEAF7_ECX_OSPKE, cr4 & CR4_PKE != 0)
+        };
+    }
     vcpu.regs.rax = u64::from(a);
     vcpu.regs.rbx = u64::from(b);
     vcpu.regs.rcx = u64::from(c);

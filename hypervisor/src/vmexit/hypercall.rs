@@ -238,6 +238,7 @@ fn create(req: &DomainCreate) -> Result<u64, Error> {
     let defined = lifecycle::defined(image);
     let base = defined.clone().unwrap_or(crate::domain::DomainSpec {
         image: image.into(),
+        initrd: alloc::string::String::new(),
         memory_mib: 16,
         vcpus: 1,
         cmdline: alloc::string::String::new(),

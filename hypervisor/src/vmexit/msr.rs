@@ -11,6 +11,9 @@ use crate::vmx::vmcs::Current;
 
 const IA32_TSC: u32 = 0x10;
 const IA32_MTRRCAP: u32 = 0xFE;
+/// IA32_BIOS_SIGN_ID: the microcode revision (high half after a write of 0 and CPUID.1);
+/// a guest has none to report, so it reads 0.
+const IA32_BIOS_SIGN_ID: u32 = 0x8B;
 const IA32_SYSENTER_CS: u32 = 0x174;
 const IA32_SYSENTER_ESP: u32 = 0x175;
 const IA32_SYSENTER_EIP: u32 = 0x176;
@@ -19,6 +22,7 @@ const IA32_PAT: u32 = 0x277;
 const IA32_MTRR_DEF_TYPE: u32 = 0x2FF;
 const IA32_EFER: u32 = 0xC000_0080;
 const IA32_FS_BASE: u32 = 0xC000_0100;
+const IA32_TSC_AUX: u32 = 0xC000_0103;
 const IA32_GS_BASE: u32 = 0xC000_0101;
 
 const EFER_LME: u64 = 1 << 8;
@@ -29,6 +33,25 @@ const EFER_WRITABLE: u64 = (1 << 0) | (1 << 8) | (1 << 11);
 fn split(vcpu: &mut Vcpu, value: u64) {
     vcpu.regs.rax = value & 0xFFFF_FFFF;
     vcpu.regs.rdx = value >> 32;
+}
+
+/// Whether the CPU has IA32_TSC_AUX (RDTSCP or RDPID), read once.
+fn has_tsc_aux() -> bool {
+    static HAS: spin::Once<bool> = spin::Once::new();
+    *HAS.call_once(|| {
+        let ext = crate::arch::cpu::cpuid(0x8000_0001, 0);
+        let l7 = crate::arch::cpu::cpuid(7, 0);
+        ext.edx & (1 << 27) != 0 || l7.ecx & (1 << 22) != 0
+    })
+}
+
+/// Makes `value` the CPU's IA32_TSC_AUX, for the vCPU that runs next (the hypervisor
+/// itself never reads it). Nothing where the MSR does not exist.
+pub fn load_tsc_aux(value: u32) {
+    if has_tsc_aux() {
+        // SAFETY: the MSR exists (checked above); bits 63:32 are zero as required.
+        unsafe { crate::arch::cpu::wrmsr(IA32_TSC_AUX, u64::from(value)) };
+    }
 }
 
 pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
@@ -46,7 +69,8 @@ pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
     }
     let value = match msr {
         IA32_TSC => crate::arch::cpu::rdtsc(),
-        IA32_MTRRCAP | IA32_MTRR_DEF_TYPE => 0,
+        IA32_TSC_AUX if has_tsc_aux() => u64::from(vcpu.tsc_aux),
+        IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID => 0,
         IA32_MISC_ENABLE => 1, // fast strings
         IA32_PAT => vmcs.read64(Field64::GuestIa32Pat),
         IA32_EFER => vmcs.read64(Field64::GuestIa32Efer),
@@ -79,6 +103,15 @@ pub fn wrmsr(vmcs: &Current, domain: &crate::domain::Domain, vcpu: &mut Vcpu) ->
     let ok = match super::apic::wrmsr(domain, vcpu, msr, value) {
         MsrOutcome::Done(_) => true,
         MsrOutcome::Fault => false,
+        // Bits 63:32 are reserved (#GP).
+        MsrOutcome::NotApic if msr == IA32_TSC_AUX => {
+            let ok = has_tsc_aux() && value >> 32 == 0;
+            if ok {
+                vcpu.tsc_aux = value as u32;
+                load_tsc_aux(vcpu.tsc_aux);
+            }
+            ok
+        }
         MsrOutcome::NotApic => plain_wrmsr(vmcs, msr, value),
     };
     if ok {
@@ -129,8 +162,8 @@ fn plain_wrmsr(vmcs: &Current, msr: u32, value: u64) -> bool {
             vmcs.write_natural(FieldNatural::GuestSysenterEip, value);
             true
         }
-        // Writes the platform ignores.
-        IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE => true,
+        // Writes the platform ignores (the microcode revision latch among them).
+        IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID => true,
         _ => false,
     }
 }
