@@ -95,6 +95,10 @@ pub struct Vcpu {
     pub host_cpu: Option<u32>,
     /// x87/SSE/AVX state while another vCPU uses the CPU.
     pub fpu: crate::arch::fpu::FpuState,
+    /// The SYSCALL/SWAPGS MSRs as the guest wrote them (STAR, LSTAR, CSTAR, SFMASK,
+    /// KERNEL_GS_BASE): the VMCS does not switch them, so they are loaded into the CPU
+    /// when the vCPU starts a slice (the hypervisor never uses them itself).
+    pub syscall_msrs: [u64; 5],
     /// IA32_TSC_AUX as the guest wrote it (what RDTSCP and RDPID return), loaded into
     /// the CPU's MSR when the vCPU starts a slice.
     pub tsc_aux: u32,
@@ -130,6 +134,7 @@ impl Vcpu {
             host_cpu: None,
             fpu,
             tsc_aux: 0,
+            syscall_msrs: [0; 5],
             mmio_fetch: None,
         })
     }

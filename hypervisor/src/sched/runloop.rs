@@ -454,10 +454,15 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     }
     crate::vmx::xcr0::load(vcpu.xcr0);
     crate::vmexit::msr::load_tsc_aux(vcpu.tsc_aux);
+    crate::vmexit::msr::load_syscall_msrs(&vcpu.syscall_msrs);
     vcpu.fpu.restore();
     crate::vmx::entry::load_guest_cr2(vcpu.regs.cr2);
     let outcome = run_until_switch(&current, p, &mut vcpu);
     vcpu.regs.cr2 = crate::vmx::entry::guest_cr2();
+    // The guest's SWAPGS may have changed it since it last wrote it.
+    if let Some(k) = vcpu.syscall_msrs.get_mut(4) {
+        *k = crate::vmexit::msr::current_kernel_gs_base();
+    }
     if let Some(sig) = signals {
         sig.set_running_on(None);
     }

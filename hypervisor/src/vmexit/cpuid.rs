@@ -36,6 +36,21 @@ pub fn guest_view(leaf: u32, subleaf: u32) -> [u32; 4] {
             [u32::try_from(tsc_khz).unwrap_or(u32::MAX), u32::try_from(bus_khz).unwrap_or(u32::MAX), 0, 0]
         }
         0x4000_0002..=0x4000_00FF => [0; 4],
+        // The TSC's frequency as measured at boot, in the leaves operating systems read
+        // it from (Linux: "tsc: Detected ... MHz"): the guest's TSC is the host's, neither
+        // offset nor scaled, and the CPU's own answer can be wrong (Bochs reports the
+        // model's nominal 3.5 GHz while its TSC counts instructions at 100 MHz).
+        0x15 => {
+            let hz = crate::arch::timer::tsc_hz();
+            // TSC = crystal * EBX / EAX, the crystal in ECX (32 bits): divide the rate
+            // down until it fits.
+            let k = hz.div_ceil(u64::from(u32::MAX)).max(1);
+            [1, u32::try_from(k).unwrap_or(u32::MAX), u32::try_from(hz / k).unwrap_or(u32::MAX), 0]
+        }
+        0x16 => {
+            let mhz = u32::try_from(crate::arch::timer::tsc_hz() / 1_000_000).unwrap_or(u32::MAX) & 0xFFFF;
+            [mhz, mhz, 100, 0]
+        }
         _ => {
             let r = cpuid(leaf, subleaf);
             let mut v = [r.eax, r.ebx, r.ecx, r.edx];

@@ -23,6 +23,14 @@ const IA32_MTRR_DEF_TYPE: u32 = 0x2FF;
 const IA32_EFER: u32 = 0xC000_0080;
 const IA32_FS_BASE: u32 = 0xC000_0100;
 const IA32_TSC_AUX: u32 = 0xC000_0103;
+/// The MSRs of SYSCALL/SYSRET and SWAPGS, in `Vcpu::syscall_msrs` order.
+pub const SYSCALL_MSRS: [u32; 5] = [
+    0xC000_0081, // IA32_STAR
+    0xC000_0082, // IA32_LSTAR
+    0xC000_0083, // IA32_CSTAR
+    0xC000_0084, // IA32_FMASK
+    0xC000_0102, // IA32_KERNEL_GS_BASE
+];
 const IA32_GS_BASE: u32 = 0xC000_0101;
 
 const EFER_LME: u64 = 1 << 8;
@@ -54,6 +62,35 @@ pub fn load_tsc_aux(value: u32) {
     }
 }
 
+const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
+
+/// The CPU's IA32_KERNEL_GS_BASE: the running guest's (its SWAPGS changes it).
+pub fn current_kernel_gs_base() -> u64 {
+    // SAFETY: the MSR exists on every 64-bit CPU; reading it has no side effect.
+    unsafe { crate::arch::cpu::rdmsr(IA32_KERNEL_GS_BASE) }
+}
+
+/// Makes the vCPU's SYSCALL/SWAPGS MSRs the CPU's, for the slice that starts.
+pub fn load_syscall_msrs(values: &[u64; 5]) {
+    for (&msr, &value) in SYSCALL_MSRS.iter().zip(values) {
+        // SAFETY: these MSRs exist on every 64-bit CPU; values were checked when the
+        // guest wrote them (canonical addresses), and the hypervisor never uses them.
+        unsafe { crate::arch::cpu::wrmsr(msr, value) };
+    }
+}
+
+/// Whether `value` may go into syscall MSR number `index` of [`SYSCALL_MSRS`]: the
+/// addresses (LSTAR, CSTAR, KERNEL_GS_BASE) must be canonical (#GP otherwise); STAR and
+/// FMASK take any value (FMASK's upper half is reserved but ignored by CPUs we know,
+/// so it is kept to its low half).
+fn syscall_msr_value(index: usize, value: u64) -> Option<u64> {
+    match index {
+        1 | 2 | 4 => canonical(value).then_some(value),
+        3 => Some(value & 0xFFFF_FFFF),
+        _ => Some(value),
+    }
+}
+
 pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
     let msr = vcpu.regs.rcx as u32;
     match super::apic::rdmsr(vcpu, msr) {
@@ -70,6 +107,13 @@ pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
     let value = match msr {
         IA32_TSC => crate::arch::cpu::rdtsc(),
         IA32_TSC_AUX if has_tsc_aux() => u64::from(vcpu.tsc_aux),
+        // SWAPGS exchanges GS base and KERNEL_GS_BASE without an exit: the CPU's MSR
+        // holds the guest's current value during its slice.
+        IA32_KERNEL_GS_BASE => current_kernel_gs_base(),
+        m if SYSCALL_MSRS.contains(&m) => {
+            let i = SYSCALL_MSRS.iter().position(|&x| x == m).unwrap_or(0);
+            vcpu.syscall_msrs.get(i).copied().unwrap_or(0)
+        }
         IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID => 0,
         IA32_MISC_ENABLE => 1, // fast strings
         IA32_PAT => vmcs.read64(Field64::GuestIa32Pat),
@@ -111,6 +155,18 @@ pub fn wrmsr(vmcs: &Current, domain: &crate::domain::Domain, vcpu: &mut Vcpu) ->
                 load_tsc_aux(vcpu.tsc_aux);
             }
             ok
+        }
+        MsrOutcome::NotApic if SYSCALL_MSRS.contains(&msr) => {
+            let i = SYSCALL_MSRS.iter().position(|&x| x == msr).unwrap_or(0);
+            match (syscall_msr_value(i, value), vcpu.syscall_msrs.get_mut(i)) {
+                (Some(v), Some(slot)) => {
+                    *slot = v;
+                    // SAFETY: as in `load_syscall_msrs`; the value was just checked.
+                    unsafe { crate::arch::cpu::wrmsr(msr, v) };
+                    true
+                }
+                _ => false,
+            }
         }
         MsrOutcome::NotApic => plain_wrmsr(vmcs, msr, value),
     };
