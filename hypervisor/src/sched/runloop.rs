@@ -540,6 +540,18 @@ fn rearm_preemption_timer(current: &crate::vmx::vmcs::Current, vcpu: &Vcpu) {
     }
 }
 
+/// Moves what was posted to a running vCPU (interrupts from siblings and devices) into
+/// its local APIC; true when an INIT came, which the caller handles. A STARTUP outside
+/// wait-for-SIPI is ignored (SDM Vol. 3A "MP Initialization").
+fn drain_mailbox(signals: Option<&crate::domain::signals::VcpuSignals>, vcpu: &mut Vcpu) -> bool {
+    let Some(sig) = signals.filter(|s| s.any()) else { return false };
+    let posted = sig.take();
+    for vector in posted.vectors() {
+        vcpu.lapic.accept(vector, posted.is_level(vector));
+    }
+    posted.init
+}
+
 /// How a wait in place ([`halt_in_place`]) ended.
 enum HaltWait {
     Resume,
@@ -578,17 +590,8 @@ fn halt_in_place(p: &Placement, vcpu: &mut Vcpu, signals: Option<&crate::domain:
         crate::arch::serial::poll();
         let now = crate::arch::timer::now_ns();
         p.domain.poll_devices(now);
-        if let Some(sig) = signals
-            && sig.any()
-        {
-            let posted = sig.take();
-            for vector in posted.vectors() {
-                vcpu.lapic.accept(vector, posted.is_level(vector));
-            }
-            if posted.init {
-                return HaltWait::Init;
-            }
-            // A STARTUP outside wait-for-SIPI is ignored, as before every entry.
+        if drain_mailbox(signals, vcpu) {
+            return HaltWait::Init;
         }
         vcpu.lapic.tick(now);
         if vmexit::events::has_interrupt(&p.domain, vcpu, now) {
@@ -649,19 +652,10 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
             let now = crate::arch::timer::now_ns();
             p.domain.poll_devices(now);
             // What siblings and devices sent since the last entry.
-            if let Some(sig) = signals
-                && sig.any()
-            {
-                let posted = sig.take();
-                for vector in posted.vectors() {
-                    vcpu.lapic.accept(vector, posted.is_level(vector));
-                }
-                if posted.init {
-                    vcpu.lapic.reset();
-                    vcpu.state = VcpuState::WaitForSipi;
-                    return Outcome::Blocked;
-                }
-                // A STARTUP outside wait-for-SIPI is ignored (SDM Vol. 3A "MP Initialization").
+            if drain_mailbox(signals, vcpu) {
+                vcpu.lapic.reset();
+                vcpu.state = VcpuState::WaitForSipi;
+                return Outcome::Blocked;
             }
             vmexit::events::before_entry(current, &p.domain, vcpu, now);
             arm_preemption_timer(current, &p.domain, vcpu);
