@@ -4,6 +4,8 @@
 //! - `tboot` (package `tboot`): Intel's Trusted Boot, a multiboot 1 ELF32 kernel that
 //!   loads at 8 MiB, logs to COM1 and, on a machine without TXT, reads the TXT
 //!   configuration registers at 0xFED30000, which our DomUs do not have.
+//! - `linux-image-cloud-amd64`: Debian's kernel for virtual machines (a bzImage), with an
+//!   initramfs built here from `busybox-static` (`crate::initramfs`).
 
 use crate::{step, workspace_root};
 use std::path::{Path, PathBuf};
@@ -35,6 +37,45 @@ pub fn tboot() -> Result<PathBuf, String> {
     std::fs::write(&partial, &out.stdout).map_err(|e| format!("writing {}: {e}", partial.display()))?;
     std::fs::rename(&partial, &elf).map_err(|e| format!("renaming {}: {e}", partial.display()))?;
     Ok(elf)
+}
+
+/// Debian's cloud kernel and an initramfs around Debian's static busybox, fetched and
+/// built once into `target/foreign/linux/`: (bzImage, initramfs).
+pub fn linux() -> Result<(PathBuf, PathBuf), String> {
+    let dir = workspace_root().join("target").join("foreign").join("linux");
+    let kernel = dir.join("vmlinuz");
+    let initramfs = dir.join("initramfs.cpio");
+    if kernel.exists() && initramfs.exists() {
+        return Ok((kernel, initramfs));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    step("fetching Debian's cloud kernel and static busybox (a Linux DomU nobody here built)");
+    // The metapackage names the current kernel package.
+    let out = Command::new("apt-cache")
+        .args(["depends", "linux-image-cloud-amd64"])
+        .output()
+        .map_err(|e| format!("running apt-cache: {e}; this needs a Debian or Ubuntu host with apt"))?;
+    let depends = String::from_utf8_lossy(&out.stdout);
+    let package = depends
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")))
+        .ok_or_else(|| format!("apt-cache depends linux-image-cloud-amd64 named no kernel package:\n{depends}"))?
+        .to_string();
+    let root = dir.join("root");
+    let deb = download(&dir, &package)?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root), "unpacking the kernel package")?;
+    let vmlinuz = std::fs::read_dir(root.join("boot"))
+        .map_err(|e| format!("reading the kernel package's boot/: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-")))
+        .ok_or_else(|| format!("{package} has no boot/vmlinuz-*"))?;
+    let bb_deb = download(&dir, "busybox-static")?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&bb_deb).arg(&root), "unpacking busybox-static")?;
+    let busybox = std::fs::read(root.join("bin").join("busybox")).map_err(|e| format!("busybox-static: {e}"))?;
+    let cpio = crate::initramfs::cpio(&crate::initramfs::members(busybox));
+    std::fs::write(&initramfs, cpio).map_err(|e| format!("writing {}: {e}", initramfs.display()))?;
+    std::fs::copy(&vmlinuz, &kernel).map_err(|e| format!("copying {}: {e}", vmlinuz.display()))?;
+    Ok((kernel, initramfs))
 }
 
 /// `apt-get download PACKAGE` into `dir`; returns the .deb.
