@@ -195,6 +195,21 @@ pub struct DomainConfig<'a> {
     /// Created at boot (the default); `false` only defines it, for Domain0's
     /// `create NAME`.
     pub autostart: bool,
+    /// What happens when the guest powers itself off (`on_poweroff`, as in xl).
+    pub on_poweroff: OnPoweroff,
+}
+
+/// `on_poweroff`: what becomes of a domain that powered itself off (ACPI S5 or the exit
+/// port). xl's default is `destroy`; ours is `preserve`, because without a toolstack
+/// daemon in Domain0 the ended domain's listing and exit status are the only record of
+/// how it ended (and the final report shows them). A domain Domain0 destroys is gone
+/// either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnPoweroff {
+    /// Stays listed, state `---s--`, with its exit status, until Domain0 destroys it.
+    Preserve,
+    /// Leaves the domain list at once (its memory is released either way).
+    Destroy,
 }
 
 impl<'a> DomainConfig<'a> {
@@ -215,6 +230,7 @@ impl<'a> DomainConfig<'a> {
             line,
             dom0: false,
             autostart: true,
+            on_poweroff: OnPoweroff::Preserve,
         }
     }
 
@@ -464,7 +480,8 @@ fn unquote(value: &str) -> Option<&str> {
     }
 }
 
-const DOMAIN_KEYS: &str = "image, memory, vcpus, cmdline, load_address, entry, mode, weight, cap, cpus, autostart";
+const DOMAIN_KEYS: &str =
+    "image, initrd, memory, vcpus, cmdline, load_address, entry, mode, weight, cap, cpus, autostart, on_poweroff";
 
 fn valid_domain_name(name: &str) -> bool {
     (1..=MAX_DOMAIN_NAME).contains(&name.len())
@@ -487,7 +504,7 @@ fn parse_u64(v: &str) -> Option<u64> {
 enum Current<'a> {
     Nowhere,
     Hypervisor,
-    Domain(DomainConfig<'a>, [Option<usize>; 13]),
+    Domain(DomainConfig<'a>, [Option<usize>; 14]),
 }
 
 /// Reads the whole file, handing each finished domain to `on_domain`. The single
@@ -542,7 +559,7 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
                     if let Some(first_line) = dom0_line.filter(|_| domain == DomainConfig::DOM0_NAME) {
                         return Err(ConfigError::DuplicateDomain { line, name: domain, first_line });
                     }
-                    current = Current::Domain(DomainConfig::new(domain, line), [None; 13]);
+                    current = Current::Domain(DomainConfig::new(domain, line), [None; 14]);
                 }
                 Section::Dom0 => {
                     if let Some(first_line) = dom0_line {
@@ -553,7 +570,7 @@ fn walk<'a>(text: &'a str, mut on_domain: impl FnMut(DomainConfig<'a>)) -> Resul
                     }
                     dom0_line = Some(line);
                     let d = DomainConfig { dom0: true, ..DomainConfig::new(DomainConfig::DOM0_NAME, line) };
-                    current = Current::Domain(d, [None; 13]);
+                    current = Current::Domain(d, [None; 14]);
                 }
                 Section::Unknown(name) => return Err(ConfigError::UnknownSection { line, name }),
             }
@@ -660,7 +677,7 @@ fn hypervisor_key<'a>(
 
 fn domain_key<'a>(
     d: &mut DomainConfig<'a>,
-    seen: &mut [Option<usize>; 13],
+    seen: &mut [Option<usize>; 14],
     line: usize,
     key: &'a str,
     value: &'a str,
@@ -682,6 +699,7 @@ fn domain_key<'a>(
         "script" if d.dom0 => 10,
         "autostart" if !d.dom0 => 11,
         "initrd" => 12,
+        "on_poweroff" if !d.dom0 => 13,
         _ => return Err(ConfigError::UnknownDomainKey { line, key }),
     };
     if let Some(entry) = seen.get_mut(slot) {
@@ -745,6 +763,13 @@ fn domain_key<'a>(
                 return Err(bad("the name of a boot bundle entry (1 to 40 characters)"));
             }
             d.initrd = v;
+        }
+        13 => {
+            d.on_poweroff = match v {
+                "preserve" => OnPoweroff::Preserve,
+                "destroy" => OnPoweroff::Destroy,
+                _ => return Err(bad("destroy or preserve")),
+            }
         }
         9 => {
             d.cpus = parse_cpu_list(v).ok_or(bad("CPU numbers 0 to 63 as a list of numbers and ranges, e.g. 0-1,3"))?
@@ -860,6 +885,27 @@ mod tests {
             Err(ConfigError::BadValue { line: 3, .. })
         ));
         assert!(matches!(parse("[dom0]\nimage = a\nautostart = false\n"), Err(ConfigError::UnknownDomainKey { .. })));
+    }
+
+    #[test]
+    fn on_poweroff_destroys_or_preserves() {
+        let text = "[domain a]\nimage = x\non_poweroff = destroy\n[domain b]\nimage = x\non_poweroff = \"preserve\"\n\
+                    [domain c]\nimage = x\n";
+        let mut seen = Vec::new();
+        for_each_domain(text, |d| seen.push(d.on_poweroff)).unwrap();
+        assert_eq!(seen, [OnPoweroff::Destroy, OnPoweroff::Preserve, OnPoweroff::Preserve]);
+        let e = parse("[domain x]\nimage = a\non_poweroff = restart\n").unwrap_err();
+        assert!(matches!(e, ConfigError::BadValue { line: 3, .. }), "{e:?}");
+        assert!(e.to_string().contains("destroy or preserve"), "{e}");
+        assert!(matches!(
+            parse("[domain x]\nimage = a\non_poweroff = destroy\non_poweroff = destroy\n"),
+            Err(ConfigError::DuplicateKey { line: 4, first_line: 3, .. })
+        ));
+        // Domain0's power-off is the machine's.
+        assert!(matches!(
+            parse("[dom0]\nimage = a\non_poweroff = destroy\n"),
+            Err(ConfigError::UnknownDomainKey { .. })
+        ));
     }
 
     #[test]
@@ -1059,6 +1105,7 @@ mod tests {
                 line: 7,
                 dom0: false,
                 autostart: true,
+                on_poweroff: OnPoweroff::Preserve,
             }
         );
     }

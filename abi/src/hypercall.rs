@@ -414,9 +414,10 @@ impl VcpuInfo {
     }
 }
 
-/// What [`Call::DomainCreate`] reads (1144 bytes): a domain like a `[domain]` section of
+/// What [`Call::DomainCreate`] reads (1208 bytes): a domain like a `[domain]` section of
 /// the boot configuration. Zero for `memory_mib`, `vcpus`, `weight` or `cpus` means the
-/// default (16 MiB, 1, 256, all CPUs); an empty name means the image's name.
+/// default (16 MiB, 1, 256, all CPUs); an empty name means the image's name; an empty
+/// initrd means none (or the one a defined domain of that name has).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DomainCreate {
     /// The boot bundle entry holding the image.
@@ -428,6 +429,8 @@ pub struct DomainCreate {
     pub weight: u32,
     pub cap: u32,
     pub cpus: u64,
+    /// The boot bundle entry holding a Linux kernel's initial ramdisk.
+    pub initrd: [u8; IMAGE_LEN],
 }
 
 impl Default for DomainCreate {
@@ -441,12 +444,13 @@ impl Default for DomainCreate {
             weight: 0,
             cap: 0,
             cpus: 0,
+            initrd: [0; IMAGE_LEN],
         }
     }
 }
 
 impl DomainCreate {
-    pub const SIZE: usize = IMAGE_LEN + NAME_LEN + CMDLINE_LEN + 24;
+    pub const SIZE: usize = IMAGE_LEN + NAME_LEN + CMDLINE_LEN + 24 + IMAGE_LEN;
 
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut b = [0u8; Self::SIZE];
@@ -458,6 +462,7 @@ impl DomainCreate {
             w.put(&v.to_le_bytes());
         }
         w.put(&self.cpus.to_le_bytes());
+        w.put(&self.initrd);
         b
     }
 
@@ -472,6 +477,7 @@ impl DomainCreate {
             weight: r.u32(),
             cap: r.u32(),
             cpus: r.u64(),
+            initrd: r.take(),
         }
     }
 }
@@ -773,9 +779,11 @@ mod tests {
             weight: 256,
             cap: 0,
             cpus: u64::MAX,
+            initrd: fixed_str("rd"),
         };
         let cb = c.to_bytes();
-        assert_eq!(cb.len(), 1144);
+        assert_eq!(cb.len(), 1208);
+        assert_eq!(&cb[1144..1146], b"rd", "the initrd comes last");
         assert_eq!(DomainCreate::from_bytes(&cb), c);
         assert_eq!(field_str(&c.cmdline), Some("spin"));
         assert_eq!(field_str(&[0xFF, 0]), None);

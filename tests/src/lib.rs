@@ -195,6 +195,19 @@ impl Session {
         })
     }
 
+    /// Waits until every one of `markers` has appeared after the previous match, in any
+    /// order (output of two sources, such as the hypervisor's log and Domain0's console,
+    /// that race each other); the next match starts after the last of them.
+    pub fn expect_each(&mut self, markers: &[&str], timeout: Duration) {
+        let what = format!("each of {markers:?}");
+        self.wait_for(&what, timeout, |text| {
+            markers
+                .iter()
+                .map(|m| find(text, m.as_bytes()).map(|at| at + m.len()))
+                .try_fold(0, |end, e| Some(end.max(e?)))
+        });
+    }
+
     /// Waits until a whole line after the previous match contains every one of `parts`,
     /// and returns that line. Panics like `expect`.
     pub fn expect_line(&mut self, parts: &[&str], timeout: Duration) -> String {

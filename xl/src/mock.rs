@@ -147,11 +147,15 @@ impl Host for Mock {
         let image = hc::field_str(&spec.image).ok_or(Error::Invalid)?;
         let name = hc::field_str(&spec.name).ok_or(Error::Invalid)?;
         let cmdline = hc::field_str(&spec.cmdline).ok_or(Error::Invalid)?;
+        let initrd = match hc::field_str(&spec.initrd).ok_or(Error::Invalid)? {
+            "" => String::new(),
+            rd => format!(" initrd={rd}"),
+        };
         self.change(
             Call::DomainCreate,
             [0; 6],
             format!(
-                "create {image} name={name} memory={} vcpus={} weight={} cap={} cmdline={cmdline}",
+                "create {image} name={name} memory={} vcpus={} weight={} cap={} cmdline={cmdline}{initrd}",
                 spec.memory_mib, spec.vcpus, spec.weight, spec.cap
             ),
         )?;

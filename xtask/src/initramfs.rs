@@ -76,15 +76,26 @@ fn pad4(out: &mut Vec<u8>) {
     }
 }
 
-/// The `/init` the Linux DomU runs: mount the kernel's filesystems, say it is up, and
-/// give the serial console a shell (busybox's, with job control on /dev/ttyS0).
+/// The `/init` the Linux DomU runs: mount the kernel's filesystems, say it is up, then
+/// become busybox's init (still PID 1), which runs [`INITTAB`]. An init proper rather
+/// than a shell as PID 1: `poweroff` and `reboot` signal PID 1, which stops the
+/// processes and asks the kernel to power off (ACPI S5) or reset (the FADT's reset
+/// register).
 pub const INIT_SCRIPT: &str = "#!/bin/sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo \"ferrovisor-initramfs: up, kernel $(uname -r)\"
-exec setsid cttyhack /bin/sh
+export PS1='domu:\\w# '
+exec /bin/init
+";
+
+/// busybox init's table: a shell on the console (`cttyhack` makes the serial port its
+/// controlling terminal, so job control and Ctrl-C work), started again when it exits;
+/// a line before the power-off or reset.
+pub const INITTAB: &str = "::respawn:/bin/cttyhack /bin/sh
+::shutdown:/bin/echo ferrovisor-initramfs: going down
 ";
 
 /// The members of the DomU's initramfs around a statically linked `busybox`.
@@ -93,6 +104,7 @@ pub fn members(busybox: Vec<u8>) -> Vec<Member> {
     vec![
         dir("bin"),
         dir("dev"),
+        dir("etc"),
         dir("proc"),
         dir("sys"),
         dir("tmp"),
@@ -100,6 +112,7 @@ pub fn members(busybox: Vec<u8>) -> Vec<Member> {
         Member::CharDev { path: "dev/ttyS0".into(), mode: 0o660, major: 4, minor: 64 },
         Member::File { path: "bin/busybox".into(), mode: 0o755, data: busybox },
         Member::Symlink { path: "bin/sh".into(), target: "busybox".into() },
+        Member::File { path: "etc/inittab".into(), mode: 0o644, data: INITTAB.as_bytes().to_vec() },
         Member::File { path: "init".into(), mode: 0o755, data: INIT_SCRIPT.as_bytes().to_vec() },
     ]
 }
@@ -161,14 +174,15 @@ mod tests {
         let archive = cpio(&members(b"\x7fELF-not-really".to_vec()));
         let m = read(&archive);
         let names: Vec<&str> = m.iter().map(|e| e.0.as_str()).collect();
-        for want in ["init", "bin/busybox", "bin/sh", "dev/console", "dev/ttyS0", "proc", "sys"] {
+        for want in ["init", "etc/inittab", "bin/busybox", "bin/sh", "dev/console", "dev/ttyS0", "proc", "sys"] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
         let init = m.iter().find(|e| e.0 == "init").unwrap();
         assert_eq!(init.1 & 0o111, 0o111, "init is executable");
         assert!(init.3.starts_with(b"#!/bin/sh\n"));
+        assert!(init.3.ends_with(b"exec /bin/init\n"), "busybox init stays PID 1");
         // Directories come before what they hold.
         let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
-        assert!(pos("bin") < pos("bin/busybox") && pos("dev") < pos("dev/console"));
+        assert!(pos("bin") < pos("bin/busybox") && pos("dev") < pos("dev/console") && pos("etc") < pos("etc/inittab"));
     }
 }

@@ -17,13 +17,18 @@ commands:
   build [--release]                 build the hypervisor and its BIOS and UEFI disk images
   run   [--release] [--emulator auto|qemu|bochs] [--uefi] [--cpus N] [--memory MiB]
         [--log-level error|warn|info|debug|trace] [--until-guests-exit]
-        [--guest FILE[,memory=MiB][,initrd=FILE][,cmdline=TEXT]]...
+        [--guest FILE[,memory=MiB][,vcpus=N][,initrd=FILE][,cmdline=TEXT]]... [--linux]
                                     build, then boot in an emulator with the serial console
                                     on this terminal (Ctrl-C ends it). auto = QEMU+KVM where
                                     the host has nested VT-x, Bochs otherwise. Each --guest
                                     FILE (Linux bzImage, ELF64, multiboot 1 or flat real-mode) becomes a
                                     DomU (32 MiB unless memory= says otherwise; cmdline=
-                                    must come last and takes the rest of the argument)
+                                    must come last and takes the rest of the argument).
+                                    --linux adds Debian's cloud kernel with a busybox
+                                    initramfs as DomU `linux` (256 MiB, 2 vCPUs; fetched
+                                    with apt-get download; the machine gets 512 MiB unless
+                                    --memory says otherwise); reach its shell from Domain0
+                                    with `console ID`
   test  [--no-integration] [--no-fuzz] [--fuzz-seconds N] [FILTER]
                                     host unit tests, then the integration tests that boot
                                     the image in Bochs and QEMU and judge the serial log,
@@ -53,6 +58,8 @@ struct Opts {
     fuzz_seconds: Option<u64>,
     replay: bool,
     quick: bool,
+    linux: bool,
+    memory_given: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -71,6 +78,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         fuzz_seconds: None,
         replay: false,
         quick: false,
+        linux: false,
+        memory_given: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -81,8 +90,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--emulator" => o.emulator = val("--emulator")?,
             "--cpus" => o.cpus = val("--cpus")?.parse().map_err(|_| "--cpus takes a number".to_string())?,
             "--memory" => {
-                o.memory = val("--memory")?.parse().map_err(|_| "--memory takes a number of MiB".to_string())?
+                o.memory = val("--memory")?.parse().map_err(|_| "--memory takes a number of MiB".to_string())?;
+                o.memory_given = true;
             }
+            "--linux" => o.linux = true,
             "--log-level" => o.log_level = Some(val("--log-level")?),
             "--no-integration" => o.no_integration = true,
             "--guest" => o.guests.push(GuestArg::parse(&val("--guest")?)?),
@@ -117,10 +128,13 @@ fn config_text(log_level: Option<&str>) -> Result<String, String> {
     Ok(text)
 }
 
-/// One `--guest FILE[,memory=MiB][,initrd=FILE][,cmdline=TEXT]`.
+/// One `--guest FILE[,memory=MiB][,vcpus=N][,initrd=FILE][,cmdline=TEXT]`.
 struct GuestArg {
     path: std::path::PathBuf,
+    /// The domain's name (default: from the file name).
+    name: Option<String>,
     memory_mib: u32,
+    vcpus: u32,
     /// A Linux kernel's initial ramdisk.
     initrd: Option<std::path::PathBuf>,
     cmdline: Option<String>,
@@ -135,7 +149,7 @@ impl GuestArg {
         };
         let mut parts = head.split(',');
         let path = std::path::PathBuf::from(parts.next().unwrap_or_default());
-        let mut g = GuestArg { path, memory_mib: 32, initrd: None, cmdline };
+        let mut g = GuestArg { path, name: None, memory_mib: 32, vcpus: 1, initrd: None, cmdline };
         for opt in parts {
             match opt.split_once('=') {
                 Some(("memory", v)) => {
@@ -143,10 +157,17 @@ impl GuestArg {
                         format!("--guest {arg}: memory={v} is not a number of MiB (for example memory=64)")
                     })?
                 }
+                Some(("vcpus", v)) => {
+                    g.vcpus = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| format!("--guest {arg}: vcpus={v} is not a vCPU count from 1 to 64"))?
+                }
                 Some(("initrd", v)) if !v.is_empty() => g.initrd = Some(std::path::PathBuf::from(v)),
                 _ => {
                     return Err(format!(
-                        "--guest {arg}: unknown option {opt:?}; use --guest FILE[,memory=MiB][,initrd=FILE][,cmdline=TEXT]"
+                        "--guest {arg}: unknown option {opt:?}; use --guest FILE[,memory=MiB][,vcpus=N][,initrd=FILE][,cmdline=TEXT]"
                     ));
                 }
             }
@@ -170,7 +191,7 @@ fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), Str
     for (i, arg) in o.guests.iter().enumerate() {
         let path = &arg.path;
         let data = std::fs::read(path).map_err(|e| format!("--guest {}: {e}", path.display()))?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("guest");
+        let stem = arg.name.as_deref().or_else(|| path.file_stem().and_then(|s| s.to_str())).unwrap_or("guest");
         let mut name: String = stem
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
@@ -190,8 +211,8 @@ fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), Str
         } else {
             ("flat", "load_address = 0x7c00\nentry = 0x7c00\nmode = real16\n")
         };
-        let memory = arg.memory_mib;
-        config.push_str(&format!("\n[domain {name}]\nimage = \"{name}\"\nmemory = {memory}\n{extra}"));
+        let (memory, vcpus) = (arg.memory_mib, arg.vcpus);
+        config.push_str(&format!("\n[domain {name}]\nimage = \"{name}\"\nmemory = {memory}\nvcpus = {vcpus}\n{extra}"));
         if let Some(c) = &arg.cmdline {
             config.push_str(&format!("cmdline = \"{c}\"\n"));
         }
@@ -420,19 +441,43 @@ fn run_tests(o: &Opts, tally: &mut Tally) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--linux`: Debian's cloud kernel and the busybox initramfs as DomU `linux`, with the
+/// machine memory it needs unless `--memory` was given.
+fn add_linux(o: &mut Opts) -> Result<(), String> {
+    let (kernel, initramfs) = xtask::foreign::linux()?;
+    o.guests.push(GuestArg {
+        path: kernel,
+        name: Some("linux".into()),
+        memory_mib: xtask::foreign::LINUX_MEMORY_MIB,
+        vcpus: 2,
+        initrd: Some(initramfs),
+        cmdline: Some(xtask::foreign::LINUX_CMDLINE.into()),
+    });
+    if !o.memory_given {
+        o.memory = o.memory.max(512);
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first() else {
         eprintln!("{USAGE}");
         return ExitCode::FAILURE;
     };
-    let opts = match parse(&args[1..]) {
+    let mut opts = match parse(&args[1..]) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("xtask: {e}\n\n{USAGE}");
             return ExitCode::FAILURE;
         }
     };
+    if opts.linux
+        && let Err(e) = add_linux(&mut opts)
+    {
+        eprintln!("xtask: error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match command.as_str() {
         "build" => cmd_build(&opts, false).map(|_| ExitCode::SUCCESS),
         "run" => cmd_run(&opts),

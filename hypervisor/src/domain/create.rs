@@ -414,6 +414,7 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
         irq: super::irq::IrqState::new(),
         paused: core::sync::atomic::AtomicBool::new(false),
         ended: core::sync::atomic::AtomicBool::new(false),
+        restart: core::sync::atomic::AtomicBool::new(false),
     });
     // QEMU's fw_cfg carries the e820 map too; test kernels and firmware read it there.
     domain

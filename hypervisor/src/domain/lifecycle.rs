@@ -148,6 +148,16 @@ pub fn destroy(domain: &Arc<Domain>) -> Result<(), Error> {
     Ok(())
 }
 
+/// The guest powered itself off (its vCPU's exit path, after `finish`): with
+/// `on_poweroff = "destroy"` it leaves the domain list now, as `destroy` would; its CPU
+/// retires it (memory, scheduler) after this exit either way.
+pub fn after_poweroff(domain: &Domain) {
+    if domain.spec.on_poweroff == abi::config::OnPoweroff::Destroy {
+        super::unregister(domain.id);
+        log::info!("domain {} (id {}) destroyed (on_poweroff = destroy)", domain.name, domain.id);
+    }
+}
+
 /// Ends the domain and starts a new one like it; returns the new domain's ID.
 pub fn reboot(domain: &Arc<Domain>) -> Result<u32, (Error, String)> {
     end(domain, DomainState::ShutDown, None);
@@ -157,17 +167,40 @@ pub fn reboot(domain: &Arc<Domain>) -> Result<u32, (Error, String)> {
     Ok(new.id)
 }
 
-/// The guest reset itself (0xCF9, port 0x92), from its own vCPU's exit path: it ends,
-/// and a new domain like it starts (its CPU retires the old one after this exit).
+/// The guest reset itself (0xCF9, port 0x92), from its own vCPU's exit path: it ends
+/// now, and a new domain like it starts once the old one's memory is back
+/// ([`restart_if_asked`], from the CPU that retires it). Not sooner: its other vCPUs may
+/// still be in the guest on other CPUs, and a machine sized for one copy of the domain
+/// has no room for two.
 pub fn reboot_self(domain: &Domain) {
     if !domain.finish(DomainState::ShutDown, None) {
         return;
     }
+    RESTARTS_PENDING.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+    domain.restart.store(true, core::sync::atomic::Ordering::Release);
     super::unregister(domain.id);
+}
+
+/// Domains that reset themselves and whose successors have yet to start: until they
+/// have, "every domain has ended" is not true yet.
+static RESTARTS_PENDING: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Whether a guest reset is waiting for its domain's memory ([`reboot_self`]).
+pub fn restart_pending() -> bool {
+    RESTARTS_PENDING.load(core::sync::atomic::Ordering::Acquire) != 0
+}
+
+/// Called once a domain's memory has been released: starts its successor if the guest
+/// asked for a reset.
+pub fn restart_if_asked(domain: &Domain) {
+    if !domain.restart.swap(false, core::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
     match start(&domain.name, &domain.spec) {
         Ok(new) => log::info!("domain {} rebooted: id {} is now id {}", domain.name, domain.id, new.id),
         Err((_, why)) => log::error!("domain {}: reboot failed: {why}", domain.name),
     }
+    RESTARTS_PENDING.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
 }
 
 /// What `DomainInfo` reports about `domain`.

@@ -1,6 +1,7 @@
 //! Domains and their vCPUs: identity, memory, state, statistics.
 
 pub mod boot_area;
+pub mod cpu_policy;
 #[cfg(target_os = "none")]
 pub mod create;
 pub mod firmware;
@@ -138,6 +139,7 @@ mod kernel {
         pub load_address: Option<u64>,
         pub entry: Option<u64>,
         pub dom0: bool,
+        pub on_poweroff: abi::config::OnPoweroff,
     }
 
     impl DomainSpec {
@@ -155,6 +157,7 @@ mod kernel {
                 load_address: c.load_address,
                 entry: c.entry,
                 dom0: c.dom0,
+                on_poweroff: c.on_poweroff,
             }
         }
     }
@@ -178,6 +181,9 @@ mod kernel {
         /// `runtime.state` is final: a copy the run loop reads before every entry
         /// without taking the runtime lock. Set only by [`Domain::finish`].
         pub ended: core::sync::atomic::AtomicBool,
+        /// The guest reset itself: a domain like it starts once this one's memory is
+        /// released (`lifecycle::restart_if_asked`).
+        pub restart: core::sync::atomic::AtomicBool,
     }
 
     impl Drop for Domain {

@@ -306,7 +306,12 @@ pub fn run_loop() -> ! {
                 }
             }
             None => {
-                if cpu == 0 && !reported && domain::all_ended() && all_released(now) {
+                if cpu == 0
+                    && !reported
+                    && domain::all_ended()
+                    && !domain::lifecycle::restart_pending()
+                    && all_released(now)
+                {
                     reported = true;
                     report();
                     if UNTIL_GUESTS_EXIT.load(Ordering::Relaxed) {
@@ -373,6 +378,8 @@ fn retire(domain: &Arc<Domain>, now: u64) {
     if released > 0 {
         log::info!("domain {}: {} MiB of guest memory released", domain.name, released >> 20);
     }
+    drop(guards);
+    crate::domain::lifecycle::restart_if_asked(domain);
 }
 
 /// Statistics of vCPUs whose domain ended, for the final report.

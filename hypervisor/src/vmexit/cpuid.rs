@@ -1,9 +1,12 @@
-//! CPUID as a guest sees it: the host's answers, with VMX hidden (no nested
-//! virtualization), the "hypervisor present" bit set, and our leaves at 0x40000000
+//! CPUID as a guest sees it: the host's answers filtered by the domain's CPU policy
+//! (`domain::cpu_policy`: what is not virtualized hidden, the vCPU's own topology, the
+//! "hypervisor present" bit set), and our leaves at 0x40000000
 //! (signature and maximum leaf), 0x40000001 (version) and 0x40000010 (timing).
 
 use super::Next;
 use crate::arch::cpu::cpuid;
+use crate::domain::Domain;
+use crate::domain::cpu_policy::{self, Topology};
 use crate::domain::vcpu::Vcpu;
 use crate::vmx::fields::FieldNatural;
 use crate::vmx::vmcs::Current;
@@ -17,12 +20,8 @@ pub const HV_TIMING_LEAF: u32 = 0x4000_0010;
 /// 12 bytes in EBX, ECX, EDX: our own name, never another hypervisor's signature.
 pub const SIGNATURE: [u8; 12] = *b"Ferrovisor\0\0";
 
-const LEAF1_ECX_VMX: u32 = 1 << 5;
-const LEAF7_EBX_TSC_ADJUST: u32 = 1 << 1;
-const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
-
-/// The guest-visible values of leaf `leaf`, sub-leaf `subleaf`.
-pub fn guest_view(leaf: u32, subleaf: u32) -> [u32; 4] {
+/// The guest-visible values of leaf `leaf`, sub-leaf `subleaf` for the vCPU `topo` describes.
+pub fn guest_view(leaf: u32, subleaf: u32, topo: Topology) -> [u32; 4] {
     match leaf {
         HV_BASE_LEAF => {
             let w = |i: usize| u32::from_le_bytes([SIGNATURE[i], SIGNATURE[i + 1], SIGNATURE[i + 2], SIGNATURE[i + 3]]);
@@ -53,16 +52,7 @@ pub fn guest_view(leaf: u32, subleaf: u32) -> [u32; 4] {
         }
         _ => {
             let r = cpuid(leaf, subleaf);
-            let mut v = [r.eax, r.ebx, r.ecx, r.edx];
-            if leaf == 1 {
-                v[2] = (v[2] & !LEAF1_ECX_VMX) | LEAF1_ECX_HYPERVISOR;
-            }
-            // IA32_TSC_ADJUST is not emulated (writing it would have to move the
-            // guest's TSC): the feature is hidden rather than half there.
-            if leaf == 7 && subleaf == 0 {
-                v[1] &= !LEAF7_EBX_TSC_ADJUST;
-            }
-            v
+            cpu_policy::filter(leaf, subleaf, [r.eax, r.ebx, r.ecx, r.edx], topo)
         }
     }
 }
@@ -79,9 +69,10 @@ fn mirror(reg: u32, bit: u32, on: bool) -> u32 {
     if on { reg | bit } else { reg & !bit }
 }
 
-pub fn handle(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
+pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
     let (leaf, subleaf) = (vcpu.regs.rax as u32, vcpu.regs.rcx as u32);
-    let [a, b, mut c, d] = guest_view(leaf, subleaf);
+    let topo = Topology { apic_id: vcpu.lapic.apic_id(), vcpus: domain.vcpus.len() as u32 };
+    let [a, b, mut c, d] = guest_view(leaf, subleaf, topo);
     if leaf == 1 || (leaf == 7 && subleaf == 0) {
         let cr4 = vmcs.read_natural(FieldNatural::GuestCr4);
         c = if leaf == 1 {

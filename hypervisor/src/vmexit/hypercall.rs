@@ -235,6 +235,7 @@ fn create(req: &DomainCreate) -> Result<u64, Error> {
     }
     let image = text(&req.image)?;
     let cmdline = text(&req.cmdline)?;
+    let initrd = text(&req.initrd)?;
     let defined = lifecycle::defined(image);
     let base = defined.clone().unwrap_or(crate::domain::DomainSpec {
         image: image.into(),
@@ -249,6 +250,7 @@ fn create(req: &DomainCreate) -> Result<u64, Error> {
         load_address: None,
         entry: None,
         dom0: false,
+        on_poweroff: abi::config::OnPoweroff::Preserve,
     });
     let name = match text(&req.name)? {
         "" => image,
@@ -262,6 +264,7 @@ fn create(req: &DomainCreate) -> Result<u64, Error> {
         cap: if req.cap == 0 { base.cap } else { req.cap },
         cpus: if req.cpus == 0 { base.cpus } else { req.cpus },
         cmdline: if cmdline.is_empty() { base.cmdline.clone() } else { cmdline.into() },
+        initrd: if initrd.is_empty() { base.initrd.clone() } else { initrd.into() },
         ..base
     };
     let valid_name = !name.is_empty()

@@ -141,6 +141,7 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
             let status = vcpu.regs.rax as u8;
             if domain.finish(DomainState::ShutDown, Some(status)) {
                 log::info!("domain {} exited status={status}", domain.name);
+                crate::domain::lifecycle::after_poweroff(domain);
             }
             Next::Ended
         }
@@ -202,6 +203,7 @@ fn power(domain: &Domain, request: PowerRequest) -> Next {
         PowerRequest::PowerOff => {
             if domain.finish(DomainState::ShutDown, Some(0)) {
                 log::info!("domain {} powered off (ACPI S5)", domain.name);
+                crate::domain::lifecycle::after_poweroff(domain);
             }
         }
         PowerRequest::Reset => {

@@ -105,7 +105,7 @@ pub fn exit_reason(vmcs: &Current) -> RawExitReason {
 pub fn handle_fast(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReason) -> Option<Next> {
     // The entry-failure bit (31) and the others keep the raw value away from these.
     let next = match raw.0 {
-        r if r == ExitReason::Cpuid as u32 => cpuid::handle(vmcs, vcpu),
+        r if r == ExitReason::Cpuid as u32 => cpuid::handle(vmcs, domain, vcpu),
         r if r == ExitReason::Rdmsr as u32 => msr::rdmsr(vmcs, vcpu),
         r if r == ExitReason::Vmcall as u32 && hypercall::is_fast(vcpu.regs.rax) => {
             hypercall::handle(vmcs, domain, vcpu)
@@ -139,7 +139,7 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReas
     events::reinject_interrupted(vmcs);
     let qualification = vmcs.read_ro_natural(ReadOnlyNatural::ExitQualification);
     let next = match reason {
-        ExitReason::Cpuid => cpuid::handle(vmcs, vcpu),
+        ExitReason::Cpuid => cpuid::handle(vmcs, domain, vcpu),
         ExitReason::IoInstruction => match IoQualification::from_raw(qualification) {
             Ok(q) => io::handle(domain, vcpu, q),
             Err(_) => crash(vmcs, domain, vcpu, format_args!("undecodable I/O exit qualification {qualification:#x}")),

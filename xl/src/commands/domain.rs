@@ -40,7 +40,7 @@ fn state_flags(d: &DomainInfo) -> &'static str {
     DomState::from_u32(d.state).map_or("------", DomState::xl_flags)
 }
 
-const CREATE_OPTIONS: &str = "name, memory, vcpus, weight, cap, cmdline";
+const CREATE_OPTIONS: &str = "name, memory, vcpus, weight, cap, cmdline, initrd";
 
 /// `create IMAGE [key=value ...]`.
 pub fn create<'a>(args: &[&'a str], host: &mut impl Host, out: &mut impl Write) -> Result<(), CmdError<'a>> {
@@ -51,6 +51,7 @@ pub fn create<'a>(args: &[&'a str], host: &mut impl Host, out: &mut impl Write) 
     let mut spec = DomainCreate::default();
     let mut name = image;
     let mut cmdline = "";
+    let mut initrd = "";
     for &word in options {
         let Some((key, value)) = words::key_value(word) else {
             return Err(CmdError::UnknownOption { option: word, known: CREATE_OPTIONS });
@@ -63,11 +64,15 @@ pub fn create<'a>(args: &[&'a str], host: &mut impl Host, out: &mut impl Write) 
             "weight" => spec.weight = number("weight")?,
             "cap" => spec.cap = number("cap")?,
             "cmdline" => cmdline = value,
+            "initrd" => initrd = value,
             _ => return Err(CmdError::UnknownOption { option: key, known: CREATE_OPTIONS }),
         }
     }
     if image.len() > hc::IMAGE_LEN {
         return Err(CmdError::TooLong { what: "the image name", max: hc::IMAGE_LEN });
+    }
+    if initrd.len() > hc::IMAGE_LEN {
+        return Err(CmdError::TooLong { what: "the initrd name", max: hc::IMAGE_LEN });
     }
     if name.is_empty() {
         return Err(CmdError::Refused("a domain name cannot be empty"));
@@ -88,6 +93,7 @@ pub fn create<'a>(args: &[&'a str], host: &mut impl Host, out: &mut impl Write) 
     spec.image = hc::fixed_str(image);
     spec.name = hc::fixed_str(name);
     spec.cmdline = hc::fixed_str(cmdline);
+    spec.initrd = hc::fixed_str(initrd);
     let id = host.domain_create(&spec).map_err(|e| match e {
         Error::NoEntry => CmdError::NoImage(image),
         Error::Invalid => CmdError::Refused(

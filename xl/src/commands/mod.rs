@@ -29,7 +29,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "info", synopsis: "info", summary: "show the host and the hypervisor" },
     Command {
         name: "create",
-        synopsis: "create IMAGE [name=N] [memory=MiB] [vcpus=N] [weight=W] [cap=C] [cmdline=TEXT]",
+        synopsis: "create IMAGE [name=N] [memory=MiB] [vcpus=N] [weight=W] [cap=C] [cmdline=TEXT] [initrd=ENTRY]",
         summary: "start a domain from a boot bundle image",
     },
     Command { name: "destroy", synopsis: "destroy DOMAIN", summary: "end a domain at once" },

@@ -1,6 +1,7 @@
 //! Every command against the mock machine: exact output, exact errors, exact calls made.
 
 use abi::hypercall::{DomState, Error, VcpuState};
+use std::format;
 use std::string::String;
 use std::vec::Vec;
 
@@ -118,6 +119,20 @@ fn create_passes_every_option_and_reports_the_new_domain() {
 }
 
 #[test]
+fn create_names_a_linux_kernel_s_initrd() {
+    let mut m = Mock::new();
+    m.images.push("vmlinuz");
+    let out = output(&mut m, "create vmlinuz name=linux memory=256 vcpus=2 initrd=initramfs cmdline=console=ttyS0");
+    assert_eq!(out, "Created domain linux (id 3)\n");
+    assert_eq!(
+        m.calls,
+        ["create vmlinuz name=linux memory=256 vcpus=2 weight=0 cap=0 cmdline=console=ttyS0 initrd=initramfs"]
+    );
+    let long = format!("create vmlinuz initrd={}", "r".repeat(65));
+    assert_eq!(output(&mut m, &long), "error: the initrd name is longer than 64 bytes\n");
+}
+
+#[test]
 fn create_without_a_name_uses_the_image_name() {
     let mut m = Mock::new();
     assert_eq!(output(&mut m, "create hello64"), "Created domain hello64 (id 3)\n");
@@ -129,11 +144,17 @@ fn create_without_a_name_uses_the_image_name() {
 fn create_refuses_bad_options_before_calling_the_hypervisor() {
     let mut m = Mock::new();
     let cases = [
-        ("create", "error: usage: create IMAGE [name=N] [memory=MiB] [vcpus=N] [weight=W] [cap=C] [cmdline=TEXT]\n"),
-        ("create hello64 foo=1", "error: unknown option 'foo' (known: name, memory, vcpus, weight, cap, cmdline)\n"),
+        (
+            "create",
+            "error: usage: create IMAGE [name=N] [memory=MiB] [vcpus=N] [weight=W] [cap=C] [cmdline=TEXT] [initrd=ENTRY]\n",
+        ),
+        (
+            "create hello64 foo=1",
+            "error: unknown option 'foo' (known: name, memory, vcpus, weight, cap, cmdline, initrd)\n",
+        ),
         (
             "create hello64 verbose",
-            "error: unknown option 'verbose' (known: name, memory, vcpus, weight, cap, cmdline)\n",
+            "error: unknown option 'verbose' (known: name, memory, vcpus, weight, cap, cmdline, initrd)\n",
         ),
         ("create hello64 memory=lots", "error: bad number 'lots' for memory\n"),
         ("create hello64 vcpus=4294967296", "error: bad number '4294967296' for vcpus\n"),
