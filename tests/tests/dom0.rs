@@ -14,7 +14,7 @@ fn dom0_runs_its_boot_script_list_create_pause_unpause_sched_credit_destroy() {
         .with_config(
             "[dom0]\nimage = dom0\nmemory = 32\n\
              script = \"list; create hello64 name=demo memory=8 cmdline=spin; list; pause demo; list; unpause demo; \
-             sched-credit -d demo -w 512 -c 50; sched-credit; vcpu-list demo; destroy demo; create later; list; info; poweroff\"\n\
+             sched-credit -d demo -w 512 -c 50; sched-credit; vcpu-list demo; destroy demo; create later; reboot later; list; info; poweroff\"\n\
              [domain calm]\nimage = hello64\nmemory = 8\ncmdline = spin\n\
              [domain later]\nimage = hello64\nmemory = 4\ncmdline = spin\nautostart = false\n",
         )
@@ -45,8 +45,13 @@ fn dom0_runs_its_boot_script_list_create_pause_unpause_sched_credit_destroy() {
         // Defined in the configuration with autostart = false: created by name.
         "dom0# create later",
         "domain later (id 3) created: 4 MiB, 1 vCPU(s), image hello64",
+        // Rebuilt under a new ID once the old one's memory is back.
+        "dom0# reboot later",
+        "domain later: 4 MiB of guest memory released",
+        "domain later (id 4) created: 4 MiB, 1 vCPU(s), image hello64",
+        "domain later rebooted: id 3 is now id 4",
         "dom0# list",
-        "later                                        3     4     1",
+        "later                                        4     4     1",
         "dom0# info",
         "nr_cpus",
         "dom0# poweroff",

@@ -158,10 +158,23 @@ pub fn after_poweroff(domain: &Domain) {
     }
 }
 
+/// How long `reboot` waits for the old domain's vCPUs to leave their CPUs.
+const REBOOT_RELEASE_WAIT_NS: u64 = 10_000_000;
+
 /// Ends the domain and starts a new one like it; returns the new domain's ID.
+///
+/// The old domain's memory is released first, so that a machine with room for one copy
+/// of the domain can reboot it: a vCPU still in the guest on another CPU was kicked by
+/// `end` and leaves within microseconds; this waits for that (up to
+/// [`REBOOT_RELEASE_WAIT_NS`]), then builds the new domain either way.
 pub fn reboot(domain: &Arc<Domain>) -> Result<u32, (Error, String)> {
     end(domain, DomainState::ShutDown, None);
     super::unregister(domain.id);
+    let give_up = crate::arch::timer::now_ns().saturating_add(REBOOT_RELEASE_WAIT_NS);
+    while domain.memory.lock().size() > 0 && crate::arch::timer::now_ns() < give_up {
+        core::hint::spin_loop();
+        crate::sched::release(domain);
+    }
     let new = start(&domain.name, &domain.spec)?;
     log::info!("domain {} rebooted: id {} is now id {}", domain.name, domain.id, new.id);
     Ok(new.id)
