@@ -65,6 +65,8 @@ fn boot_and_attach(s: &mut Session, id: u32) -> String {
     s.expect("built-in shell (ash)", BOOT);
     dom0(s, &format!("console {id}"));
     s.expect(&format!("[console {id}: Ctrl-] to leave]"), T);
+    // The console's history ends with the shell's prompt: ash is reading its terminal.
+    s.expect("domu:/# ", T);
     release
 }
 
