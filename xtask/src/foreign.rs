@@ -61,7 +61,8 @@ pub fn linux() -> Result<(PathBuf, PathBuf), String> {
     if kernel.exists() && busybox_path.exists() {
         // The packages are cached; the archive is rebuilt when its recipe changed.
         let busybox = std::fs::read(&busybox_path).map_err(|e| format!("{}: {e}", busybox_path.display()))?;
-        write_if_changed(&initramfs, &crate::initramfs::cpio(&crate::initramfs::members(busybox)))?;
+        let modules = modules(&dir.join("root"))?;
+        write_if_changed(&initramfs, &crate::initramfs::cpio(&crate::initramfs::members(busybox, modules)))?;
         return Ok((kernel, initramfs));
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -88,9 +89,34 @@ pub fn linux() -> Result<(PathBuf, PathBuf), String> {
     let bb_deb = download(&dir, "busybox-static")?;
     run(Command::new("dpkg-deb").arg("-x").arg(&bb_deb).arg(&root), "unpacking busybox-static")?;
     let busybox = std::fs::read(&busybox_path).map_err(|e| format!("busybox-static: {e}"))?;
-    write_if_changed(&initramfs, &crate::initramfs::cpio(&crate::initramfs::members(busybox)))?;
+    let modules = modules(&root)?;
+    write_if_changed(&initramfs, &crate::initramfs::cpio(&crate::initramfs::members(busybox, modules)))?;
     std::fs::copy(&vmlinuz, &kernel).map_err(|e| format!("copying {}: {e}", vmlinuz.display()))?;
     Ok((kernel, initramfs))
+}
+
+/// The kernel modules the initramfs carries (`crate::initramfs::MODULES`), read from the
+/// unpacked kernel package under `root`: (file name, contents).
+fn modules(root: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    // Debian 12 ships them in /lib/modules; later releases in /usr/lib/modules.
+    let lib = [root.join("lib").join("modules"), root.join("usr").join("lib").join("modules")]
+        .into_iter()
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| root.join("lib").join("modules"));
+    let release = std::fs::read_dir(&lib)
+        .map_err(|e| format!("reading {}: {e}", lib.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.join("kernel").is_dir())
+        .ok_or_else(|| format!("the kernel package has no modules under {}", lib.display()))?;
+    crate::initramfs::MODULES
+        .iter()
+        .map(|(path, what)| {
+            let file = release.join("kernel").join(path);
+            let data = std::fs::read(&file).map_err(|e| format!("{} ({what}): {e}", file.display()))?;
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            Ok((name, data))
+        })
+        .collect()
 }
 
 /// Writes `data` to `path` unless it already holds exactly that (tests running side by

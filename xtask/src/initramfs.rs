@@ -76,16 +76,18 @@ fn pad4(out: &mut Vec<u8>) {
     }
 }
 
-/// The `/init` the Linux DomU runs: mount the kernel's filesystems, say it is up, then
-/// become busybox's init (still PID 1), which runs [`INITTAB`]. An init proper rather
-/// than a shell as PID 1: `poweroff` and `reboot` signal PID 1, which stops the
-/// processes and asks the kernel to power off (ACPI S5) or reset (the FADT's reset
-/// register).
+/// The `/init` the Linux DomU runs: mount the kernel's filesystems, load the kernel
+/// modules the initramfs carries, say it is up, then become busybox's init (still
+/// PID 1), which runs [`INITTAB`]. An init proper rather than a shell as PID 1:
+/// `poweroff` and `reboot` signal PID 1, which stops the processes and asks the kernel
+/// to power off (ACPI S5) or reset (the FADT's reset register).
 pub const INIT_SCRIPT: &str = "#!/bin/sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+for m in /lib/modules/*.ko; do [ -e \"$m\" ] && insmod \"$m\"; done
+acpid -l /tmp/acpid.log
 echo \"ferrovisor-initramfs: up, kernel $(uname -r)\"
 export PS1='domu:\\w# '
 exec /bin/init
@@ -93,18 +95,40 @@ exec /bin/init
 
 /// busybox init's table: a shell on the console (`cttyhack` makes the serial port its
 /// controlling terminal, so job control and Ctrl-C work), started again when it exits;
-/// a line before the power-off or reset.
+/// a line before the power-off or reset. (busybox's `acpid`, which turns the ACPI power
+/// button, Domain0's `shutdown`, into a `poweroff`, is started by `/init` as a daemon:
+/// init resets the console's terminal settings for every process it starts on it,
+/// which would take the running shell out of its raw mode.)
 pub const INITTAB: &str = "::respawn:/bin/cttyhack /bin/sh
 ::shutdown:/bin/echo ferrovisor-initramfs: going down
 ";
 
-/// The members of the DomU's initramfs around a statically linked `busybox`.
-pub fn members(busybox: Vec<u8>) -> Vec<Member> {
+/// What `acpid` runs for the power button (its event `PWRF/00000080`); acpid's own
+/// output goes to its log file, so the line is written to the console.
+pub const POWER_BUTTON: &str = "#!/bin/sh
+echo ferrovisor-initramfs: power button pressed > /dev/console
+exec poweroff
+";
+
+/// Kernel modules the init script loads, as (file name in the kernel package's
+/// `lib/modules/RELEASE/kernel/`, what for). Debian builds both as modules.
+pub const MODULES: [(&str, &str); 2] = [
+    ("drivers/acpi/button.ko", "the ACPI power button (fixed event, SCI)"),
+    ("drivers/input/evdev.ko", "/dev/input/event*, where acpid reads the button"),
+];
+
+/// The members of the DomU's initramfs around a statically linked `busybox` and the
+/// kernel `modules` (file name, contents).
+pub fn members(busybox: Vec<u8>, modules: Vec<(String, Vec<u8>)>) -> Vec<Member> {
     let dir = |p: &str| Member::Dir { path: p.into(), mode: 0o755 };
-    vec![
+    let mut m = vec![
         dir("bin"),
         dir("dev"),
         dir("etc"),
+        dir("etc/acpi"),
+        dir("etc/acpi/PWRF"),
+        dir("lib"),
+        dir("lib/modules"),
         dir("proc"),
         dir("sys"),
         dir("tmp"),
@@ -113,8 +137,13 @@ pub fn members(busybox: Vec<u8>) -> Vec<Member> {
         Member::File { path: "bin/busybox".into(), mode: 0o755, data: busybox },
         Member::Symlink { path: "bin/sh".into(), target: "busybox".into() },
         Member::File { path: "etc/inittab".into(), mode: 0o644, data: INITTAB.as_bytes().to_vec() },
+        Member::File { path: "etc/acpi/PWRF/00000080".into(), mode: 0o755, data: POWER_BUTTON.as_bytes().to_vec() },
         Member::File { path: "init".into(), mode: 0o755, data: INIT_SCRIPT.as_bytes().to_vec() },
-    ]
+    ];
+    for (name, data) in modules {
+        m.push(Member::File { path: format!("lib/modules/{name}"), mode: 0o644, data });
+    }
+    m
 }
 
 #[cfg(test)]
@@ -171,10 +200,21 @@ mod tests {
 
     #[test]
     fn the_domu_initramfs_has_init_a_console_and_busybox() {
-        let archive = cpio(&members(b"\x7fELF-not-really".to_vec()));
+        let archive = cpio(&members(b"\x7fELF-not-really".to_vec(), vec![("button.ko".into(), b"mod".to_vec())]));
         let m = read(&archive);
         let names: Vec<&str> = m.iter().map(|e| e.0.as_str()).collect();
-        for want in ["init", "etc/inittab", "bin/busybox", "bin/sh", "dev/console", "dev/ttyS0", "proc", "sys"] {
+        for want in [
+            "init",
+            "etc/inittab",
+            "etc/acpi/PWRF/00000080",
+            "lib/modules/button.ko",
+            "bin/busybox",
+            "bin/sh",
+            "dev/console",
+            "dev/ttyS0",
+            "proc",
+            "sys",
+        ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
         let init = m.iter().find(|e| e.0 == "init").unwrap();

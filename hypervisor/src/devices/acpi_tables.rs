@@ -150,7 +150,9 @@ pub mod fadt {
     pub const WBINVD: u32 = 1 << 0;
     /// C1 (HLT) is supported on all processors.
     pub const PROC_C1: u32 = 1 << 2;
-    /// 1: no fixed-feature power button (the model has no PWRBTN_STS).
+    /// 1: no fixed-feature power button. Left clear: the PM model has PWRBTN_STS/EN
+    /// (Domain0's `shutdown` presses it), and an OS only installs its handler for a
+    /// fixed button the FADT admits to (Linux's `button` driver: "Power Button [PWRF]").
     pub const PWR_BUTTON: u32 = 1 << 4;
     /// 1: no fixed-feature sleep button.
     pub const SLP_BUTTON: u32 = 1 << 5;
@@ -446,8 +448,7 @@ fn write_fadt(out: &mut Out, at: usize, c: &AcpiConfig, dsdt_gpa: u64, facs_gpa:
     // FLUSH_SIZE/STRIDE are ignored with WBINVD set; no duty cycle, no RTC alarm fields.
     out.u8(at + fadt::CENTURY, fadt::CENTURY_CMOS_INDEX);
     out.u16(at + fadt::IAPC_BOOT_ARCH, fadt::LEGACY_DEVICES | fadt::IAPC_8042);
-    let flags =
-        fadt::WBINVD | fadt::PROC_C1 | fadt::PWR_BUTTON | fadt::SLP_BUTTON | fadt::FIX_RTC | fadt::RESET_REG_SUP;
+    let flags = fadt::WBINVD | fadt::PROC_C1 | fadt::SLP_BUTTON | fadt::FIX_RTC | fadt::RESET_REG_SUP;
     out.u32(at + fadt::FLAGS, flags);
     // "The register bit width must be 8 and the bit offset must be 0"; access size 1 (byte).
     out.gas_io(at + fadt::RESET_REG, c.reset_port, 8, 1);
@@ -739,6 +740,8 @@ mod tests {
         assert_eq!(u16_at(f, 109), 0b11, "IAPC_BOOT_ARCH: LEGACY_DEVICES | 8042");
         let flags = u32_at(f, 112);
         assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
+        assert_eq!(flags & (1 << 4), 0, "PWR_BUTTON clear: the fixed power button exists");
+        assert_ne!(flags & (1 << 5), 0, "SLP_BUTTON set: there is no sleep button");
         assert_eq!(flags & (1 << 8), 0, "TMR_VAL_EXT clear: 24-bit timer");
         assert_eq!(flags & (1 << 20), 0, "HW_REDUCED_ACPI clear");
         assert_ne!(flags & 1, 0, "WBINVD");
