@@ -137,6 +137,8 @@ struct GuestArg {
     vcpus: u32,
     /// A Linux kernel's initial ramdisk.
     initrd: Option<std::path::PathBuf>,
+    /// `on_poweroff = destroy`: gone from the list when it powers off, as under xl.
+    destroy_on_poweroff: bool,
     cmdline: Option<String>,
 }
 
@@ -149,7 +151,8 @@ impl GuestArg {
         };
         let mut parts = head.split(',');
         let path = std::path::PathBuf::from(parts.next().unwrap_or_default());
-        let mut g = GuestArg { path, name: None, memory_mib: 32, vcpus: 1, initrd: None, cmdline };
+        let mut g =
+            GuestArg { path, name: None, memory_mib: 32, vcpus: 1, initrd: None, destroy_on_poweroff: false, cmdline };
         for opt in parts {
             match opt.split_once('=') {
                 Some(("memory", v)) => {
@@ -215,6 +218,9 @@ fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), Str
         config.push_str(&format!("\n[domain {name}]\nimage = \"{name}\"\nmemory = {memory}\nvcpus = {vcpus}\n{extra}"));
         if let Some(c) = &arg.cmdline {
             config.push_str(&format!("cmdline = \"{c}\"\n"));
+        }
+        if arg.destroy_on_poweroff {
+            config.push_str("on_poweroff = destroy\n");
         }
         if let Some(initrd) = &arg.initrd {
             if kind != "bzimage" {
@@ -451,6 +457,7 @@ fn add_linux(o: &mut Opts) -> Result<(), String> {
         memory_mib: xtask::foreign::LINUX_MEMORY_MIB,
         vcpus: 2,
         initrd: Some(initramfs),
+        destroy_on_poweroff: true,
         cmdline: Some(xtask::foreign::LINUX_CMDLINE.into()),
     });
     if !o.memory_given {
