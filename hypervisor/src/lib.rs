@@ -18,6 +18,7 @@ pub mod pci_bars;
 pub mod ring;
 pub mod sched;
 pub mod vmx;
+pub mod xstate;
 
 #[cfg(target_os = "none")]
 pub mod arch;

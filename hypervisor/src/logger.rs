@@ -50,12 +50,18 @@ impl Drop for LineGuard {
 struct LineBuf {
     buf: [u8; 256],
     len: usize,
+    /// Cut a longer line instead of flushing the first part early (guest lines, which
+    /// must go out whole or not at all).
+    cut_long: bool,
 }
 
 impl Write for LineBuf {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for &b in s.as_bytes() {
             if self.len == self.buf.len() {
+                if self.cut_long {
+                    return Ok(());
+                }
                 serial::write_bytes(&self.buf);
                 self.len = 0;
             }
@@ -75,7 +81,6 @@ impl Log for SerialLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let tsc = cpu::rdtsc();
         let level = match record.level() {
             Level::Error => "ERROR",
             Level::Warn => "WARN ",
@@ -87,29 +92,64 @@ impl Log for SerialLogger {
         let target = target.strip_prefix("hypervisor::").unwrap_or(target);
         let cpu = percpu::current_index();
         let _guard = LineGuard::acquire(cpu);
-        let mut line = LineBuf { buf: [0; 256], len: 0 };
-        // The prefix by hand: through `core::fmt` (padding, three integers) it cost
-        // about as much as the rest of a typical line, on every line.
-        let mut digits = [b' '; 20];
-        let _ = line.write_str("[");
-        let _ = line.write_str(right_aligned(tsc, 14, &mut digits));
-        let _ = line.write_str("] ");
-        let _ = line.write_str(level);
-        let _ = line.write_str(" cpu");
-        let _ = line.write_str(right_aligned(u64::from(cpu), 1, &mut digits));
-        let _ = line.write_str(" ");
-        let _ = line.write_str(target);
-        let _ = line.write_str(": ");
+        let mut line = LineBuf { buf: [0; 256], len: 0, cut_long: false };
+        prefix(&mut line, level, cpu, target);
         let _ = writeln!(line, "{}", record.args());
         serial::write_bytes(&line.buf[..line.len]);
-        // Also kept for Domain0's `dmesg`. A reader holding the ring (a hypercall copying
-        // it out) costs this line its place in the ring, never a wait here.
-        if let Some(mut ring) = LOG_RING.try_lock() {
-            ring.push(&line.buf[..line.len]);
-        }
+        keep(&line);
     }
 
     fn flush(&self) {}
+}
+
+/// The line's prefix, by hand: through `core::fmt` (padding, three integers) it cost
+/// about as much as the rest of a typical line, on every line.
+fn prefix(line: &mut LineBuf, level: &str, cpu: u32, target: &str) {
+    let mut digits = [b' '; 20];
+    let _ = line.write_str("[");
+    let _ = line.write_str(right_aligned(cpu::rdtsc(), 14, &mut digits));
+    let _ = line.write_str("] ");
+    let _ = line.write_str(level);
+    let _ = line.write_str(" cpu");
+    let _ = line.write_str(right_aligned(u64::from(cpu), 1, &mut digits));
+    let _ = line.write_str(" ");
+    let _ = line.write_str(target);
+    let _ = line.write_str(": ");
+}
+
+/// Also kept for Domain0's `dmesg`. A reader holding the ring (a hypercall copying it
+/// out) costs this line its place in the ring, never a wait here.
+fn keep(line: &LineBuf) {
+    if let Some(mut ring) = LOG_RING.try_lock() {
+        ring.push(&line.buf[..line.len]);
+    }
+}
+
+/// A line of a DomU's console, as an INFO line of `domain::kernel` prefixed with the
+/// domain's name. Written only if the serial queue has room for it beside what is kept
+/// for the hypervisor and Domain0 (`serial::try_write_bytes`); false when it was
+/// dropped. Never waits for the port.
+pub fn guest_line(domain: &str, text: &str) -> bool {
+    if !log::log_enabled!(target: "hypervisor::domain::kernel", Level::Info) {
+        return true;
+    }
+    let cpu = percpu::current_index();
+    let _guard = LineGuard::acquire(cpu);
+    // Buffered, never flushed early: a line that does not fit the buffer is cut.
+    let mut line = LineBuf { buf: [0; 256], len: 0, cut_long: true };
+    prefix(&mut line, "INFO ", cpu, "domain::kernel");
+    let _ = write!(line, "[{domain}] {text}");
+    if line.len == line.buf.len() {
+        line.buf[line.len - 1] = b'\n';
+    } else {
+        line.buf[line.len] = b'\n';
+        line.len += 1;
+    }
+    let written = serial::try_write_bytes(&line.buf[..line.len], serial::GUEST_RESERVE);
+    if written {
+        keep(&line);
+    }
+    written
 }
 
 /// `value` in decimal, right-aligned in at least `width` characters (spaces in front),

@@ -108,6 +108,11 @@ impl<const N: usize> Fifo<N> {
         self.len
     }
 
+    /// How many more bytes `push` would take.
+    pub fn free(&self) -> usize {
+        N - self.len
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -568,7 +568,7 @@ fn smp() -> ! {
     exit(if ok { 0 } else { 1 })
 }
 
-fn hypercalls() -> ! {
+fn hypercalls(memory: u64) -> ! {
     use abi::hypercall::{Call, Error, HostInfo, VERSION};
     let mut out = Console;
     let mut failures = 0u8;
@@ -596,7 +596,12 @@ fn hypercalls() -> ! {
         info.memory_total >> 20,
         info.tsc_khz
     );
-    let info_ok = info.cpus >= 1 && info.domains >= 1 && info.memory_total >= info.memory_free && info.tsc_khz > 0;
+    // A DomU sees no other domain and no host memory: its own RAM is the total.
+    let info_ok = info.cpus >= 1
+        && info.domains == 0
+        && info.memory_free == 0
+        && info.memory_total == memory
+        && info.tsc_khz > 0;
     expect("host info is plausible", Ok(u64::from(info_ok)), Ok(1));
     let eperm = Err(Error::NotPermitted.code());
     expect("domain destroy is privileged", hv(Call::DomainDestroy, [1, 0, 0, 0, 0, 0]), eperm);
@@ -992,7 +997,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"timer" => timer(),
         b"ticker" => ticker(),
         b"button" => button(),
-        b"hypercall" => hypercalls(),
+        b"hypercall" => hypercalls(info.memory_size),
         _ => {}
     }
     let _ = writeln!(out, "hello from a 64-bit guest (boot info at {boot_info:#x})");

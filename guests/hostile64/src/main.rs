@@ -15,6 +15,8 @@
 //!   when one did not (a privileged hypercall that was not refused, a register the
 //!   hypercall ABI promises to preserve that changed, a VMX instruction that did not
 //!   fault), 3 on an exception outside a probe.
+//! - the targeted attacks of `attacks` (`mode=vector`, `xstate`, `flood`, `dr`, `leaks`,
+//!   `reset`), each after one piece of state the hypervisor switches or shares.
 //! - `mode=canary`: writes a pseudo-random pattern over `mib` (default 4) MiB at 4 MiB,
 //!   verifies it `passes` (default 100) times (rewriting it with the next pattern after
 //!   each check), prints `canary: pass N ok` every `every` (default 10) passes and exits 0,
@@ -55,6 +57,8 @@ impl Write for Console {
 macro_rules! say {
     ($($t:tt)*) => {{ let _ = writeln!(Console, $($t)*); }};
 }
+
+mod attacks;
 
 fn exit(status: u8) -> ! {
     outb(EXIT_PORT, status);
@@ -156,7 +160,8 @@ extern "C" fn rust_start(boot_info: u64) -> ! {
     }
     match arg(cmdline, "mode") {
         Some("canary") => canary(cmdline),
-        _ => hostile(cmdline, info.memory_size, info.domain_id),
+        None | Some("hostile") => hostile(cmdline, info.memory_size, info.domain_id),
+        Some(mode) => attacks::run(mode, cmdline),
     }
 }
 

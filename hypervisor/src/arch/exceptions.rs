@@ -266,6 +266,14 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         // Another CPU is stopping the machine and asked us to park.
         power::park_this_cpu();
     }
+    // A fault with a fixup (restoring a vCPU's vector state): the caller sees the
+    // failure and crashes that domain; the hypervisor carries on.
+    if frame.vector == 13
+        && let Some(resume) = super::fpu::fixup(frame.rip)
+    {
+        frame.rip = resume;
+        return;
+    }
     let cpu = percpu::current_index();
     log::error!("EXCEPTION {} (vector {}) on cpu{}", mnemonic(frame.vector), frame.vector, cpu);
     log::error!(

@@ -1,16 +1,31 @@
-//! Guest x87/SSE/AVX state across vCPU switches. The hypervisor never touches these
-//! registers itself (soft-float), so a guest's state only needs saving when another
-//! guest is about to run on the same CPU: XSAVE/XRSTOR where the CPU has them (with the
-//! running guest's XCR0 selecting the components), FXSAVE/FXRSTOR otherwise.
+//! Guest x87/SSE/AVX state across vCPU switches, and the CPU's XCR0.
+//!
+//! The hypervisor never touches vector registers itself (it is soft-float), so during a
+//! slice the CPU simply holds the running guest's registers and its XCR0. Between
+//! slices the state moves with XSAVE/XRSTOR (FXSAVE/FXRSTOR on CPUs without XSAVE) under
+//! the *host's* XCR0, which enables every user component the CPU has (KVM and Xen do
+//! the same): a guest whose own XCR0 is 1 still has its XMM registers saved, restored
+//! and never shown to another guest, and an image saved while a guest had AVX on is
+//! restored whatever that guest's XCR0 is by then. The guest's XCR0 is loaded last,
+//! just before its first entry ([`FpuState::switch_in`]).
+//!
+//! An image is checked before XRSTOR ([`crate::xstate::check_image`]) and XRSTOR itself
+//! has a fault fixup: a bad image fails the vCPU's switch (its domain is crashed), it
+//! never faults in the hypervisor.
 
 use super::cpu::cpuid;
+use crate::xstate;
 use alloc::alloc::{Layout, alloc_zeroed};
-use core::arch::asm;
+use core::arch::{asm, global_asm};
 use spin::Once;
 
 struct Support {
     xsave: bool,
+    /// The XCR0 the host saves and restores with ([`xstate::host_mask`]).
+    host_xcr0: u64,
     size: usize,
+    /// The MXCSR bits this CPU accepts (FXSAVE's MXCSR_MASK; 0xFFBF when it reports 0).
+    mxcsr_mask: u32,
 }
 
 static SUPPORT: Once<Support> = Once::new();
@@ -18,10 +33,112 @@ static SUPPORT: Once<Support> = Once::new();
 fn support() -> &'static Support {
     SUPPORT.call_once(|| {
         let xsave = cpuid(1, 0).ecx & (1 << 26) != 0;
+        let leaf = cpuid(0xD, 0);
+        let host_xcr0 = if xsave { xstate::host_mask(u64::from(leaf.edx) << 32 | u64::from(leaf.eax)) } else { 0 };
         // CPUID.(EAX=0DH,ECX=0):ECX is the size for every component the CPU supports.
-        let size = if xsave { cpuid(0xD, 0).ecx as usize } else { 512 };
-        Support { xsave, size: size.max(512 + 64) }
+        let size = if xsave { leaf.ecx as usize } else { 512 };
+        Support { xsave, host_xcr0, size: size.max(512 + 64), mxcsr_mask: read_mxcsr_mask() }
     })
+}
+
+/// MXCSR_MASK from an FXSAVE image (SDM Vol. 1 "Guidelines for Writing to the MXCSR
+/// Register"): 0 means the CPU predates DAZ, i.e. 0xFFBF.
+fn read_mxcsr_mask() -> u32 {
+    #[repr(C, align(16))]
+    struct Area([u8; 512]);
+    let mut area = Area([0; 512]);
+    // SAFETY: a 512-byte, 16-byte-aligned buffer on the stack; FXSAVE only writes it.
+    unsafe { asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
+    match u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]) {
+        0 => 0xFFBF,
+        m => m,
+    }
+}
+
+fn osxsave() -> bool {
+    let cr4: u64;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack)) };
+    cr4 & (1 << 18) != 0
+}
+
+fn current_xcr0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: XGETBV with ECX=0 is valid whenever CR4.OSXSAVE is set (checked by callers).
+    unsafe { asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Makes `xcr0` the CPU's XCR0 when it differs. Callers pass the host mask or a guest
+/// value that passed [`xstate::check_xsetbv`] against a subset of it, so XSETBV cannot
+/// fault.
+pub fn load_xcr0(xcr0: u64) {
+    if osxsave() && current_xcr0() != xcr0 {
+        // SAFETY: CR4.OSXSAVE is set and the value is valid for this CPU (see above).
+        unsafe {
+            asm!("xsetbv", in("ecx") 0, in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nomem, nostack))
+        };
+    }
+}
+
+/// The host's XCR0 (0 without XSAVE): what the CPU holds outside guest slices.
+pub fn host_xcr0() -> u64 {
+    support().host_xcr0
+}
+
+/// Loads the host's XCR0 on this CPU (bring-up, once CR4.OSXSAVE is on).
+pub fn init_this_cpu() {
+    if support().xsave {
+        load_xcr0(support().host_xcr0);
+    }
+}
+
+// XRSTOR/FXRSTOR with a fault fixup: on #GP the handler ([`fixup`]) resumes at the
+// `_fault` label, which returns 1 instead of 0. SysV: rdi = area, esi:edx = mask.
+global_asm!(
+    ".global fpu_xrstor",
+    "fpu_xrstor:",
+    "mov eax, esi",
+    ".global fpu_xrstor_insn",
+    "fpu_xrstor_insn:",
+    "xrstor64 [rdi]",
+    "xor eax, eax",
+    "ret",
+    ".global fpu_fxrstor",
+    "fpu_fxrstor:",
+    ".global fpu_fxrstor_insn",
+    "fpu_fxrstor_insn:",
+    "fxrstor64 [rdi]",
+    "xor eax, eax",
+    "ret",
+    ".global fpu_restore_fault",
+    "fpu_restore_fault:",
+    "mov eax, 1",
+    "ret",
+);
+
+unsafe extern "C" {
+    fn fpu_xrstor(area: *const u8, lo: u32, hi: u32) -> u32;
+    fn fpu_fxrstor(area: *const u8) -> u32;
+    fn fpu_xrstor_insn();
+    fn fpu_fxrstor_insn();
+    fn fpu_restore_fault();
+}
+
+/// Where a fault at `rip` continues, when `rip` is one of the restore instructions
+/// (called by the #GP handler).
+pub fn fixup(rip: u64) -> Option<u64> {
+    let insns = [fpu_xrstor_insn as *const () as u64, fpu_fxrstor_insn as *const () as u64];
+    insns.contains(&rip).then_some(fpu_restore_fault as *const () as u64)
+}
+
+/// Why a vCPU's vector state could not be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The image would make XRSTOR fault (refused before trying).
+    Image(xstate::ImageError),
+    /// XRSTOR faulted anyway (caught by the fixup).
+    Faulted,
 }
 
 /// One vCPU's saved state, 64-byte aligned as XSAVE requires.
@@ -46,34 +163,63 @@ impl FpuState {
         // "FXSAVE Area"), also valid as the legacy region of an XSAVE area.
         unsafe {
             (area as *mut u16).write(0x037F);
-            (area.add(24) as *mut u32).write(0x1F80);
+            (area.add(xstate::MXCSR_OFFSET) as *mut u32).write(0x1F80);
         }
         Some(Self { area })
     }
 
-    /// Saves the CPU's current guest state here.
-    pub fn save(&mut self) {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: allocated with `support().size` bytes in `new`, owned by self.
+        unsafe { core::slice::from_raw_parts(self.area, support().size) }
+    }
+
+    /// Ends the vCPU's slice: the host's XCR0 back, then every component saved here.
+    pub fn switch_out(&mut self) {
+        let s = support();
         // SAFETY: the area is large enough and aligned for the instruction used; the
-        // registers saved belong to the guest that just ran on this CPU.
+        // registers saved belong to the guest that just ran on this CPU. With the host
+        // XCR0 loaded, XSAVE's requested-feature bitmap covers every user component.
         unsafe {
-            if support().xsave {
-                asm!("xsave64 [{}]", in(reg) self.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
+            if s.xsave {
+                load_xcr0(s.host_xcr0);
+                asm!("xsave64 [{}]", in(reg) self.area, in("eax") s.host_xcr0 as u32, in("edx") (s.host_xcr0 >> 32) as u32, options(nostack));
             } else {
                 asm!("fxsave64 [{}]", in(reg) self.area, options(nostack));
             }
         }
     }
 
-    /// Loads the state saved here (the guest's XCR0 must already be loaded).
-    pub fn restore(&self) {
-        // SAFETY: as in `save`; the area holds a valid image (initial or saved).
-        unsafe {
-            if support().xsave {
-                asm!("xrstor64 [{}]", in(reg) self.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
-            } else {
-                asm!("fxrstor64 [{}]", in(reg) self.area, options(nostack));
+    /// Starts the vCPU's slice: every component loaded from here under the host's
+    /// XCR0, then the guest's own `guest_xcr0` (valid for this CPU: it passed
+    /// [`xstate::check_xsetbv`], or is the reset value 1).
+    pub fn switch_in(&self, guest_xcr0: u64) -> Result<(), RestoreError> {
+        let s = support();
+        let mask = if s.xsave { s.host_xcr0 } else { xstate::component::X87 | xstate::component::SSE };
+        if s.xsave {
+            xstate::check_image(self.bytes(), mask, s.mxcsr_mask).map_err(RestoreError::Image)?;
+        } else {
+            let mxcsr = self.bytes().get(xstate::MXCSR_OFFSET..xstate::MXCSR_OFFSET + 4);
+            let mxcsr = mxcsr.and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
+            if mxcsr & !s.mxcsr_mask != 0 {
+                return Err(RestoreError::Image(xstate::ImageError::Mxcsr(mxcsr)));
             }
         }
+        // SAFETY: the area is valid and aligned; a fault is caught by the fixup.
+        let faulted = unsafe {
+            if s.xsave {
+                load_xcr0(s.host_xcr0);
+                fpu_xrstor(self.area, mask as u32, (mask >> 32) as u32)
+            } else {
+                fpu_fxrstor(self.area)
+            }
+        };
+        if faulted != 0 {
+            return Err(RestoreError::Faulted);
+        }
+        if s.xsave {
+            load_xcr0(guest_xcr0);
+        }
+        Ok(())
     }
 }
 

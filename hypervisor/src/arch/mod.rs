@@ -5,6 +5,7 @@ pub mod acpi;
 pub mod apic;
 pub mod cmos;
 pub mod cpu;
+pub mod debugreg;
 pub mod exceptions;
 pub mod fpu;
 pub mod gdt;

@@ -129,6 +129,29 @@ pub fn write_bytes(bytes: &[u8]) {
     console.pump();
 }
 
+/// Queues `bytes` only if they fit with `keep_free` bytes of the queue still free
+/// afterwards, without waiting; false when they were dropped. For output the machine
+/// can lose (a guest's console lines): it never holds up a CPU, and the room kept
+/// free is for the hypervisor's own lines and Domain0's console ([`GUEST_RESERVE`]).
+pub fn try_write_bytes(bytes: &[u8], keep_free: usize) -> bool {
+    let mut console = CONSOLE.lock();
+    if console.uart.is_none() {
+        return true;
+    }
+    if console.tx.free() < bytes.len().saturating_add(keep_free) {
+        return false;
+    }
+    console.tx.push(bytes);
+    console.pump();
+    true
+}
+
+/// What guest output leaves free in the queue ([`try_write_bytes`]): room for the
+/// hypervisor's own lines, which then never wait behind a guest. A guest can delay
+/// them by the rest of the queue at most (about 1.2 s at 115200 baud), and only while
+/// its rate limit's burst lasts (`domain::console`).
+pub const GUEST_RESERVE: usize = 2048;
+
 /// Refills the UART's FIFO if it should have room by now. One atomic load when there
 /// is nothing to do; never waits (another CPU already at it is enough).
 #[inline]

@@ -14,7 +14,6 @@ use crate::mm::{paging, phys};
 use crate::vmx;
 use abi::bundle::{Entry, EntryKind};
 use abi::config::GuestMode;
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
@@ -23,6 +22,18 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use spin::{Mutex, Once};
 
 static NEXT_DOMAIN_ID: AtomicU32 = AtomicU32::new(1);
+
+/// A DomU's ID: the next one, never 0 (Domain0's) and never one a registered domain
+/// has, also once the counter wraps after 2^32 domains (guests that reset themselves
+/// get a new ID each time).
+fn new_domu_id() -> u32 {
+    loop {
+        let id = NEXT_DOMAIN_ID.fetch_add(1, Ordering::Relaxed);
+        if id != 0 && super::find(id).is_none() {
+            return id;
+        }
+    }
+}
 
 /// EPT tables live in frames reached through the direct map.
 pub struct FrameTables;
@@ -303,7 +314,7 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
         memory.write(seg.gpa.0, seg.data).map_err(|e| format!("image {}: {e}", image.name))?;
     }
     // Domain0 is domain 0, as in Xen; DomUs count up from 1 and IDs are never reused.
-    let id = if spec.dom0 { 0 } else { NEXT_DOMAIN_ID.fetch_add(1, Ordering::Relaxed) };
+    let id = if spec.dom0 { 0 } else { new_domu_id() };
     match plan.mode {
         EntryMode::Long64 if linux.is_some() => {
             for (gpa, bytes) in linux.iter().flat_map(|l| l.blobs.iter()) {
@@ -401,8 +412,9 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
         runtime: Mutex::new(DomainRuntime {
             state: DomainState::Running,
             exit_status: None,
-            unclaimed_ports: BTreeMap::new(),
+            unclaimed_ports: Default::default(),
             console: LineBuffer::default(),
+            console_limit: super::console::ConsoleLimit::new(crate::arch::timer::now_ns()),
             console_ring: crate::ring::ByteRing::new(),
             devices: crate::devices::DomainDevices::new(
                 spec.vcpus.max(1),
@@ -415,6 +427,7 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
         paused: core::sync::atomic::AtomicBool::new(false),
         ended: core::sync::atomic::AtomicBool::new(false),
         restart: core::sync::atomic::AtomicBool::new(false),
+        restarts: Mutex::new(Default::default()),
     });
     // QEMU's fw_cfg carries the e820 map too; test kernels and firmware read it there.
     domain

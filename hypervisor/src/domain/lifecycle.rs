@@ -186,6 +186,17 @@ pub fn reboot(domain: &Arc<Domain>) -> Result<u32, (Error, String)> {
 /// still be in the guest on other CPUs, and a machine sized for one copy of the domain
 /// has no room for two.
 pub fn reboot_self(domain: &Domain) {
+    if !domain.restarts.lock().allow(crate::arch::timer::now_ns()) {
+        if domain.finish(DomainState::Crashed, None) {
+            log::error!(
+                "domain {} crashed: it reset itself {} times within {} s; not restarting it again (a reset loop)",
+                domain.name,
+                super::RestartHistory::LIMIT,
+                super::RestartHistory::WINDOW_NS / 1_000_000_000
+            );
+        }
+        return;
+    }
     if !domain.finish(DomainState::ShutDown, None) {
         return;
     }
@@ -210,7 +221,10 @@ pub fn restart_if_asked(domain: &Domain) {
         return;
     }
     match start(&domain.name, &domain.spec) {
-        Ok(new) => log::info!("domain {} rebooted: id {} is now id {}", domain.name, domain.id, new.id),
+        Ok(new) => {
+            *new.restarts.lock() = *domain.restarts.lock();
+            log::info!("domain {} rebooted: id {} is now id {}", domain.name, domain.id, new.id)
+        }
         Err((_, why)) => log::error!("domain {}: reboot failed: {why}", domain.name),
     }
     RESTARTS_PENDING.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);

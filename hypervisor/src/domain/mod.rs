@@ -1,6 +1,7 @@
 //! Domains and their vCPUs: identity, memory, state, statistics.
 
 pub mod boot_area;
+pub mod console;
 pub mod cpu_policy;
 #[cfg(target_os = "none")]
 pub mod create;
@@ -49,45 +50,41 @@ impl DomainState {
     }
 }
 
-/// A console line buffer: bytes until a newline (or a full line), then one log line.
-#[derive(Debug)]
-pub struct LineBuffer {
-    buf: [u8; 160],
+pub use console::LineBuffer;
+
+/// Accesses to I/O ports nobody claims, for the domain's report: the first
+/// [`UnclaimedPorts::TRACKED`] distinct ports counted one by one, every other access
+/// in one sum. Fixed size on purpose: a guest sweeping all 65,536 ports must not grow
+/// the hypervisor's heap.
+#[derive(Debug, Clone, Default)]
+pub struct UnclaimedPorts {
+    ports: [(u16, u64); Self::TRACKED],
     len: usize,
-    /// The last call handed out a line; the next byte starts a new one.
-    handed_out: bool,
+    /// Accesses to ports beyond the tracked ones.
+    pub others: u64,
 }
 
-impl Default for LineBuffer {
-    fn default() -> Self {
-        Self { buf: [0; 160], len: 0, handed_out: false }
+impl UnclaimedPorts {
+    pub const TRACKED: usize = 32;
+
+    pub fn count(&mut self, port: u16) {
+        if let Some(e) = self.ports[..self.len].iter_mut().find(|e| e.0 == port) {
+            e.1 += 1;
+        } else if let Some(slot) = self.ports.get_mut(self.len) {
+            *slot = (port, 1);
+            self.len += 1;
+        } else {
+            self.others += 1;
+        }
     }
-}
 
-impl LineBuffer {
-    /// Adds a byte; returns a finished line when there is one. Control characters other
-    /// than tab are shown as '.', so a guest cannot inject escape sequences into the
-    /// hypervisor's console.
-    pub fn push(&mut self, byte: u8) -> Option<&str> {
-        if self.handed_out {
-            self.len = 0;
-            self.handed_out = false;
-        }
-        match byte {
-            b'\n' => {}
-            b'\r' => return None,
-            _ => {
-                let shown = if byte == b'\t' || (0x20..=0x7E).contains(&byte) { byte } else { b'.' };
-                self.buf[self.len] = shown;
-                self.len += 1;
-                if self.len < self.buf.len() {
-                    return None;
-                }
-            }
-        }
-        self.handed_out = true;
-        // Only printable ASCII is stored, so this is always UTF-8.
-        core::str::from_utf8(&self.buf[..self.len]).ok()
+    /// The tracked ports and their counts, in the order they were first seen.
+    pub fn tracked(&self) -> &[(u16, u64)] {
+        &self.ports[..self.len]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -96,7 +93,6 @@ mod kernel {
     use super::vcpu::Vcpu;
     use super::{DomainState, LineBuffer};
     use crate::mm::ept::Ept;
-    use alloc::collections::BTreeMap;
     use alloc::string::String;
     use alloc::sync::Arc;
     use alloc::vec::Vec;
@@ -110,9 +106,11 @@ mod kernel {
         pub state: DomainState,
         pub exit_status: Option<u8>,
         /// Reads and writes of ports nobody claims, per port.
-        pub unclaimed_ports: BTreeMap<u16, u64>,
+        pub unclaimed_ports: super::UnclaimedPorts,
         /// Console output cut into log lines.
         pub console: LineBuffer,
+        /// How much of it may reach the log (`console::ConsoleLimit`).
+        pub console_limit: super::console::ConsoleLimit,
         /// Console output as written, for Domain0's `console` (`ConsoleReadOther`).
         pub console_ring: crate::ring::ByteRing<CONSOLE_RING>,
         /// The emulated devices the domain's vCPUs share.
@@ -184,6 +182,8 @@ mod kernel {
         /// The guest reset itself: a domain like it starts once this one's memory is
         /// released (`lifecycle::restart_if_asked`).
         pub restart: core::sync::atomic::AtomicBool,
+        /// Its own resets, and those of the domains it replaced (`super::RestartHistory`).
+        pub restarts: Mutex<super::RestartHistory>,
     }
 
     impl Drop for Domain {
@@ -222,14 +222,49 @@ mod kernel {
             self.spec.dom0
         }
 
-        /// Console output from the guest: kept in the ring, and whole lines go to the log
-        /// prefixed with the domain's name.
+        /// Console output from the guest: kept in the ring for `console ID`, and whole
+        /// lines go to the log prefixed with the domain's name, within the domain's
+        /// budget (`console::ConsoleLimit`) and only when the serial port has room: a
+        /// guest's output never makes a CPU wait. Lines are logged with the runtime lock
+        /// released.
         pub fn console_output(&self, bytes: &[u8]) {
-            let mut rt = self.runtime.lock();
-            rt.console_ring.push(bytes);
-            for &b in bytes {
-                if let Some(line) = rt.console.push(b) {
-                    log::info!("[{}] {}", self.name, line);
+            let now = crate::arch::timer::now_ns();
+            let mut rest = bytes;
+            let mut first = true;
+            loop {
+                let mut line = [0u8; super::console::LINE_MAX];
+                let mut len = None;
+                let notice;
+                {
+                    let mut rt = self.runtime.lock();
+                    if first {
+                        rt.console_ring.push(bytes);
+                        first = false;
+                    }
+                    while let Some((&b, tail)) = rest.split_first() {
+                        rest = tail;
+                        let DomainRuntime { console, console_limit, .. } = &mut *rt;
+                        if let Some(l) = console.push(b)
+                            && console_limit.admit(now, l.len())
+                        {
+                            line[..l.len()].copy_from_slice(l.as_bytes());
+                            len = Some(l.len());
+                            break;
+                        }
+                    }
+                    notice = rt.console_limit.notice(now);
+                }
+                if let Some(n) = notice {
+                    log::warn!(
+                        "domain {}: {n} console line(s) over its rate limit not logged (kept for `console {}`)",
+                        self.name,
+                        self.id
+                    );
+                }
+                let Some(len) = len else { break };
+                let text = core::str::from_utf8(&line[..len]).unwrap_or("");
+                if !crate::logger::guest_line(&self.name, text) {
+                    self.runtime.lock().console_limit.dropped_rejected();
                 }
             }
         }
@@ -279,27 +314,62 @@ mod kernel {
     }
 }
 
+/// When a domain's guest last reset itself, to stop a reset loop: each reset rebuilds
+/// the domain (image, memory, tables), work the hypervisor does for the guest without
+/// charging it to its CPU time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestartHistory {
+    /// The latest restarts' times (ns), oldest first; 0 = none.
+    times: [u64; Self::LIMIT],
+}
+
+impl RestartHistory {
+    /// At most this many restarts ...
+    pub const LIMIT: usize = 5;
+    /// ... within this long.
+    pub const WINDOW_NS: u64 = 60_000_000_000;
+
+    /// Records a restart at `now` if the limit allows one; false if the domain has
+    /// already restarted [`Self::LIMIT`] times within [`Self::WINDOW_NS`].
+    pub fn allow(&mut self, now: u64) -> bool {
+        let oldest = self.times[0];
+        if oldest != 0 && now.saturating_sub(oldest) < Self::WINDOW_NS {
+            return false;
+        }
+        self.times.rotate_left(1);
+        self.times[Self::LIMIT - 1] = now.max(1);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{RestartHistory, UnclaimedPorts};
 
     #[test]
-    fn console_lines_end_at_newline_and_hide_control_characters() {
-        let mut b = LineBuffer::default();
-        let mut lines = Vec::new();
-        for &c in b"hi\x1b[2J\r\nok\n" {
-            if let Some(l) = b.push(c) {
-                lines.push(l.to_string());
-            }
+    fn a_reset_loop_is_stopped_and_a_rare_reset_never_is() {
+        let mut h = RestartHistory::default();
+        let s = 1_000_000_000;
+        for i in 0..RestartHistory::LIMIT as u64 {
+            assert!(h.allow(i * s), "restart {i}");
         }
-        assert_eq!(lines, vec!["hi.[2J".to_string(), "ok".to_string()]);
+        assert!(!h.allow(5 * s), "the sixth within a minute");
+        assert!(!h.allow(59 * s));
+        assert!(h.allow(61 * s), "the oldest left the window");
+        let mut rare = RestartHistory::default();
+        assert!((0..100u64).all(|i| rare.allow(i * 20 * s)), "one restart every 20 s is fine forever");
     }
 
     #[test]
-    fn an_endless_line_is_flushed_when_the_buffer_is_full() {
-        let mut b = LineBuffer::default();
-        let flushed: Vec<String> = (0..400).filter_map(|_| b.push(b'x').map(|l| l.to_string())).collect();
-        assert_eq!(flushed.len(), 2);
-        assert_eq!(flushed[0].len(), 160);
+    fn a_sweep_of_every_port_keeps_the_tally_bounded() {
+        let mut t = UnclaimedPorts::default();
+        for _ in 0..2 {
+            for port in 0..=u16::MAX {
+                t.count(port);
+            }
+        }
+        assert_eq!(t.tracked().len(), UnclaimedPorts::TRACKED);
+        assert!(t.tracked().iter().all(|&(_, n)| n == 2));
+        assert_eq!(t.others, 2 * 65536 - 2 * UnclaimedPorts::TRACKED as u64);
     }
 }

@@ -15,18 +15,20 @@ use super::pirq::{Fire, Pirqs};
 use crate::devices::{DomainDevices, Messages};
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, Ordering};
-use spin::{Mutex, Once};
+use spin::Mutex;
 
 /// The ISA lines Domain0 gets: COM1.
 pub const DOM0_IRQS: [u8; 1] = [crate::devices::uart16550::COM1_IRQ];
 
-static DOM0: Once<Arc<Domain>> = Once::new();
+/// The Domain0 that gets the machine's interrupts: replaced when Domain0 is built
+/// again (after it reset itself), so the new one receives them.
+static DOM0: Mutex<Option<Arc<Domain>>> = Mutex::new(None);
 static PIRQS: Mutex<Pirqs> = Mutex::new(Pirqs::new());
 static FIRST_DELIVERY: AtomicBool = AtomicBool::new(false);
 
 /// Hands Domain0 its lines: routes them on the host I/O APIC to the boot CPU.
 pub fn setup(dom0: &Arc<Domain>) {
-    DOM0.call_once(|| dom0.clone());
+    *DOM0.lock() = Some(dom0.clone());
     let bsp = crate::percpu::apic_id_of(0).unwrap_or(0);
     for irq in DOM0_IRQS {
         match crate::arch::ioapic::route_isa(irq, bsp) {
@@ -61,7 +63,7 @@ pub fn deliver_pending() {
     if pending == 0 {
         return;
     }
-    let Some(dom0) = DOM0.get() else { return };
+    let Some(dom0) = DOM0.lock().clone() else { return };
     if dom0.is_ended() {
         return;
     }

@@ -102,6 +102,8 @@ pub struct Vcpu {
     /// IA32_TSC_AUX as the guest wrote it (what RDTSCP and RDPID return), loaded into
     /// the CPU's MSR when the vCPU starts a slice.
     pub tsc_aux: u32,
+    /// DR0-3 and DR6 (`vmexit::debug`, switched lazily).
+    pub debug: crate::vmexit::debug::DebugRegs,
     /// The last instruction the MMIO path fetched and decoded, re-checked before reuse.
     pub mmio_fetch: Option<crate::vmexit::mmio::FetchCache>,
 }
@@ -135,6 +137,7 @@ impl Vcpu {
             fpu,
             tsc_aux: 0,
             syscall_msrs: [0; 5],
+            debug: Default::default(),
             mmio_fetch: None,
         })
     }

@@ -459,12 +459,27 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     if let Some(sig) = signals {
         sig.set_running_on(Some(cpu));
     }
-    crate::vmx::xcr0::load(vcpu.xcr0);
     crate::vmexit::msr::load_tsc_aux(vcpu.tsc_aux);
     crate::vmexit::msr::load_syscall_msrs(&vcpu.syscall_msrs);
-    vcpu.fpu.restore();
+    if let Err(e) = vcpu.fpu.switch_in(vcpu.xcr0) {
+        // Only an image the hypervisor did not write itself (never, today) gets here;
+        // whatever the CPU holds now is the next vCPU's to overwrite in full.
+        if p.domain.finish(domain::DomainState::Crashed, None) {
+            log::error!("domain {} crashed: its vector state cannot be loaded ({e:?})", p.domain.name);
+        }
+        if let Some(sig) = signals {
+            sig.set_running_on(None);
+        }
+        // SAFETY: as below: the VMCS is current here and must be written back.
+        let _ = unsafe { vcpu.vmcs.clear() };
+        vcpu.launched = false;
+        vcpu.state = VcpuState::Done;
+        return Outcome::Ended;
+    }
+    crate::vmexit::debug::slice_start(&vcpu);
     crate::vmx::entry::load_guest_cr2(vcpu.regs.cr2);
     let outcome = run_until_switch(&current, p, &mut vcpu);
+    crate::vmexit::debug::slice_end(&mut vcpu);
     vcpu.regs.cr2 = crate::vmx::entry::guest_cr2();
     // The guest's SWAPGS may have changed it since it last wrote it.
     if let Some(k) = vcpu.syscall_msrs.get_mut(4) {
@@ -473,8 +488,9 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     if let Some(sig) = signals {
         sig.set_running_on(None);
     }
-    // Another vCPU may run here next: keep this guest's vector state with it.
-    vcpu.fpu.save();
+    // Another vCPU may run here next: keep this guest's vector state with it (every
+    // component, under the host's XCR0, which stays loaded between slices).
+    vcpu.fpu.switch_out();
     // SAFETY: the VMCS is current on this CPU; clearing it writes it back to memory so
     // that another CPU may load it (SDM Vol. 3C "VMCLEAR").
     if let Err(e) = unsafe { vcpu.vmcs.clear() } {
@@ -755,8 +771,11 @@ fn report_domains() {
         log::info!("domain {} exits:{line}", d.name);
         if !rt.unclaimed_ports.is_empty() {
             let mut ports = alloc::string::String::new();
-            for (port, count) in rt.unclaimed_ports.iter().take(16) {
+            for (port, count) in rt.unclaimed_ports.tracked().iter().take(16) {
                 ports.push_str(&alloc::format!(" {port:#x}={count}"));
+            }
+            if rt.unclaimed_ports.others > 0 {
+                ports.push_str(&alloc::format!(" (and {} accesses to other ports)", rt.unclaimed_ports.others));
             }
             log::info!("domain {} unclaimed ports:{ports}", d.name);
         }

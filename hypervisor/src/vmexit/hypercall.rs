@@ -56,7 +56,8 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
     // (decoding first would answer EINVAL or E2BIG, and tell it what Domain0 may pass).
     let privileged = hypercall::Call::from_number(r.rax).is_some_and(|c| c.privileged());
     let result = match hypercall::decode(r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]) {
-        _ if privileged && domain.id != DOM0 => Err(Error::NotPermitted),
+        // The Domain0 flag, not the ID, is the privilege (an ID is just a number).
+        _ if privileged && !domain.is_dom0() => Err(Error::NotPermitted),
         Err(e) => Err(e),
         Ok(req) => perform(vmcs, domain, req),
     };
@@ -94,7 +95,7 @@ fn perform(vmcs: &Current, domain: &Domain, req: Request) -> Result<u64, Error> 
             Ok(n as u64)
         }
         Request::HostInfo { out } => {
-            let info = host_info();
+            let info = host_info(domain);
             // Serialised field by field (little-endian, the repr(C) layout), no transmute.
             let mut bytes = [0u8; core::mem::size_of::<HostInfo>()];
             let fields = [
@@ -133,7 +134,9 @@ fn perform(vmcs: &Current, domain: &Domain, req: Request) -> Result<u64, Error> 
         }
         Request::DomainDestroy { domain: id } => domu(id).and_then(|d| lifecycle::destroy(&d)).map(|_| 0),
         Request::DomainPause { domain: id } => domu(id).and_then(|d| lifecycle::pause(&d)).map(|_| 0),
-        Request::DomainUnpause { domain: id } => find(id).and_then(|d| lifecycle::unpause(&d)).map(|_| 0),
+        // Domain0 is never paused, and unpausing it would wait for the very vCPU making
+        // the call: refused like pause.
+        Request::DomainUnpause { domain: id } => domu(id).and_then(|d| lifecycle::unpause(&d)).map(|_| 0),
         Request::DomainShutdown { domain: id } => domu(id).and_then(|d| lifecycle::shutdown(&d)).map(|_| 0),
         Request::DomainReboot { domain: id } => {
             let d = domu(id)?;
@@ -345,15 +348,19 @@ fn read_ring(
     Ok(n as u64)
 }
 
-fn host_info() -> HostInfo {
+/// The host as `caller` may see it: Domain0 gets the machine; a DomU gets what
+/// concerns itself only (its own RAM as the total, no free memory, no domain count),
+/// so that it cannot watch other domains come and go or size their memory.
+fn host_info(caller: &Domain) -> HostInfo {
     let caps = crate::vmx::capabilities();
     let features = u64::from(caps.is_some_and(|c| c.has_preemption_timer()))
         | u64::from(crate::arch::apic::has_tsc_deadline()) << 1;
+    let dom0 = caller.is_dom0();
     HostInfo {
         cpus: crate::sched::online_cpus(),
-        domains: crate::domain::all().len() as u32,
-        memory_total: crate::mm::phys::total_bytes(),
-        memory_free: crate::mm::phys::free_bytes(),
+        domains: if dom0 { crate::domain::all().len() as u32 } else { 0 },
+        memory_total: if dom0 { crate::mm::phys::total_bytes() } else { caller.memory.lock().size() },
+        memory_free: if dom0 { crate::mm::phys::free_bytes() } else { 0 },
         tsc_khz: crate::arch::timer::tsc_hz() / 1000,
         features,
     }

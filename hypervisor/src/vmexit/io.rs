@@ -222,5 +222,5 @@ fn console(domain: &Domain, byte: u8) {
 }
 
 fn count(domain: &Domain, port: u16) {
-    *domain.runtime.lock().unclaimed_ports.entry(port).or_insert(0) += 1;
+    domain.runtime.lock().unclaimed_ports.count(port);
 }

@@ -12,6 +12,7 @@ use crate::vmx::vmcs::Current;
 
 pub mod apic;
 pub mod cpuid;
+pub mod debug;
 pub mod events;
 pub mod hypercall;
 pub mod io;
@@ -171,7 +172,14 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReas
             Ok(cr) => control_register(vmcs, domain, vcpu, cr),
             Err(_) => crash(vmcs, domain, vcpu, format_args!("undecodable CR-access qualification {qualification:#x}")),
         },
-        ExitReason::Xsetbv => xsetbv(vmcs, vcpu),
+        ExitReason::Xsetbv => xsetbv(vmcs, domain, vcpu),
+        ExitReason::DrAccess => debug::first_access(vmcs, vcpu),
+        // The PMU is hidden (CPU policy) and its counters are the host's: #GP, as a CPU
+        // without that counter answers.
+        ExitReason::Rdpmc => {
+            inject_exception(vmcs, GP, Some(0));
+            Next::Resume
+        }
         // MONITOR/MWAIT exit so a guest cannot park the physical CPU in a deep C-state;
         // treated as NOPs (as KVM does): MWAIT then returns at once, which is allowed.
         ExitReason::Monitor | ExitReason::Mwait => Next::Advance,
@@ -417,19 +425,24 @@ fn cr_write_allowed(vmcs: &Current, cr: u8, value: u64) -> bool {
     }
 }
 
-/// XSETBV: only XCR0, only with x87 set, only bits the CPU supports, AVX only with SSE
-/// (SDM Vol. 1 "XSAVE-Supported Features"); anything else is #GP in the guest.
-fn xsetbv(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
+/// XSETBV: the CPU's rules (`xstate::check_xsetbv`: only XCR0, at CPL 0, x87 always,
+/// AVX with SSE, AVX-512, MPX and AMX as whole groups) against the components the
+/// domain's CPU policy shows in CPUID.(0DH,0), which the host's XCR0 covers; anything
+/// else is #GP in the guest, never a fault of the host's own XSETBV.
+fn xsetbv(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
     let index = vcpu.regs.rcx as u32;
     let value = (vcpu.regs.rdx << 32) | (vcpu.regs.rax & 0xFFFF_FFFF);
-    let leaf = crate::arch::cpu::cpuid(0xD, 0);
-    let supported = (u64::from(leaf.edx) << 32) | u64::from(leaf.eax);
-    let valid = index == 0 && value & 1 != 0 && value & !supported == 0 && !(value & 0b100 != 0 && value & 0b10 == 0);
-    if !valid {
+    let cpl = ((vmcs.read32(Field32::GuestSsAccessRights) >> 5) & 3) as u8;
+    let host = crate::arch::cpu::cpuid(0xD, 0);
+    let topo = crate::domain::cpu_policy::Topology { apic_id: vcpu.id, vcpus: domain.vcpus.len() as u32 };
+    let [eax, _, _, edx] = crate::domain::cpu_policy::filter(0xD, 0, [host.eax, host.ebx, host.ecx, host.edx], topo);
+    let allowed = ((u64::from(edx) << 32) | u64::from(eax)) & crate::arch::fpu::host_xcr0();
+    if let Err(e) = crate::xstate::check_xsetbv(index, value, cpl, allowed) {
+        log::debug!("domain {}: XSETBV {index:#x} <- {value:#x} refused: {e:?}", domain.name);
         inject_exception(vmcs, GP, Some(0));
         return Next::Resume;
     }
     vcpu.xcr0 = value;
-    crate::vmx::xcr0::load(value);
+    crate::arch::fpu::load_xcr0(value);
     Next::Advance
 }

@@ -125,12 +125,14 @@ bitflags! {
         const HLT_EXITING = 1 << 7;
         const INVLPG_EXITING = 1 << 9;
         const MWAIT_EXITING = 1 << 10;
+        const RDPMC_EXITING = 1 << 11;
         const CR3_LOAD_EXITING = 1 << 15;
         const CR3_STORE_EXITING = 1 << 16;
         const CR8_LOAD_EXITING = 1 << 19;
         const CR8_STORE_EXITING = 1 << 20;
         const USE_TPR_SHADOW = 1 << 21;
         const NMI_WINDOW_EXITING = 1 << 22;
+        const MOV_DR_EXITING = 1 << 23;
         const UNCONDITIONAL_IO_EXITING = 1 << 24;
         const USE_IO_BITMAPS = 1 << 25;
         const MONITOR_TRAP_FLAG = 1 << 27;

@@ -482,12 +482,18 @@ pub fn compute(caps: &VmxCapabilities, req: &ControlRequest) -> Result<Controls,
 /// - external-interrupt exiting: host interrupts always reach the host;
 /// - NMI exiting and virtual NMIs: NMIs are the host's (the stop path uses them); virtual
 ///   NMIs track the guest's NMI blocking for injected NMIs and allow NMI-window exiting;
-/// - VMX-preemption timer *(if available)*: the scheduler's time slice.
+/// - VMX-preemption timer: the scheduler's time slice, and the only thing that bounds
+///   a guest that never exits (it is required: a CPU without it is refused).
 ///
 /// Primary processor-based:
 /// - HLT exiting (an idle guest yields its CPU), I/O bitmaps and MSR bitmaps (which
 ///   ports and MSRs exit is decided per port/MSR), activate secondary controls (added by
 ///   [`compute`]);
+/// - RDPMC exiting: the performance counters are the host's (the CPU policy shows no
+///   PMU), and RDPMC at CPL 0 would read them;
+/// - MOV-DR exiting: DR0-3 and DR6 are not in the VMCS, so they are switched lazily
+///   (`vmexit::debug`): a vCPU's first MOV DR exits, loads its own debug registers and
+///   turns this control off for the rest of its slices;
 /// - CR8-load and CR8-store exiting: without a TPR shadow, a guest MOV to CR8 would write
 ///   the *physical* local APIC's TPR (SDM Vol. 3C "Changes to Instruction Behavior in VMX
 ///   Non-Root Operation") and could mask the host's interrupts. The TRUE MSRs let these
@@ -523,6 +529,8 @@ pub fn compute(caps: &VmxCapabilities, req: &ControlRequest) -> Result<Controls,
 pub fn default_request(caps: &VmxCapabilities) -> ControlRequest {
     let mut pin = PinBased::EXTERNAL_INTERRUPT_EXITING | PinBased::NMI_EXITING | PinBased::VIRTUAL_NMIS;
     let mut proc = PrimaryProcBased::HLT_EXITING
+        | PrimaryProcBased::RDPMC_EXITING
+        | PrimaryProcBased::MOV_DR_EXITING
         | PrimaryProcBased::USE_IO_BITMAPS
         | PrimaryProcBased::USE_MSR_BITMAPS
         | PrimaryProcBased::CR8_LOAD_EXITING
@@ -540,11 +548,9 @@ pub fn default_request(caps: &VmxCapabilities) -> ControlRequest {
         | ExitControls::LOAD_EFER;
     let entry = EntryControls::LOAD_DEBUG_CONTROLS | EntryControls::LOAD_PAT | EntryControls::LOAD_EFER;
 
-    if caps.has_preemption_timer() {
-        pin |= PinBased::PREEMPTION_TIMER;
-        if caps.exit_allows(ExitControls::SAVE_PREEMPTION_TIMER) {
-            exit |= ExitControls::SAVE_PREEMPTION_TIMER;
-        }
+    pin |= PinBased::PREEMPTION_TIMER;
+    if caps.exit_allows(ExitControls::SAVE_PREEMPTION_TIMER) {
+        exit |= ExitControls::SAVE_PREEMPTION_TIMER;
     }
     for optional in [PrimaryProcBased::MWAIT_EXITING, PrimaryProcBased::MONITOR_EXITING] {
         if caps.proc_allows(optional) {
@@ -607,9 +613,9 @@ mod tests {
             Controls {
                 // Wanted 0, 3, 5, 6; required (reserved) 1, 2, 4.
                 pin: 0x0000_007f,
-                // Wanted 7, 10, 19, 20, 25, 28, 29, 31; required 1, 4-6, 8, 13, 14, 26.
-                // CR3-load/store exiting (15, 16) stay 0.
-                proc: 0xb618_65f2,
+                // Wanted 7, 10, 11, 19, 20, 23, 25, 28, 29, 31; required 1, 4-6, 8, 13,
+                // 14, 26. CR3-load/store exiting (15, 16) stay 0.
+                proc: 0xb698_6df2,
                 // EPT 1, RDTSCP 3, VPID 5, WBINVD 6, UG 7, INVPCID 12, XSAVES 20.
                 proc2: 0x0010_10ea,
                 // Wanted 2, 9, 15, 18-22; required 0, 1, 3-8, 10, 11, 13, 14, 16, 17.
@@ -634,6 +640,8 @@ mod tests {
         assert_eq!(
             req.proc,
             PrimaryProcBased::HLT_EXITING
+                | PrimaryProcBased::RDPMC_EXITING
+                | PrimaryProcBased::MOV_DR_EXITING
                 | PrimaryProcBased::MWAIT_EXITING
                 | PrimaryProcBased::USE_IO_BITMAPS
                 | PrimaryProcBased::USE_MSR_BITMAPS
@@ -655,15 +663,9 @@ mod tests {
 
     #[test]
     fn optional_features_are_left_out_where_the_cpu_lacks_them() {
-        // No preemption timer (pin allowed-1 without bit 6), no XSAVES/INVPCID/RDTSCP.
-        let caps = VmxCapabilities::decode(&RawVmxMsrs {
-            true_pinbased: Some(0x0000_003f_0000_0016),
-            procbased2: Some(0x0000_00e2_0000_0000),
-            ..skylake_msrs()
-        });
+        // No XSAVES/INVPCID/RDTSCP.
+        let caps = VmxCapabilities::decode(&RawVmxMsrs { procbased2: Some(0x0000_00e2_0000_0000), ..skylake_msrs() });
         let req = default_request(&caps);
-        assert!(!req.pin.contains(PinBased::PREEMPTION_TIMER));
-        assert!(!req.exit.contains(ExitControls::SAVE_PREEMPTION_TIMER));
         assert_eq!(
             req.proc2,
             SecondaryProcBased::ENABLE_EPT
@@ -672,7 +674,22 @@ mod tests {
                 | SecondaryProcBased::UNRESTRICTED_GUEST
         );
         let controls = compute(&caps, &req).unwrap();
-        assert_eq!((controls.pin, controls.proc2, controls.exit), (0x0000_003f, 0x0000_00e2, 0x003f_efff));
+        assert_eq!(controls.proc2, 0x0000_00e2);
+    }
+
+    #[test]
+    fn a_cpu_without_the_preemption_timer_is_refused_by_name() {
+        // Nothing else bounds a guest that never exits.
+        let caps = VmxCapabilities::decode(&RawVmxMsrs { true_pinbased: Some(0x0000_003f_0000_0016), ..skylake_msrs() });
+        let err = compute(&caps, &default_request(&caps)).unwrap_err();
+        assert_eq!(
+            err,
+            ControlsError::Unsupported {
+                word: ControlWord::Pin,
+                bits: 0x40,
+                features: FeatureNames::new(ControlWord::Pin, 0x40)
+            }
+        );
     }
 
     #[test]

@@ -21,8 +21,6 @@ pub mod tlb;
 pub mod vmcs;
 #[cfg(target_os = "none")]
 pub mod vmxon;
-#[cfg(target_os = "none")]
-pub mod xcr0;
 
 #[cfg(target_os = "none")]
 static CAPS: spin::Once<caps::VmxCapabilities> = spin::Once::new();

@@ -71,7 +71,8 @@ pub fn enable_this_cpu(caps: &VmxCapabilities) -> Result<u64, EnableError> {
     // SDM Vol. 3C "VMX-Fixed Bits in CR0/CR4": the bits fixed to 1 (PE, NE, PG, VMXE)
     // must be set and those fixed to 0 cleared before VMXON.
     let cr0 = caps.cr0_fixed().apply(read_cr0());
-    // CR4.OSXSAVE lets guests use XSETBV/XSAVE state (the CPU carries their XCR0).
+    // CR4.OSXSAVE lets guests use XSETBV/XSAVE state (the CPU carries their XCR0 in
+    // their slices, the host's full mask outside them).
     let osxsave = if crate::arch::cpu::cpuid(1, 0).ecx & (1 << 26) != 0 { CR4_OSXSAVE } else { 0 };
     let cr4 = caps.cr4_fixed().apply(read_cr4() | CR4_VMXE | osxsave);
     // SAFETY: the fixed-bit rules only set bits the hypervisor already runs with
@@ -80,6 +81,10 @@ pub fn enable_this_cpu(caps: &VmxCapabilities) -> Result<u64, EnableError> {
         asm!("mov cr0, {}", in(reg) cr0, options(nostack));
         asm!("mov cr4, {}", in(reg) cr4, options(nostack));
     }
+    // With OSXSAVE on, the CPU holds the host's XCR0 outside guest slices (arch::fpu).
+    crate::arch::fpu::init_this_cpu();
+    // No debug register of any guest in the CPU outside its slices (vmexit::debug).
+    crate::arch::debugreg::init_this_cpu();
     // SAFETY: all preconditions of VMXON were established above.
     unsafe { instr::vmxon(region) }.map_err(EnableError::Vmxon)?;
     Ok(region)

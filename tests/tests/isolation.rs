@@ -1,0 +1,91 @@
+//! Targeted attacks on what the hypervisor switches or shares between domains
+//! (guests/hostile64's `attacks` modes), each beside a canary DomU and Domain0: the
+//! canary and Domain0 must keep working, the machine must never stop, and every attack
+//! must come back refused, or find only its own state, never another domain's.
+//!
+//! One CPU everywhere: the domains take turns on it, so every switch is a chance for
+//! state to leak from one to the next.
+
+use integration::{Boot, BootLog};
+
+/// What every run must show: no hypervisor stop but Domain0's power-off, no domain but
+/// an attacker crashed, the canary intact.
+fn common_checks(log: &BootLog) {
+    for bad in [
+        "PANIC",
+        "machine halted: exception",
+        "machine halted: panic",
+        "EXCEPTION",
+        "CORRUPTED",
+        "LEAK",
+        "LOST",
+        "ACCEPTED",
+        "unexpected exception",
+        "hostile64 panicked",
+    ] {
+        log.expect_absent(bad);
+    }
+    for line in log.serial.lines().filter(|l| l.contains("crashed:")) {
+        assert!(line.contains("domain attack-"), "{}: a domain other than an attacker crashed: {line}", log.name);
+    }
+    log.expect_in_order(&["[canary] canary: all 20 passes ok", "domain canary exited status=0"]);
+}
+
+/// Vector registers (x87/SSE/AVX/AVX-512) and debug registers across preemptions: each
+/// domain keeps a pattern and checks it after every switch; each starts by checking
+/// that it sees only zeros, including one Domain0 creates after the others have filled
+/// their registers. XSETBV values the CPU refuses, and the XCR0-lowering attack that
+/// made the host's own XRSTOR fault.
+#[test]
+fn vector_and_debug_registers_stay_with_their_domain() {
+    let log = Boot { memory_mib: 256, ..Boot::bochs("isolation-registers", 1) }
+        .with_config(
+            "[dom0]\nimage = dom0\nmemory = 32\n\
+             script = \"sleep 1; create attack-late; sleep 3; list; poweroff\"\n\
+             [domain attack-late]\nimage = hostile64\nmemory = 16\nautostart = false\ncmdline = \"mode=vector xcr0=0xe7 rounds=4 seed=9\"\n\
+             [domain attack-sse-a]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=vector xcr0=1 rounds=8 seed=1\"\n\
+             [domain attack-sse-b]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=vector xcr0=1 rounds=8 seed=2\"\n\
+             [domain attack-avx]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=vector xcr0=7 rounds=8 seed=3\"\n\
+             [domain attack-avx512]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=vector xcr0=0xe7 rounds=8 seed=4\"\n\
+             [domain attack-xstate]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=xstate rounds=3\"\n\
+             [domain attack-dr-a]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=dr rounds=6 seed=5\"\n\
+             [domain attack-dr-b]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=dr rounds=6 seed=6\"\n\
+             [domain canary]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=canary passes=20 every=10\"\n",
+        )
+        .run();
+    for (name, xcr0) in [("attack-sse-a", "0x1"), ("attack-sse-b", "0x1"), ("attack-avx", "0x7"), ("attack-avx512", "0xe7")]
+    {
+        log.expect_in_order(&[
+            &format!("[{name}] vector: fresh registers are zero (xcr0={xcr0})"),
+            &format!("[{name}] vector: 8 preemptions, registers intact (xcr0={xcr0})"),
+            &format!("domain {name} exited status=0"),
+        ]);
+    }
+    log.expect_in_order(&[
+        "[attack-late] vector: fresh registers are zero (xcr0=0xe7)",
+        "[attack-late] vector: 4 preemptions, registers intact (xcr0=0xe7)",
+        "domain attack-late exited status=0",
+    ]);
+    log.expect_in_order(&[
+        "[attack-xstate] xstate: XSETBV 0x0 (no x87) refused with #GP",
+        "[attack-xstate] xstate: XSETBV 0x5 (AVX without SSE) refused with #GP",
+        "[attack-xstate] xstate: XSETBV 0x27 (opmask alone) refused with #GP",
+        "[attack-xstate] xstate: XSETBV 0x67 (AVX-512 incomplete) refused with #GP",
+        "[attack-xstate] xstate: XSETBV 0xe3 (AVX-512 without AVX) refused with #GP",
+        "[attack-xstate] xstate: XSETBV 0x9 (BNDREGS without BNDCSR) refused with #GP",
+        "[attack-xstate] xstate: XSETBV 0x101 (a supervisor component) refused with #GP",
+        "[attack-xstate] xstate: XSETBV 0x4000000000000001 (a reserved bit) refused with #GP",
+        "[attack-xstate] xstate: round 3: AVX live then XCR0 lowered to 1 across preemptions (true, true)",
+        "[attack-xstate] xstate: survived; done",
+        "domain attack-xstate exited status=0",
+    ]);
+    for name in ["attack-dr-a", "attack-dr-b"] {
+        log.expect_in_order(&[
+            &format!("[{name}] dr: fresh debug registers are clear"),
+            &format!("[{name}] dr: 6 preemptions, debug registers intact"),
+            &format!("domain {name} exited status=0"),
+        ]);
+    }
+    log.expect_in_order(&["dom0# list", "Domain-0                                     0", "dom0# poweroff", "machine halted: done"]);
+    common_checks(&log);
+}
