@@ -7,6 +7,7 @@
 //! serial_baud = 115200        # 9600 | 19200 | 38400 | 57600 | 115200
 //! emulator_exit = false       # also end Bochs/QEMU when the hypervisor stops
 //! fault = none                # a deliberate exception, for testing the report
+//! spec_ctrl = on              # speculation mitigations (off only to measure them)
 //! ```
 //!
 //! Lines are `[section]`, `key = value`, blank, or `# comment` (a `#` outside double
@@ -120,6 +121,10 @@ pub struct HypervisorConfig {
     pub sched_slice_ms: u32,
     /// The credit scheduler's rate limit: 0 (off) or 100 us to 500 ms, at most the slice.
     pub sched_ratelimit_us: u32,
+    /// The hypervisor's own speculative-execution mitigations (IBPB on domain switch,
+    /// RSB filling, L1D flush or VERW before entry, host IBRS); `false` only for
+    /// measuring their cost (docs/security.md). Guests keep their MSRs either way.
+    pub spec_ctrl: bool,
     /// How many `[domain NAME]` sections the file has.
     pub domain_count: usize,
     /// Whether the file has a `[dom0]` section.
@@ -136,6 +141,7 @@ impl Default for HypervisorConfig {
             until_guests_exit: false,
             sched_slice_ms: 30,
             sched_ratelimit_us: 1000,
+            spec_ctrl: true,
             domain_count: 0,
             dom0: false,
         }
@@ -254,10 +260,11 @@ enum Key {
     UntilGuestsExit,
     SchedSlice,
     SchedRatelimit,
+    SpecCtrl,
 }
 
 impl Key {
-    const ALL: [Key; 7] = [
+    const ALL: [Key; 8] = [
         Self::LogLevel,
         Self::Fault,
         Self::EmulatorExit,
@@ -265,6 +272,7 @@ impl Key {
         Self::UntilGuestsExit,
         Self::SchedSlice,
         Self::SchedRatelimit,
+        Self::SpecCtrl,
     ];
 
     const fn as_str(self) -> &'static str {
@@ -276,6 +284,7 @@ impl Key {
             Self::UntilGuestsExit => "until_guests_exit",
             Self::SchedSlice => "sched_slice_ms",
             Self::SchedRatelimit => "sched_ratelimit_us",
+            Self::SpecCtrl => "spec_ctrl",
         }
     }
 
@@ -303,6 +312,7 @@ impl fmt::Display for KnownKeys {
 const LOG_LEVELS: &str = "error, warn, info, debug or trace";
 const FAULTS: &str = "none, divide-error, breakpoint, invalid-opcode, general-protection, page-fault or double-fault";
 const BOOLS: &str = "true or false";
+const ON_OFF: &str = "on or off";
 const BAUD_RATES: &str = "9600, 19200, 38400, 57600 or 115200";
 const QUOTING: &str = "a bare word or a string in double quotes (\"...\") with no quote inside";
 
@@ -639,6 +649,11 @@ fn hypervisor_key<'a>(
         "false" => Ok(false),
         _ => Err(bad(BOOLS)),
     };
+    let on_off = |v: &str| match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(bad(ON_OFF)),
+    };
     match known {
         Key::LogLevel => config.log_level = LogLevel::from_name(v).ok_or(bad(LOG_LEVELS))?,
         Key::Fault => {
@@ -649,6 +664,7 @@ fn hypervisor_key<'a>(
         }
         Key::EmulatorExit => config.emulator_exit = boolean(v)?,
         Key::UntilGuestsExit => config.until_guests_exit = boolean(v)?,
+        Key::SpecCtrl => config.spec_ctrl = on_off(v)?,
         Key::SchedSlice => {
             config.sched_slice_ms = parse_u64(v)
                 .and_then(|n| u32::try_from(n).ok())
@@ -920,6 +936,7 @@ mod tests {
             until_guests_exit: false,
             sched_slice_ms: 30,
             sched_ratelimit_us: 1000,
+                spec_ctrl: true,
             domain_count: 0,
             dom0: false,
         };
@@ -943,6 +960,7 @@ mod tests {
                 until_guests_exit: false,
                 sched_slice_ms: 30,
                 sched_ratelimit_us: 1000,
+                spec_ctrl: true,
                 domain_count: 0,
                 dom0: false,
             }
@@ -977,6 +995,8 @@ mod tests {
     #[test]
     fn both_booleans_are_read() {
         assert!(parse("[hypervisor]\nemulator_exit = true\n").unwrap().emulator_exit);
+        assert!(parse("[hypervisor]\n").unwrap().spec_ctrl, "mitigations on by default");
+        assert!(!parse("[hypervisor]\nspec_ctrl = off\n").unwrap().spec_ctrl);
         assert!(!parse("[hypervisor]\nemulator_exit = false\n").unwrap().emulator_exit);
     }
 
@@ -1011,7 +1031,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "hypervisor.cfg line 3: unknown key \"log_lvl\" in [hypervisor]; known keys: log_level, fault, \
-             emulator_exit, serial_baud, until_guests_exit, sched_slice_ms, sched_ratelimit_us"
+             emulator_exit, serial_baud, until_guests_exit, sched_slice_ms, sched_ratelimit_us, spec_ctrl"
         );
     }
 
@@ -1021,6 +1041,7 @@ mod tests {
             ("log_level = loud", "log_level", "loud", LOG_LEVELS),
             ("fault = segfault", "fault", "segfault", FAULTS),
             ("emulator_exit = yes", "emulator_exit", "yes", BOOLS),
+            ("spec_ctrl = false", "spec_ctrl", "false", ON_OFF),
             ("serial_baud = 1234", "serial_baud", "1234", BAUD_RATES),
             ("serial_baud = +9600", "serial_baud", "+9600", BAUD_RATES),
             ("log_level =", "log_level", "", LOG_LEVELS),

@@ -187,6 +187,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         used / 1024,
         free / 1024
     );
+    crate::arch::spec_ctrl::init(config.spec_ctrl);
     crate::sched::configure(online, config.until_guests_exit, config.sched_slice_ms, config.sched_ratelimit_us);
     // Guest RAM zeroed ahead of the domains (mm::scrub); idle CPUs zero the rest.
     let t0 = cpu::rdtsc();

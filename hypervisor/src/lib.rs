@@ -17,6 +17,7 @@ pub mod mm;
 pub mod pci_bars;
 pub mod ring;
 pub mod sched;
+pub mod spec_ctrl;
 pub mod vmx;
 pub mod xstate;
 

@@ -14,4 +14,5 @@ pub mod pci;
 pub mod pic;
 pub mod serial;
 pub mod smp;
+pub mod spec_ctrl;
 pub mod timer;

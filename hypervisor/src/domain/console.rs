@@ -98,8 +98,9 @@ impl TokenBucket {
 /// level, CPU, target, domain name). Charged per line, so that a flood of empty lines
 /// is not free.
 pub const LINE_OVERHEAD: u64 = 48;
-/// A domain may print this many bytes of log lines at once ...
-pub const BURST_BYTES: u64 = 64 * 1024;
+/// A domain may print this many bytes of log lines at once (about 3 s of the serial
+/// port at 115200 baud) ...
+pub const BURST_BYTES: u64 = 32 * 1024;
 /// ... and this many a second after that (the serial port at 115200 baud carries about
 /// 11,500): a Linux boot's messages fit, a flood takes a third of the port at most.
 pub const RATE_BYTES: u64 = 4 * 1024;
@@ -152,6 +153,11 @@ impl ConsoleLimit {
         }
         self.last_notice_ns = now_ns;
         Some(core::mem::take(&mut self.dropped))
+    }
+
+    /// The lines not shown since the last notice, whenever asked (the domain ended).
+    pub fn final_notice(&mut self) -> Option<u64> {
+        Some(core::mem::take(&mut self.dropped)).filter(|&n| n > 0)
     }
 }
 
@@ -239,12 +245,16 @@ mod tests {
         let n = limit.notice(10 * SEC).unwrap();
         assert_eq!(n, limit.dropped_total);
         assert_eq!(limit.notice(11 * SEC), None);
+        assert!(!limit.admit(11 * SEC, 10_000));
+        assert_eq!(limit.final_notice(), Some(1));
+        assert_eq!(limit.final_notice(), None);
     }
 
     #[test]
     fn a_linux_boot_fits_in_the_burst() {
-        // About 400 lines of 70 characters in the first few seconds.
+        // About 250 lines of 70 characters in its first second, then more slowly.
         let mut limit = ConsoleLimit::new(0);
-        assert!((0..400u64).all(|i| limit.admit(i * 10_000_000, 70)));
+        assert!((0..250u64).all(|i| limit.admit(i * 4_000_000, 70)));
+        assert!((0..200u64).all(|i| limit.admit(SEC + i * 25_000_000, 70)));
     }
 }

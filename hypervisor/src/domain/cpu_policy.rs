@@ -16,7 +16,11 @@
 //! - XSAVEC, XSAVES and XFD: XSAVES needs a VM-execution control the hypervisor does not
 //!   enable (it would #UD), and without it the compacted-format sizes are meaningless
 //!   (Linux warned "XSAVE consistency problem" and turned XSAVE off).
-//! - IA32_TSC_ADJUST, IA32_ARCH_CAPABILITIES and IA32_CORE_CAPABILITIES: not emulated.
+//! - IA32_TSC_ADJUST, IA32_ARCH_CAPABILITIES and IA32_CORE_CAPABILITIES, and the MSRs
+//!   behind SRBDS_CTRL, TSX_FORCE_ABORT and architectural LBRs: not emulated. Of the
+//!   speculation controls in leaf 7 EDX, IBRS/IBPB, STIBP, SSBD, L1D_FLUSH and MD_CLEAR
+//!   show when the CPU has them: each is virtualized (`crate::spec_ctrl`); the further
+//!   SPEC_CTRL bits of leaf 7 sub-leaf 2 are not.
 //!
 //! Topology: one package whose cores are the domain's vCPUs, one thread each. The
 //! initial APIC ID (leaf 1 EBX, leaf 0xB/0x1F EDX) is the vCPU's local APIC ID, so
@@ -75,6 +79,9 @@ mod bit {
     pub const WAITPKG: u32 = 1 << 5;
     pub const SGX_LC: u32 = 1 << 30;
     // Leaf 7.0 EDX.
+    pub const SRBDS_CTRL: u32 = 1 << 9;
+    pub const TSX_FORCE_ABORT: u32 = 1 << 13;
+    pub const ARCH_LBR: u32 = 1 << 19;
     pub const ARCH_CAPABILITIES: u32 = 1 << 29;
     pub const CORE_CAPABILITIES: u32 = 1 << 30;
     // Leaf 0xD.1 EAX.
@@ -152,8 +159,15 @@ fn filter_leaf(leaf: u32, subleaf: u32, host: [u32; 4], topo: Topology) -> [u32;
         7 if subleaf == 0 => {
             b &= !(bit::TSC_ADJUST | bit::SGX | bit::RDT_M | bit::RDT_A | bit::INTEL_PT);
             c &= !(bit::WAITPKG | bit::SGX_LC);
-            d &= !(bit::ARCH_CAPABILITIES | bit::CORE_CAPABILITIES);
+            d &= !(bit::SRBDS_CTRL
+                | bit::TSX_FORCE_ABORT
+                | bit::ARCH_LBR
+                | bit::ARCH_CAPABILITIES
+                | bit::CORE_CAPABILITIES);
         }
+        // Sub-leaf 2 lists further SPEC_CTRL controls (PSFD, IPRED/RRSBA/BHI_DIS_S, ...)
+        // that the hypervisor does not let guests set (`crate::spec_ctrl`).
+        7 if subleaf == 2 => return [0; 4],
         // Performance monitoring, RDT monitoring and allocation, SGX, Intel PT: hidden
         // above, so their leaves are empty.
         0xA | 0xF | 0x10 | 0x12 | 0x14 => return [0; 4],
@@ -282,6 +296,11 @@ mod tests {
         assert_eq!(b & (bit::TSC_ADJUST | bit::SGX | bit::RDT_M | bit::RDT_A | bit::INTEL_PT), 0);
         assert_eq!(c & (bit::WAITPKG | bit::SGX_LC), 0);
         assert_eq!(d & (bit::ARCH_CAPABILITIES | bit::CORE_CAPABILITIES), 0);
+        assert_eq!(d & (bit::SRBDS_CTRL | bit::TSX_FORCE_ABORT | bit::ARCH_LBR), 0);
+        // The virtualized speculation controls stay: IBRS/IBPB, STIBP, L1D_FLUSH, SSBD,
+        // MD_CLEAR.
+        assert_eq!(d & 0x9C00_0400, 0x9C00_0400);
+        assert_eq!(filter(7, 2, [1, 2, 3, 4], ONE), [0; 4]);
         assert_eq!(filter(7, 1, [1, 2, 3, 4], ONE), [1, 2, 3, 4]);
         assert_eq!(filter(0x8000_0001, 0, [1, 2, 3, 4], ONE), [1, 2, 3, 4]);
     }

@@ -255,11 +255,7 @@ mod kernel {
                     notice = rt.console_limit.notice(now);
                 }
                 if let Some(n) = notice {
-                    log::warn!(
-                        "domain {}: {n} console line(s) over its rate limit not logged (kept for `console {}`)",
-                        self.name,
-                        self.id
-                    );
+                    self.console_notice(n);
                 }
                 let Some(len) = len else { break };
                 let text = core::str::from_utf8(&line[..len]).unwrap_or("");
@@ -267,6 +263,15 @@ mod kernel {
                     self.runtime.lock().console_limit.dropped_rejected();
                 }
             }
+        }
+
+        fn console_notice(&self, lines: u64) {
+            log::warn!(
+                "domain {}: {lines} console line(s) not logged (over its rate limit, or the serial port was full); \
+                 all are kept for `console {}`",
+                self.name,
+                self.id
+            );
         }
 
         /// Ends the domain: `status` for a clean exit, `None` with a crash.
@@ -278,6 +283,11 @@ mod kernel {
             rt.state = state;
             rt.exit_status = status;
             self.ended.store(true, core::sync::atomic::Ordering::Release);
+            let dropped = rt.console_limit.final_notice();
+            drop(rt);
+            if let Some(n) = dropped {
+                self.console_notice(n);
+            }
             true
         }
 

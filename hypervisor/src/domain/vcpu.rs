@@ -102,6 +102,9 @@ pub struct Vcpu {
     /// IA32_TSC_AUX as the guest wrote it (what RDTSCP and RDPID return), loaded into
     /// the CPU's MSR when the vCPU starts a slice.
     pub tsc_aux: u32,
+    /// IA32_SPEC_CTRL as the guest wrote it (in the CPU while the vCPU runs, see
+    /// `arch::spec_ctrl`).
+    pub spec_ctrl: u64,
     /// DR0-3 and DR6 (`vmexit::debug`, switched lazily).
     pub debug: crate::vmexit::debug::DebugRegs,
     /// The last instruction the MMIO path fetched and decoded, re-checked before reuse.
@@ -137,6 +140,7 @@ impl Vcpu {
             fpu,
             tsc_aux: 0,
             syscall_msrs: [0; 5],
+            spec_ctrl: 0,
             debug: Default::default(),
             mmio_fetch: None,
         })

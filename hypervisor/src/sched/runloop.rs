@@ -251,6 +251,7 @@ enum Outcome {
 /// Each CPU's life after bring-up.
 pub fn run_loop() -> ! {
     let cpu = percpu::current_index() as usize;
+    crate::arch::spec_ctrl::init_this_cpu();
     let tick_ns = TICK_NS.load(Ordering::Relaxed);
     // Spread the CPUs' ticks over the tick period, as Xen does, so they do not all
     // account at the same instant.
@@ -459,6 +460,8 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     if let Some(sig) = signals {
         sig.set_running_on(Some(cpu));
     }
+    // Branch predictions another domain trained stay with it (IBPB where it applies).
+    crate::arch::spec_ctrl::switch_to(cpu as usize, p.domain.id);
     crate::vmexit::msr::load_tsc_aux(vcpu.tsc_aux);
     crate::vmexit::msr::load_syscall_msrs(&vcpu.syscall_msrs);
     if let Err(e) = vcpu.fpu.switch_in(vcpu.xcr0) {
@@ -684,9 +687,13 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
             arm_preemption_timer(current, &p.domain, vcpu);
         }
         let launched = vcpu.launched;
+        let spec_ctrl = vcpu.spec_ctrl;
+        crate::arch::spec_ctrl::before_entry(spec_ctrl);
         // SAFETY: the VMCS is current and complete (guest state at creation, host
         // state above); `launched` tracks VMLAUNCH vs VMRESUME since the last VMCLEAR.
-        match unsafe { entry::run(&mut vcpu.regs, launched) } {
+        let entered = unsafe { entry::run(&mut vcpu.regs, launched) };
+        crate::arch::spec_ctrl::after_exit(spec_ctrl);
+        match entered {
             Entry::Exited => {
                 vcpu.launched = true;
                 let raw = vmexit::exit_reason(current);

@@ -7,6 +7,7 @@ use super::apic::MsrOutcome;
 use super::{GP, Next, inject_exception};
 use crate::domain::vcpu::Vcpu;
 use crate::vmx::fields::{Field64, FieldNatural};
+use crate::spec_ctrl::{IA32_FLUSH_CMD, IA32_PRED_CMD, IA32_SPEC_CTRL};
 use crate::vmx::vmcs::Current;
 
 const IA32_TSC: u32 = 0x10;
@@ -114,6 +115,10 @@ pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
             let i = SYSCALL_MSRS.iter().position(|&x| x == m).unwrap_or(0);
             vcpu.syscall_msrs.get(i).copied().unwrap_or(0)
         }
+        // The vCPU's own value (the policy decides whether the MSR exists for guests).
+        IA32_SPEC_CTRL if crate::arch::spec_ctrl::mitigations().guest_spec_ctrl != 0 => {
+            vcpu.spec_ctrl
+        }
         IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID => 0,
         IA32_MISC_ENABLE => 1, // fast strings
         IA32_PAT => vmcs.read64(Field64::GuestIa32Pat),
@@ -168,6 +173,9 @@ pub fn wrmsr(vmcs: &Current, domain: &crate::domain::Domain, vcpu: &mut Vcpu) ->
                 _ => false,
             }
         }
+        MsrOutcome::NotApic if matches!(msr, IA32_SPEC_CTRL | IA32_PRED_CMD | IA32_FLUSH_CMD) => {
+            speculation_wrmsr(vcpu, msr, value)
+        }
         MsrOutcome::NotApic => plain_wrmsr(vmcs, msr, value),
     };
     if ok {
@@ -175,6 +183,32 @@ pub fn wrmsr(vmcs: &Current, domain: &crate::domain::Domain, vcpu: &mut Vcpu) ->
     } else {
         inject_exception(vmcs, GP, Some(0));
         Next::Resume
+    }
+}
+
+/// The speculation-control MSRs, where the CPU has them (`crate::spec_ctrl`): the
+/// vCPU's SPEC_CTRL (loaded before each entry), and the two commands, carried out at
+/// once. False means #GP, as on a CPU without them.
+fn speculation_wrmsr(vcpu: &mut Vcpu, msr: u32, value: u64) -> bool {
+    let m = crate::arch::spec_ctrl::mitigations();
+    match msr {
+        IA32_SPEC_CTRL if m.guest_spec_ctrl_ok(value) => {
+            vcpu.spec_ctrl = value;
+            true
+        }
+        IA32_PRED_CMD if m.pred_cmd_ok(value) => {
+            if value != 0 {
+                crate::arch::spec_ctrl::ibpb();
+            }
+            true
+        }
+        IA32_FLUSH_CMD if m.flush_cmd_ok(value) => {
+            if value != 0 {
+                crate::arch::spec_ctrl::flush_l1d();
+            }
+            true
+        }
+        _ => false,
     }
 }
 

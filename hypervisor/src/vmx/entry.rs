@@ -115,6 +115,18 @@ global_asm!(
     "mov [rdi + {r15}], r15",
     "pop rax",
     "mov [rdi + {rdi}], rax",
+    // Overwrite the return stack buffer before the hypervisor's first RET, so that no
+    // return prediction the guest left behind is followed (arch::spec_ctrl): 32 calls
+    // whose return addresses are speculation traps, then the stack put back.
+    "cmp byte ptr [rip + {rsb_fill}], 0",
+    "je 6f",
+    ".rept 32",
+    "call 7f",
+    "int3",
+    "7:",
+    ".endr",
+    "add rsp, 256",
+    "6:",
     "pop rdi",
     "pop r15",
     "pop r14",
@@ -125,6 +137,7 @@ global_asm!(
     "xor eax, eax",
     "ret",
     host_rsp = const HOST_RSP,
+    rsb_fill = sym crate::arch::spec_ctrl::RSB_FILL_ON_EXIT,
     rax = const offset_of!(GuestRegs, rax),
     rbx = const offset_of!(GuestRegs, rbx),
     rcx = const offset_of!(GuestRegs, rcx),

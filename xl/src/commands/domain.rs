@@ -110,7 +110,7 @@ pub fn create<'a>(args: &[&'a str], host: &mut impl Host, out: &mut impl Write) 
 /// `destroy`, `shutdown`, `reboot`, `pause`, `unpause`: silent on success, as xl.
 pub fn lifecycle<'a>(op: DomainOp, args: &[&'a str], host: &mut impl Host) -> Result<(), CmdError<'a>> {
     let d = one_domain(op.command(), args, host)?;
-    if is_dom0(&d) && op != DomainOp::Unpause {
+    if is_dom0(&d) {
         return Err(CmdError::Dom0(op.command()));
     }
     host.domain_op(op, d.id).map_err(|e| match e {
