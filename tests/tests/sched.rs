@@ -122,6 +122,8 @@ fn a_two_vcpu_guest_starts_its_second_vcpu_with_init_sipi_and_both_run() {
         "domain smp (id 1) created: 16 MiB, 2 vCPU(s)",
         "[smp] smp: hello from vcpu1 in real mode",
         "[smp] smp: vcpu1 alive=1, counted",
+        "[smp] smp: hello from vcpu1 in real mode",
+        "[smp] smp: vcpu1 started again after INIT: alive=true",
         "[smp] smp: both vCPUs ran",
         "domain smp exited status=0",
         "domain smp: 16 MiB of guest memory released",

@@ -35,7 +35,9 @@
 //! - `ticker`: a demonstration domain that never ends: prints a line every 5 s from its
 //!   local APIC timer and halts in between (what `cargo xtask run` starts by default);
 //! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
-//!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count.
+//!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count,
+//!   then leaves protected mode on and parks; vCPU 0 starts it again the same way
+//!   (INIT must reset it) and watches it count again.
 #![no_std]
 #![no_main]
 
@@ -528,6 +530,14 @@ core::arch::global_asm!(
     "inc dword ptr [0xAF04]",
     "cmp byte ptr [0xAF08], 0",
     "je ap_count",
+    // Leave the CPU in a state only INIT undoes (SDM Vol. 3A "Processor State After
+    // Reset"): protected mode on, the direction flag set. Started again with
+    // INIT-SIPI-SIPI, it must begin in real mode with DF clear, or it prints garbage
+    // (LODSB backwards) or never runs.
+    "std",
+    "mov eax, cr0",
+    "or al, 1",
+    "mov cr0, eax",
     "ap_park:",
     "hlt",
     "jmp ap_park",
@@ -563,7 +573,17 @@ fn smp() -> ! {
     // SAFETY: tells vCPU 1 to stop counting.
     unsafe { (AP_STOP as *mut u8).write_volatile(1) };
     let _ = writeln!(out, "smp: vcpu1 alive={alive}, counted {before} -> {after} while vcpu0 waited 50 ms");
-    let ok = alive == 1 && after > before;
+    let mut ok = alive == 1 && after > before;
+    // Online it again, as an OS does after CPU hot-unplug or kexec: INIT must reset it.
+    spin(10 * per_ms);
+    let again = start_vcpu1(start, end, per_ms);
+    let before = peek(AP_COUNT);
+    spin(50 * per_ms);
+    let after = peek(AP_COUNT);
+    // SAFETY: as above.
+    unsafe { (AP_STOP as *mut u8).write_volatile(1) };
+    let _ = writeln!(out, "smp: vcpu1 started again after INIT: alive={again}, counted {before} -> {after}");
+    ok &= again && after > before;
     let _ = writeln!(out, "smp: {}", if ok { "both vCPUs ran" } else { "FAILED" });
     exit(if ok { 0 } else { 1 })
 }

@@ -167,6 +167,15 @@ pub fn arm_timer(deadline: u64) {
     unsafe { wrmsr(IA32_TSC_DEADLINE, deadline) };
 }
 
+/// Sends this CPU an NMI (the boot's NMI self-test, `arch::nmi`).
+pub fn self_nmi() {
+    if MMIO_BASE.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let id = read(reg::ID) >> 24;
+    let _ = send_ipi(id, icr::NMI | icr::LEVEL_ASSERT);
+}
+
 /// Sends an NMI to every other CPU (used only to stop the machine).
 pub fn stop_other_cpus() {
     if MMIO_BASE.load(Ordering::Relaxed) == 0 {

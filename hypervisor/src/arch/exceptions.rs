@@ -4,7 +4,8 @@
 //! (vector, error code, all general-purpose registers) and calls [`exception_dispatch`].
 //! An exception in the hypervisor is a bug: the handler prints everything a person
 //! needs to find it (vector, error code, RIP, CR2, registers) and stops the machine.
-//! NMIs double as the "stop now" signal sent to other CPUs when the machine halts.
+//! NMIs double as the "stop now" signal sent to other CPUs when the machine halts; any
+//! other NMI is counted and survived (`nmi`).
 
 use super::gdt;
 use crate::{percpu, power};
@@ -262,9 +263,14 @@ pub fn mnemonic(vector: u64) -> &'static str {
 }
 
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
-    if frame.vector == 2 && power::stopping() {
-        // Another CPU is stopping the machine and asked us to park.
-        power::park_this_cpu();
+    if frame.vector == 2 {
+        if power::stopping() {
+            // Another CPU is stopping the machine and asked us to park.
+            power::park_this_cpu();
+        }
+        // Any other NMI: noted (and reported by the run loop), then IRETQ goes on.
+        super::nmi::note();
+        return;
     }
     // A fault with a fixup (restoring a vCPU's vector state): the caller sees the
     // failure and crashes that domain; the hypervisor carries on.

@@ -10,6 +10,7 @@ pub mod exceptions;
 pub mod fpu;
 pub mod gdt;
 pub mod ioapic;
+pub mod nmi;
 pub mod pci;
 pub mod pic;
 pub mod serial;

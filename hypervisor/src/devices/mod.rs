@@ -40,6 +40,11 @@ pub struct DomainDevices {
     timers_next: u64,
     /// A PIT or RTC register was accessed since `timers_next` was computed.
     timers_touched: bool,
+    /// Which timer lines could reach a vCPU when `timers_next` was computed
+    /// ([`Self::timer_lines_open`]); a change means computing it again.
+    timer_lines: u8,
+    /// When the PIT last raised IRQ 0 (ns), for [`MIN_IRQ0_PERIOD_NS`].
+    last_irq0_ns: u64,
     /// COM1's interrupt output as last driven onto IRQ 4.
     com1_line: bool,
     /// The ACPI SCI as last driven onto IRQ 9.
@@ -50,6 +55,12 @@ pub struct DomainDevices {
     /// Console input (from Domain0) not yet taken by the guest.
     console_input: alloc::collections::VecDeque<u8>,
 }
+
+/// The PIT raises IRQ 0 at most this often (10 kHz), whatever its reload value (as KVM
+/// bounds its PIT's period): at the hardware's fastest, a halted guest could otherwise
+/// wake its CPU every microsecond. Missed edges collapse into one, as they do when an
+/// interrupt is held off.
+pub const MIN_IRQ0_PERIOD_NS: u64 = 100_000;
 
 /// Most console input bytes waiting for a guest; more are refused.
 pub const CONSOLE_INPUT_MAX: usize = 4096;
@@ -107,6 +118,8 @@ impl DomainDevices {
             pit: pit8254::Pit8254::new(),
             timers_next: u64::MAX,
             timers_touched: true,
+            timer_lines: 0,
+            last_irq0_ns: 0,
             com1_line: false,
             sci_line: false,
             com1_in_use: false,
@@ -162,13 +175,16 @@ impl DomainDevices {
         }
         // The models promise no edge before their next event without an access, so
         // skipping them until then changes nothing.
-        if self.timers_touched || now_ns >= self.timers_next {
-            if self.pit.irq0_ticks(now_ns) > 0 {
+        let lines = self.timer_lines_open();
+        if self.timers_touched || now_ns >= self.timers_next || lines != self.timer_lines {
+            if now_ns >= self.last_irq0_ns.saturating_add(MIN_IRQ0_PERIOD_NS) && self.pit.irq0_ticks(now_ns) > 0 {
                 self.pulse(pit8254::PIT_IRQ, out);
+                self.last_irq0_ns = now_ns;
             }
             if self.rtc.poll_irq(now_ns) {
                 self.pulse(rtc::RTC_IRQ, out);
             }
+            self.timer_lines = lines;
             self.timers_next = self.timers_next_event().unwrap_or(u64::MAX);
             self.timers_touched = false;
         }
@@ -194,11 +210,30 @@ impl DomainDevices {
         (self.timers_next != u64::MAX).then_some(self.timers_next)
     }
 
+    /// The timers' next edge that can reach a vCPU: a line masked at both the PICs and
+    /// the I/O APIC gets no deadline (its edges are caught up on when it is unmasked,
+    /// as an edge latched in the IRR would be), and IRQ 0 keeps its minimum period.
     fn timers_next_event(&self) -> Option<u64> {
-        match (self.pit.next_irq0_ns(), self.rtc.next_event_ns()) {
+        let lines = self.timer_lines_open();
+        let pit = self
+            .pit
+            .next_irq0_ns()
+            .filter(|_| lines & 1 != 0)
+            .map(|t| t.max(self.last_irq0_ns.saturating_add(MIN_IRQ0_PERIOD_NS)));
+        let rtc = self.rtc.next_event_ns().filter(|_| lines & 2 != 0);
+        match (pit, rtc) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Which timer lines can reach a vCPU now: bit 0 the PIT's IRQ 0, bit 1 the RTC's
+    /// IRQ 8 (open when unmasked at the PICs or at their I/O APIC pin).
+    fn timer_lines_open(&self) -> u8 {
+        let open = |irq: u8| {
+            !self.pic.masked(irq) || self.ioapic.entry(isa_pin(irq)).is_some_and(|e| e & ioapic::rte::MASKED == 0)
+        };
+        u8::from(open(pit8254::PIT_IRQ)) | u8::from(open(rtc::RTC_IRQ)) << 1
     }
 
     /// A read of a PIT port (0x40-0x43, 0x61).
@@ -405,5 +440,46 @@ mod tests {
         assert_eq!(isa_pin(0), 2);
         assert_eq!(isa_pin(4), 4);
         assert_eq!(isa_pin(8), 8);
+    }
+
+    #[test]
+    fn a_timer_masked_everywhere_sets_no_deadline_until_it_is_unmasked() {
+        let mut d = devices();
+        init_pic(&mut d, 0xFF);
+        let mut out = Messages::default();
+        // The fastest the PIT goes: a deadline every 1.7 us, if anyone could see it.
+        start_pit(&mut d, 2, 0);
+        d.sync(1_000, &mut out);
+        assert_eq!(d.next_event_ns(), None, "IRQ 0 masked at the PIC and the I/O APIC");
+        // Unmasked at the PIC: the next sync notices and the deadline comes back.
+        d.pic.write(0x21, 0xFE);
+        d.sync(2_000_000, &mut out);
+        assert!(d.pic.pending_vector().is_some(), "edges while masked are caught up on");
+        let next = d.next_event_ns().expect("IRQ 0 open again");
+        assert!(next >= 2_000_000 + MIN_IRQ0_PERIOD_NS - 1, "{next}");
+    }
+
+    #[test]
+    fn irq0_keeps_its_minimum_period_however_short_the_count() {
+        let mut d = devices();
+        init_pic(&mut d, 0xFE);
+        ioapic_route(&mut d, 2, 0x30);
+        start_pit(&mut d, 2, 0);
+        let mut out = Messages::default();
+        let mut pulses = 0;
+        // 10 ms, looked at every microsecond, each interrupt acknowledged at once.
+        for us in 1..=10_000u64 {
+            let now = us * 1000;
+            out = Messages::default();
+            d.sync(now, &mut out);
+            if !out.is_empty() {
+                pulses += 1;
+                let _ = d.pic.acknowledge();
+                d.eoi(0x20, &mut out);
+                let deadline = d.next_event_ns().unwrap();
+                assert!(deadline >= now + MIN_IRQ0_PERIOD_NS, "the next edge comes no sooner");
+            }
+        }
+        assert!((99..=100).contains(&pulses), "{pulses} interrupts in 10 ms");
     }
 }

@@ -471,6 +471,16 @@ impl Pic8259Pair {
         self.update_cascade();
     }
 
+    /// Whether the mask keeps ISA line `irq` from the CPU: its IMR bit, and for the slave's
+    /// lines also the cascade input's on the master.
+    pub fn masked(&self, irq: u8) -> bool {
+        match irq {
+            0..=7 => self.master.imr & bit(irq) != 0,
+            8..=15 => self.slave.imr & bit(irq - 8) != 0 || self.master.imr & bit(CASCADE_IRQ) != 0,
+            _ => true,
+        }
+    }
+
     /// Drives ISA interrupt line `irq` (0..=15). Edge-triggered inputs latch a request on a
     /// rising edge; level-triggered ones (ELCR or LTIM) request while high. IRQ 2 and
     /// numbers above 15 are ignored (IRQ 2 is the cascade; see the module documentation).

@@ -173,7 +173,8 @@ fn write_controls(vmcs: &Current, vcpu: &Vcpu, s: &VmcsSetup, long_mode: bool) {
     vmcs.write32(Field32::SecondaryProcBasedControls, c.proc2);
     vmcs.write32(Field32::ExitControls, c.exit);
     vmcs.write32(Field32::EntryControls, c.entry | if long_mode { s.ia32e_mode_entry_bit } else { 0 });
-    vmcs.write32(Field32::ExceptionBitmap, 0);
+    // Only #MC exits: a machine check is the host's to handle, never the guest's.
+    vmcs.write32(Field32::ExceptionBitmap, 1 << crate::vmexit::MC);
     vmcs.write32(Field32::Cr3TargetCount, 0);
     vmcs.write32(Field32::ExitMsrStoreCount, 0);
     vmcs.write32(Field32::ExitMsrLoadCount, 0);
@@ -333,6 +334,64 @@ pub fn setup_real16(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64) 
     vmcs.write32(Field32::GuestGdtrLimit, 0xFFFF);
     write_common_state(vmcs, ip, 0);
     vmcs.write32(Field32::GuestIdtrLimit, 0x3FF);
+}
+
+/// INIT (SDM Vol. 3A "Processor State After Reset", the INIT column), for a vCPU that
+/// a STARTUP IPI is about to start: real mode, general-purpose registers cleared (EDX
+/// the processor signature), RFLAGS 2, CR0 with ET only, CR2/CR3/CR4 and EFER 0, XCR0
+/// 1, DR0-3 cleared, DR6 and DR7 at their initial values, no pending event. x87/SSE
+/// state and most MSRs are left alone, as INIT leaves them. The STARTUP vector then
+/// sets CS:IP (the caller). Without this, an AP that an OS onlines a second time
+/// (CPU hot-plug, kexec) would start in whatever mode it was left in.
+pub fn reset_for_startup(vmcs: &Current, vcpu: &mut Vcpu) {
+    use crate::vmx::caps::{EntryControls, PrimaryProcBased};
+    let entry = vmcs.read32(Field32::EntryControls) & !EntryControls::IA32E_MODE_GUEST.bits();
+    vmcs.write32(Field32::EntryControls, entry);
+    let proc = vmcs.read32(Field32::PrimaryProcBasedControls) & !PrimaryProcBased::INTERRUPT_WINDOW_EXITING.bits();
+    vmcs.write32(Field32::PrimaryProcBasedControls, proc);
+    vcpu.window_exiting = false;
+    vmcs.write32(Field32::EntryInterruptionInfo, 0);
+    vcpu.cr.cr0_shadow = CR0_ET;
+    vcpu.cr.cr4_shadow = 0;
+    vmcs.write_natural(FieldNatural::Cr0ReadShadow, CR0_ET);
+    vmcs.write_natural(FieldNatural::Cr4ReadShadow, 0);
+    vmcs.write_natural(FieldNatural::GuestCr0, CR0_ET | vcpu.cr.cr0_mask);
+    vmcs.write_natural(FieldNatural::GuestCr4, vcpu.cr.cr4_mask);
+    vmcs.write_natural(FieldNatural::GuestCr3, 0);
+    vmcs.write64(Field64::GuestIa32Efer, 0);
+    write_flat_segments(vmcs, 0, AR_REAL_CODE, 0);
+    for limit in [
+        Field32::GuestCsLimit,
+        Field32::GuestSsLimit,
+        Field32::GuestDsLimit,
+        Field32::GuestEsLimit,
+        Field32::GuestFsLimit,
+        Field32::GuestGsLimit,
+    ] {
+        vmcs.write32(limit, 0xFFFF);
+    }
+    for ar in [
+        Field32::GuestSsAccessRights,
+        Field32::GuestDsAccessRights,
+        Field32::GuestEsAccessRights,
+        Field32::GuestFsAccessRights,
+        Field32::GuestGsAccessRights,
+    ] {
+        vmcs.write32(ar, AR_REAL_DATA);
+    }
+    vmcs.write_natural(FieldNatural::GuestGdtrBase, 0);
+    vmcs.write32(Field32::GuestGdtrLimit, 0xFFFF);
+    let pat = vmcs.read64(Field64::GuestIa32Pat);
+    write_common_state(vmcs, 0, 0);
+    // INIT leaves IA32_PAT as it was.
+    vmcs.write64(Field64::GuestIa32Pat, pat);
+    vmcs.write32(Field32::GuestIdtrLimit, 0xFFFF);
+    vcpu.regs = GuestRegs { rdx: u64::from(crate::arch::cpu::cpuid(1, 0).eax), ..GuestRegs::default() };
+    vcpu.xcr0 = 1;
+    vcpu.debug.dr = [0; 4];
+    vcpu.debug.dr6 = crate::arch::debugreg::DR6_INIT;
+    vcpu.halted_if_clear = false;
+    vcpu.mmio_fetch = None;
 }
 
 /// Fills the control fields and the 64-bit guest state of `vcpu`'s VMCS (current).

@@ -264,6 +264,7 @@ pub fn run_loop() -> ! {
         }
         // Device interrupts that arrived while idle, for Domain0.
         crate::domain::passthrough::deliver_pending();
+        crate::arch::nmi::report();
         crate::arch::serial::poll();
         let mut now = crate::arch::timer::now_ns();
         let next_tick = NEXT_TICK[cpu].load(Ordering::Relaxed);
@@ -451,7 +452,9 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     }
     vcpu.slice_end_tsc = crate::arch::timer::ns_to_tsc(until_ns);
     if let Some(vector) = vcpu.start_vector.take() {
-        // STARTUP: real mode at vector:0000, i.e. CS = vector << 8, base = vector << 12.
+        // STARTUP after INIT: the INIT state (a vCPU may have run before), then real
+        // mode at vector:0000, i.e. CS = vector << 8, base = vector << 12.
+        crate::domain::vcpu::reset_for_startup(&current, &mut vcpu);
         current.write16(Field16::GuestCsSelector, u16::from(vector) << 8);
         current.write_natural(FieldNatural::GuestCsBase, u64::from(vector) << 12);
         current.write_natural(FieldNatural::GuestRip, 0);

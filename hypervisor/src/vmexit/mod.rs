@@ -49,6 +49,7 @@ pub fn inject_exception(vmcs: &Current, vector: u8, error_code: Option<u32>) {
 
 pub const UD: u8 = 6;
 pub const GP: u8 = 13;
+pub const MC: u8 = 18;
 
 /// Crashes the domain with a report: why, then the guest state.
 pub fn crash(vmcs: &Current, domain: &Domain, vcpu: &Vcpu, why: core::fmt::Arguments) -> Next {
@@ -228,10 +229,28 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReas
         // The guest became interruptible: `events::before_entry` injects now.
         ExitReason::InterruptWindow => Next::Resume,
         ExitReason::ExceptionOrNmi => {
+            let info = InterruptionInfo::from_raw(vmcs.read_ro32(ReadOnly32::ExitInterruptionInfo));
             if crate::power::stopping() {
                 crate::power::park_this_cpu();
             }
-            Next::Resume
+            if info.vector() == MC {
+                // The exception bitmap takes only #MC: the host's hardware error, which
+                // the guest must not see or handle. Whatever the guest was using may be
+                // corrupted: it is crashed with the banks' story; the host goes on.
+                let (banks, status) = crate::arch::nmi::machine_check_summary();
+                crash(
+                    vmcs,
+                    domain,
+                    vcpu,
+                    format_args!("machine check while it ran (MCG_STATUS {status:#x}, valid banks {banks:#x?})"),
+                )
+            } else {
+                // An NMI (NMI exiting): the host's, noted for the run loop's report; the
+                // CPU blocks NMIs after such an exit until an IRET.
+                crate::arch::nmi::note();
+                crate::arch::nmi::unblock();
+                Next::Resume
+            }
         }
         other => crash(vmcs, domain, vcpu, format_args!("unhandled VM exit {} ({})", other.name(), other as u16)),
     };
