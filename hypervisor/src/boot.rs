@@ -294,6 +294,21 @@ fn init_frames(boot_info: &BootInfo, (bundle, runs): ([Range; MAX_BUNDLE_RUNS], 
     });
     let usable: u64 =
         boot_info.memory_regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).map(|r| r.end - r.start).sum();
+    // RAM of any kind: usable, the loader's, and what firmware keeps in RAM (e820 types
+    // 1, 3-5; UEFI types 1-10 and 14). Holes, e820 "reserved" (2) and UEFI MMIO (11,
+    // 12) are where device BARs live.
+    phys::record_machine_ram(
+        boot_info
+            .memory_regions
+            .iter()
+            .filter(|r| match r.kind {
+                MemoryRegionKind::Usable | MemoryRegionKind::Bootloader => true,
+                MemoryRegionKind::UnknownBios(t) => matches!(t, 1 | 3..=5),
+                MemoryRegionKind::UnknownUefi(t) => matches!(t, 1..=10 | 14),
+                _ => true,
+            })
+            .map(|r| (r.start, r.end)),
+    );
     let kernel = Range {
         start: boot_info.kernel_addr & !0xFFF,
         end: (boot_info.kernel_addr + boot_info.kernel_len).next_multiple_of(4096),

@@ -58,9 +58,55 @@ pub fn decode(original: u32, probe: u32, upper_original: u32, upper_probe: u32) 
     Some(Bar::Memory { base, size, prefetchable, is_64: kind == 0b10 })
 }
 
+/// Whether Domain0 may have the memory BAR `base..base + size` mapped 1:1 (Xen's rule):
+/// it must lie wholly in a hole of the machine's memory map, outside every range in
+/// `ram` (what the map calls RAM, usable or not: the hypervisor's, other domains',
+/// firmware tables) and in `kept` (MMIO the hypervisor drives itself: its local APIC,
+/// its I/O APICs). A BAR that wraps the address space is refused too.
+pub fn dom0_may_map(base: u64, size: u64, ram: &[(u64, u64)], kept: &[(u64, u64)]) -> bool {
+    let Some(end) = base.checked_add(size) else { return false };
+    size != 0 && ram.iter().chain(kept).all(|&(start, stop)| end <= start || stop <= base)
+}
+
+/// Whether configuration-space offset `offset` (a dword's, 0..=0xFC) of a function with
+/// header type `header` (bits 6:0) holds an address decoder: a BAR or the expansion ROM
+/// BAR (PCI Local Bus Specification 3.0, 6.1; the bridge header's two BARs and ROM BAR).
+pub fn is_address_register(header: u8, offset: u8) -> bool {
+    let offset = offset & 0xFC;
+    match header & 0x7F {
+        0 => (0x10..=0x24).contains(&offset) || offset == 0x30,
+        1 => offset == 0x10 || offset == 0x14 || offset == 0x38,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domain0_maps_bars_only_in_holes_of_the_memory_map() {
+        let ram = [(0, 0x9_F000), (0x10_0000, 0x800_0000), (0x1_0000_0000, 0x1_4000_0000)];
+        let kept = [(0xFEC0_0000, 0xFEC0_1000), (0xFEE0_0000, 0xFEE0_1000)];
+        assert!(dom0_may_map(0xE000_0000, 16 << 20, &ram, &kept));
+        assert!(dom0_may_map(0xFEBF_0000, 0x1_0000, &ram, &kept), "ends exactly where the I/O APIC starts");
+        assert!(!dom0_may_map(0x7F0_0000, 0x20_0000, &ram, &kept), "into RAM");
+        assert!(!dom0_may_map(0x1_3000_0000, 0x1000, &ram, &kept), "RAM above 4 GiB");
+        assert!(!dom0_may_map(0xFEE0_0000, 0x1000, &ram, &kept), "the hypervisor's local APIC");
+        assert!(!dom0_may_map(0xFE00_0000, 0x100_0000, &ram, &kept), "covers the I/O APIC");
+        assert!(!dom0_may_map(u64::MAX - 0xFFF, 0x2000, &ram, &kept), "wraps");
+        assert!(!dom0_may_map(0xE000_0000, 0, &ram, &kept));
+    }
+
+    #[test]
+    fn the_address_registers_of_both_header_types() {
+        let type0: Vec<u8> = (0..=0xFCu8).step_by(4).filter(|&o| is_address_register(0, o)).collect();
+        assert_eq!(type0, vec![0x10, 0x14, 0x18, 0x1C, 0x20, 0x24, 0x30]);
+        let type1: Vec<u8> = (0..=0xFCu8).step_by(4).filter(|&o| is_address_register(0x81, o)).collect();
+        assert_eq!(type1, vec![0x10, 0x14, 0x38]);
+        assert!(is_address_register(0, 0x13), "any byte of a BAR");
+        assert!(!is_address_register(2, 0x10), "CardBus: not handled, nothing matched");
+    }
 
     #[test]
     fn a_32_bit_memory_bar_of_16_mib() {

@@ -75,6 +75,15 @@ pub unsafe fn inb(port: u16) -> u8 {
 }
 
 /// # Safety
+/// As [`inb`].
+pub unsafe fn inw(port: u16) -> u16 {
+    let value: u16;
+    // SAFETY: forwarded to the caller.
+    unsafe { asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// # Safety
 /// As [`outb`].
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: forwarded to the caller.

@@ -58,9 +58,18 @@ static PENDING: AtomicU32 = AtomicU32::new(0);
 /// Routed lines that are level-triggered: masked as soon as they fire.
 static LEVEL_LINES: AtomicU32 = AtomicU32::new(0);
 
+/// The physical pages of the I/O APICs the MADT listed (MMIO the hypervisor keeps).
+static PAGES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// The I/O APICs' physical register pages.
+pub fn pages() -> Vec<u64> {
+    PAGES.lock().clone()
+}
+
 /// Maps the I/O APICs the MADT listed. Returns how many could be used.
 pub fn init(entries: &[super::acpi::IoApicEntry]) -> usize {
     let mut list = IOAPICS.lock();
+    PAGES.lock().extend(entries.iter().map(|e| u64::from(e.address) & !0xFFF));
     for e in entries {
         match paging::map_mmio(u64::from(e.address), 1) {
             Ok(virt) => {

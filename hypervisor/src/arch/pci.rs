@@ -1,20 +1,30 @@
 //! The machine's PCI devices, through configuration mechanism #1 (ports 0xCF8/0xCFC):
-//! enumerated once at boot, before Domain0 runs (Domain0 then owns those ports), to
-//! find the BARs of the devices Domain0 gets.
+//! enumerated when Domain0 is built, to find the BARs of the devices it gets; and
+//! Domain0's own configuration accesses ([`dom0_config`]), which exit so that the
+//! address registers of the devices the hypervisor keeps (the host bridges) stay as
+//! they are.
 
 use crate::arch::cpu;
 use crate::pci_bars::{self, Bar};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+use spin::Mutex;
 
 const ADDRESS: u16 = 0xCF8;
 const DATA: u16 = 0xCFC;
+
+/// Serialises every select-then-access pair on the two ports (the hypervisor's own, and
+/// Domain0's from any of its vCPUs), and holds the functions the hypervisor keeps:
+/// (bus << 16 | device << 11 | function << 8, header type).
+static CONFIG: Mutex<Vec<(u32, u8)>> = Mutex::new(Vec::new());
 
 fn address(bus: u8, dev: u8, func: u8, offset: u8) -> u32 {
     0x8000_0000 | u32::from(bus) << 16 | u32::from(dev) << 11 | u32::from(func) << 8 | u32::from(offset & 0xFC)
 }
 
 fn read32(bus: u8, dev: u8, func: u8, offset: u8) -> u32 {
-    // SAFETY: configuration mechanism #1; only the boot CPU uses it, before any guest.
+    let _config = CONFIG.lock();
+    // SAFETY: configuration mechanism #1, the pair kept together by the lock.
     unsafe {
         cpu::outl(ADDRESS, address(bus, dev, func, offset));
         cpu::inl(DATA)
@@ -22,11 +32,80 @@ fn read32(bus: u8, dev: u8, func: u8, offset: u8) -> u32 {
 }
 
 fn write32(bus: u8, dev: u8, func: u8, offset: u8, value: u32) {
+    let _config = CONFIG.lock();
     // SAFETY: as in `read32`.
     unsafe {
         cpu::outl(ADDRESS, address(bus, dev, func, offset));
         cpu::outl(DATA, value);
     }
+}
+
+/// The functions whose address registers Domain0 must not move (the host bridges).
+pub fn keep<'a>(functions: impl Iterator<Item = &'a Function>) {
+    let kept = functions.map(|f| (address(f.bus, f.dev, f.func, 0) & 0x00FF_FF00, f.header)).collect();
+    *CONFIG.lock() = kept;
+}
+
+/// Domain0's CONFIG_ADDRESS (0xCF8) as it last wrote it: its own latch, applied to the
+/// hardware together with each data access.
+static DOM0_ADDRESS: AtomicU32 = AtomicU32::new(0);
+/// Writes dropped so far, for the log (the first few are named).
+static DROPPED: AtomicU32 = AtomicU32::new(0);
+
+/// One access of Domain0 to ports 0xCF8-0xCFF (`bytes` wide; `write` holds the value
+/// for OUT): CONFIG_ADDRESS is latched, data accesses go to the hardware under the
+/// lock, except writes to an address register (BAR, ROM BAR) of a function the
+/// hypervisor keeps, which are dropped. Any other access (0xCF9, the reset control
+/// register, among them) goes through as it is. Returns what an IN reads.
+pub fn dom0_config(port: u16, bytes: u8, write: Option<u32>) -> u32 {
+    let config = CONFIG.lock();
+    if port == ADDRESS && bytes == 4 {
+        return match write {
+            Some(v) => {
+                DOM0_ADDRESS.store(v, Ordering::Relaxed);
+                0
+            }
+            None => DOM0_ADDRESS.load(Ordering::Relaxed),
+        };
+    }
+    let latch = DOM0_ADDRESS.load(Ordering::Relaxed);
+    let data = (DATA..DATA + 4).contains(&port) && latch & 0x8000_0000 != 0;
+    if data {
+        let offset = (latch & 0xFC) as u8 + (port - DATA) as u8;
+        let function = latch & 0x00FF_FF00;
+        let kept = config.iter().find(|(f, _)| *f == function);
+        if let (Some(&(_, header)), Some(v)) = (kept, write)
+            && pci_bars::is_address_register(header, offset)
+        {
+            if DROPPED.fetch_add(1, Ordering::Relaxed) < 8 {
+                log::warn!(
+                    "pci: Domain0's write of {v:#x} to offset {offset:#x} of {:02x}:{:02x}.{} dropped: an address \
+                     register of a device the hypervisor keeps",
+                    (function >> 16) as u8,
+                    ((function >> 11) & 0x1F) as u8,
+                    ((function >> 8) & 7) as u8
+                );
+            }
+            return 0;
+        }
+        // SAFETY: selects the function Domain0 latched; the data access follows under
+        // the same lock.
+        unsafe { cpu::outl(ADDRESS, latch) };
+    }
+    // SAFETY: Domain0 owns the machine's PCI configuration space (but the registers
+    // filtered above) and the reset control register; these are its accesses, as it
+    // made them.
+    unsafe {
+        match (bytes, write) {
+            (1, Some(v)) => cpu::outb(port, v as u8),
+            (2, Some(v)) => cpu::outw(port, v as u16),
+            (_, Some(v)) => cpu::outl(port, v),
+            (1, None) => return u32::from(cpu::inb(port)),
+            (2, None) => return u32::from(cpu::inw(port)),
+            (_, None) => return cpu::inl(port),
+        }
+    }
+    0
 }
 
 /// One function and what it decodes.
@@ -39,6 +118,8 @@ pub struct Function {
     pub device: u16,
     pub class: u8,
     pub subclass: u8,
+    /// Header type (bits 6:0): 0 a device, 1 a PCI-PCI bridge.
+    pub header: u8,
     pub bars: Vec<Bar>,
 }
 
@@ -108,6 +189,7 @@ pub fn enumerate() -> Vec<Function> {
                     device: (id >> 16) as u16,
                     class: (class >> 24) as u8,
                     subclass: (class >> 16) as u8,
+                    header: kind,
                     bars: if kind == 0 { bars(bus, dev, func) } else { Vec::new() },
                 });
             }

@@ -107,7 +107,15 @@ fn pci_passthrough(
 ) -> Vec<core::ops::RangeInclusive<u16>> {
     use crate::pci_bars::Bar;
     let mut io = Vec::new();
-    for f in crate::arch::pci::enumerate() {
+    let machine_ram = phys::machine_ram();
+    let (lapic, _) = crate::arch::apic::base_msr();
+    let mut kept: Vec<(u64, u64)> = crate::arch::ioapic::pages().into_iter().map(|p| (p, p + 4096)).collect();
+    kept.push((lapic, lapic + 4096));
+    let functions = crate::arch::pci::enumerate();
+    // The host bridges stay the hypervisor's: Domain0's writes to their address
+    // registers are dropped (`arch::pci::dom0_config`).
+    crate::arch::pci::keep(functions.iter().filter(|f| f.class == 0x06 && f.subclass == 0x00));
+    for f in functions {
         if f.class == 0x06 && f.subclass == 0x00 {
             continue;
         }
@@ -124,6 +132,13 @@ fn pci_passthrough(
                     if base < ram || apic_pages.iter().any(|&p| p < end && base < p + 4096) {
                         log::warn!(
                             "passthrough: {at} memory {base:#x}+{size:#x} overlaps {name}'s RAM or APIC pages; not mapped"
+                        );
+                        continue;
+                    }
+                    if !crate::pci_bars::dom0_may_map(base, size, &machine_ram, &kept) {
+                        log::warn!(
+                            "passthrough: {at} memory {base:#x}+{size:#x} is not in a hole of the machine's memory map \
+                             (it overlaps RAM or the hypervisor's APICs); not mapped"
                         );
                         continue;
                     }
@@ -161,9 +176,10 @@ impl Drop for RestoreVmcs {
 }
 
 /// The ports Domain0 reaches directly, without exits: the machine's first serial port
-/// (its console), PCI configuration mechanism #1 and the reset control register
-/// (0xCF8-0xCFF).
-pub const DOM0_PORTS: [core::ops::RangeInclusive<u16>; 2] = [0x3F8..=0x3FF, 0xCF8..=0xCFF];
+/// (its console). PCI configuration mechanism #1 and the reset control register
+/// (0xCF8-0xCFF) are its too, but exit, so that the host bridges' address registers
+/// stay the hypervisor's (`arch::pci::dom0_config`).
+pub const DOM0_PORTS: [core::ops::RangeInclusive<u16>; 1] = [0x3F8..=0x3FF];
 
 /// Domain0's I/O bitmaps: every port exits except [`DOM0_PORTS`] and `extra` (the I/O
 /// BARs of the PCI devices it gets). Made once.

@@ -17,6 +17,37 @@ pub fn init(regions: impl IntoIterator<Item = MemoryRegion>, reserved: &[Range])
     summary
 }
 
+/// The machine's RAM as its memory map describes it (start, end), usable or not: where
+/// Domain0's device BARs must never be mapped (`pci_bars::dom0_may_map`). A fixed table,
+/// filled before the heap exists; a map with more RAM ranges than fit keeps the last
+/// range open to the end of the address space, so nothing is left out.
+struct MachineRam {
+    ranges: [(u64, u64); 64],
+    len: usize,
+}
+
+static MACHINE_RAM: Mutex<MachineRam> = Mutex::new(MachineRam { ranges: [(0, 0); 64], len: 0 });
+
+/// Records the RAM ranges of the boot memory map (boot, once).
+pub fn record_machine_ram(ranges: impl IntoIterator<Item = (u64, u64)>) {
+    let mut ram = MACHINE_RAM.lock();
+    for (start, end) in ranges {
+        let len = ram.len;
+        if len < ram.ranges.len() {
+            ram.ranges[len] = (start, end);
+            ram.len += 1;
+        } else if let Some(last) = ram.ranges.last_mut() {
+            *last = (last.0.min(start), u64::MAX);
+        }
+    }
+}
+
+/// The recorded RAM ranges.
+pub fn machine_ram() -> alloc::vec::Vec<(u64, u64)> {
+    let ram = MACHINE_RAM.lock();
+    ram.ranges[..ram.len].to_vec()
+}
+
 /// What the allocator managed at boot: the memory the hypervisor can give out.
 static TOTAL_BYTES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 

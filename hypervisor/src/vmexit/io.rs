@@ -38,6 +38,16 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
         return Next::Advance;
     }
     match (q.direction, q.port) {
+        // Domain0 owns the machine's PCI configuration space and reset register; its
+        // accesses go to the hardware, filtered (`arch::pci::dom0_config`).
+        (direction, 0xCF8..=0xCFF) if domain.is_dom0() => {
+            let write = (direction == IoDirection::Out).then_some(vcpu.regs.rax as u32);
+            let value = crate::arch::pci::dom0_config(q.port, bytes as u8, write);
+            if write.is_none() {
+                set_in(vcpu, bytes, value);
+            }
+            Next::Advance
+        }
         (IoDirection::Out, DEBUG_CONSOLE) => {
             console(domain, vcpu.regs.rax as u8);
             Next::Advance
