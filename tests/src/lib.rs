@@ -50,6 +50,8 @@ pub struct Boot {
     pub firmware: Firmware,
     pub cpus: u32,
     pub memory_mib: u32,
+    /// The Bochs CPU model (`emulator::BOCHS_CPU_MODEL` unless a test needs another).
+    pub cpu_model: &'static str,
     /// Extra `[hypervisor]` lines of the boot configuration.
     pub config: &'static str,
     pub timeout: Duration,
@@ -65,6 +67,7 @@ impl Boot {
             firmware: Firmware::Bios,
             cpus,
             memory_mib: 128,
+            cpu_model: emulator::BOCHS_CPU_MODEL,
             config: "",
             timeout: Duration::from_secs(240),
             extra_guests: Vec::new(),
@@ -78,6 +81,7 @@ impl Boot {
             firmware,
             cpus: 1,
             memory_mib: 128,
+            cpu_model: emulator::BOCHS_CPU_MODEL,
             config: "",
             timeout: Duration::from_secs(120),
             extra_guests: Vec::new(),
@@ -110,6 +114,7 @@ impl Boot {
             firmware: self.firmware,
             cpus: self.cpus,
             memory_mib: self.memory_mib,
+            cpu_model: self.cpu_model,
             image: if self.firmware == Firmware::Bios { images.bios } else { images.uefi },
             work_dir: dir.join("run"),
         }

@@ -143,3 +143,32 @@ fn floods_leaks_and_reset_loops_do_not_reach_other_domains() {
     assert_eq!(log.serial.matches("domain attack-reset rebooted:").count(), 5, "{}: five restarts", log.name);
     common_checks(&log);
 }
+
+/// Bochs's `tigerlake` model has the speculation controls Skylake-X lacks (IBRS/IBPB,
+/// STIBP, SSBD, L1D_FLUSH, MD_CLEAR, ARCH_CAPABILITIES): the guests get SPEC_CTRL,
+/// PRED_CMD and FLUSH_CMD, each vCPU keeps its own SPEC_CTRL across switches, and the
+/// hypervisor applies the host side (IBPB between domains, VERW before entry).
+#[test]
+fn speculation_controls_are_virtualized_where_the_cpu_has_them() {
+    let log = Boot { memory_mib: 128, cpu_model: "tigerlake", ..Boot::bochs("isolation-spec-ctrl", 1) }
+        .with_config(
+            "until_guests_exit = true\n\
+             [domain attack-spec-a]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=leaks rounds=4 spec=7\"\n\
+             [domain attack-spec-b]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=leaks rounds=4 spec=2\"\n\
+             [domain canary]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=canary passes=20 every=10\"\n",
+        )
+        .run();
+    let choice = log.line_with("spec_ctrl: CPUID.7 EDX");
+    assert!(choice.contains("guest SPEC_CTRL bits 0x7, PRED_CMD yes, FLUSH_CMD yes"), "{choice}");
+    assert!(choice.contains("IBPB on domain switch yes, RSB fill on exit yes"), "{choice}");
+    for (name, value) in [("attack-spec-a", "0x7"), ("attack-spec-b", "0x2")] {
+        log.expect_in_order(&[
+            &format!("[{name}] leaks: CPUID ibrs=true stibp=true ssbd=true l1d_flush=true"),
+            &format!("[{name}] leaks: speculation MSRs match CPUID"),
+            &format!("[{name}] leaks: SPEC_CTRL {value} kept across 4 preemptions"),
+            &format!("[{name}] leaks: done, 0 problem(s)"),
+            &format!("domain {name} exited status=0"),
+        ]);
+    }
+    common_checks(&log);
+}

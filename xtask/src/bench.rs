@@ -673,6 +673,7 @@ fn boot(
         firmware: Firmware::Bios,
         cpus: 1,
         memory_mib,
+        cpu_model: crate::emulator::BOCHS_CPU_MODEL,
         image: images.bios,
         work_dir: dir.join("run"),
     };

@@ -52,6 +52,8 @@ pub struct Machine {
     pub firmware: Firmware,
     pub cpus: u32,
     pub memory_mib: u32,
+    /// The Bochs CPU model ([`BOCHS_CPU_MODEL`] unless a test needs another).
+    pub cpu_model: &'static str,
     pub image: PathBuf,
     /// Where the serial log, the emulator's log and generated configuration go.
     pub work_dir: PathBuf,
@@ -202,7 +204,7 @@ impl Machine {
              debug: action=ignore\n\
              mouse: enabled=0\n",
             mem = self.memory_mib,
-            model = BOCHS_CPU_MODEL,
+            model = self.cpu_model,
             cpus = self.cpus,
             ips = BOCHS_IPS,
             disk = disk.display(),

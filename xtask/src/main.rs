@@ -294,6 +294,7 @@ fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
         firmware: if o.uefi { Firmware::Uefi } else { Firmware::Bios },
         cpus: o.cpus,
         memory_mib: o.memory,
+        cpu_model: crate::emulator::BOCHS_CPU_MODEL,
         image: if o.uefi { images.uefi.clone() } else { images.bios.clone() },
         work_dir: workspace_root().join("target").join("run"),
     };
