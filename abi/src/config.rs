@@ -936,7 +936,7 @@ mod tests {
             until_guests_exit: false,
             sched_slice_ms: 30,
             sched_ratelimit_us: 1000,
-                spec_ctrl: true,
+            spec_ctrl: true,
             domain_count: 0,
             dom0: false,
         };

@@ -38,7 +38,7 @@ pub mod arch_caps {
 }
 
 /// IA32_SPEC_CTRL (0x48) bits.
-pub mod spec_ctrl {
+pub mod bits {
     pub const IBRS: u64 = 1 << 0;
     pub const STIBP: u64 = 1 << 1;
     pub const SSBD: u64 = 1 << 2;
@@ -79,13 +79,13 @@ pub fn choose(edx: u32, caps: u64, enabled: bool) -> Mitigations {
     let ibrs = edx & edx::IBRS_IBPB != 0;
     let mut guest_spec_ctrl = 0;
     if ibrs {
-        guest_spec_ctrl |= spec_ctrl::IBRS;
+        guest_spec_ctrl |= bits::IBRS;
     }
     if edx & edx::STIBP != 0 {
-        guest_spec_ctrl |= spec_ctrl::STIBP;
+        guest_spec_ctrl |= bits::STIBP;
     }
     if edx & edx::SSBD != 0 {
-        guest_spec_ctrl |= spec_ctrl::SSBD;
+        guest_spec_ctrl |= bits::SSBD;
     }
     let eibrs = ibrs && caps & arch_caps::IBRS_ALL != 0;
     let l1d = edx & edx::L1D_FLUSH != 0;
@@ -94,7 +94,7 @@ pub fn choose(edx: u32, caps: u64, enabled: bool) -> Mitigations {
     let mds = edx & edx::MD_CLEAR != 0 && caps & arch_caps::MDS_NO == 0;
     Mitigations {
         guest_spec_ctrl,
-        host_spec_ctrl: if enabled && ibrs { spec_ctrl::IBRS } else { 0 },
+        host_spec_ctrl: if enabled && ibrs { bits::IBRS } else { 0 },
         eibrs,
         ibpb: ibrs,
         flush_cmd: l1d,
@@ -137,7 +137,7 @@ impl core::fmt::Display for Mitigations {
             self.guest_spec_ctrl,
             yn(self.ibpb),
             yn(self.flush_cmd),
-            if self.host_spec_ctrl & spec_ctrl::IBRS == 0 {
+            if self.host_spec_ctrl & bits::IBRS == 0 {
                 "no"
             } else if self.eibrs {
                 "enhanced (always on)"
@@ -173,7 +173,7 @@ mod tests {
         let edx = edx::MD_CLEAR | edx::IBRS_IBPB | edx::STIBP | edx::L1D_FLUSH | edx::SSBD;
         let m = choose(edx, 0, true);
         assert_eq!(m.guest_spec_ctrl, 0b111);
-        assert_eq!(m.host_spec_ctrl, spec_ctrl::IBRS);
+        assert_eq!(m.host_spec_ctrl, bits::IBRS);
         assert!(!m.eibrs);
         assert!(m.ibpb_on_switch && m.rsb_fill_on_exit && m.l1d_flush_on_entry);
         assert!(!m.verw_on_entry, "the L1D flush also clears the buffers VERW would");

@@ -55,7 +55,8 @@ fn vector_and_debug_registers_stay_with_their_domain() {
              [domain canary]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=canary passes=20 every=10\"\n",
         )
         .run();
-    for (name, xcr0) in [("attack-sse-a", "0x1"), ("attack-sse-b", "0x1"), ("attack-avx", "0x7"), ("attack-avx512", "0xe7")]
+    for (name, xcr0) in
+        [("attack-sse-a", "0x1"), ("attack-sse-b", "0x1"), ("attack-avx", "0x7"), ("attack-avx512", "0xe7")]
     {
         log.expect_in_order(&[
             &format!("[{name}] vector: fresh registers are zero (xcr0={xcr0})"),
@@ -88,7 +89,12 @@ fn vector_and_debug_registers_stay_with_their_domain() {
             &format!("domain {name} exited status=0"),
         ]);
     }
-    log.expect_in_order(&["dom0# list", "Domain-0                                     0", "dom0# poweroff", "machine halted: done"]);
+    log.expect_in_order(&[
+        "dom0# list",
+        "Domain-0                                     0",
+        "dom0# poweroff",
+        "machine halted: done",
+    ]);
     common_checks(&log);
 }
 

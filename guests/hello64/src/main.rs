@@ -617,11 +617,8 @@ fn hypercalls(memory: u64) -> ! {
         info.tsc_khz
     );
     // A DomU sees no other domain and no host memory: its own RAM is the total.
-    let info_ok = info.cpus >= 1
-        && info.domains == 0
-        && info.memory_free == 0
-        && info.memory_total == memory
-        && info.tsc_khz > 0;
+    let info_ok =
+        info.cpus >= 1 && info.domains == 0 && info.memory_free == 0 && info.memory_total == memory && info.tsc_khz > 0;
     expect("host info is plausible", Ok(u64::from(info_ok)), Ok(1));
     let eperm = Err(Error::NotPermitted.code());
     expect("domain destroy is privileged", hv(Call::DomainDestroy, [1, 0, 0, 0, 0, 0]), eperm);

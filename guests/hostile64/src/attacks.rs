@@ -91,7 +91,7 @@ fn until_preempted(per_us: u64, limit_ms: u64, mut check: impl FnMut()) -> bool 
         }
         last = now;
         n += 1;
-        if n % 4096 == 0 {
+        if n.is_multiple_of(4096) {
             check();
         }
     }
@@ -382,7 +382,8 @@ fn flood(cmdline: &str) -> ! {
     for _ in 0..calls {
         let t = rdtsc();
         // SAFETY: VMCALL at CPL 0; the buffer is ours and readable.
-        let r = unsafe { abi::hypercall::client::vmcall(Call::ConsoleWrite, [NEWLINES.as_ptr() as u64, 4096, 0, 0, 0, 0]) };
+        let r =
+            unsafe { abi::hypercall::client::vmcall(Call::ConsoleWrite, [NEWLINES.as_ptr() as u64, 4096, 0, 0, 0, 0]) };
         longest = longest.max(rdtsc() - t);
         if r != Ok(4096) {
             say!("flood: ConsoleWrite returned {r:?}");
@@ -403,7 +404,10 @@ fn flood(cmdline: &str) -> ! {
     // The old console waited for the UART: about 17 s of guest time for one call of
     // 4096 newlines at 115200 baud. Now a call must return within 50 ms.
     let ok = longest_us < 50_000;
-    say!("flood: done; longest ConsoleWrite {longest_us} us, port flood {port_us} us: {}", if ok { "ok" } else { "TOO SLOW" });
+    say!(
+        "flood: done; longest ConsoleWrite {longest_us} us, port flood {port_us} us: {}",
+        if ok { "ok" } else { "TOO SLOW" }
+    );
     exit(if ok { 0 } else { 1 })
 }
 

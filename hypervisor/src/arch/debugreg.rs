@@ -37,4 +37,3 @@ pub fn write_hw(dr: &[u64; 4], dr6: u64) {
 pub fn init_this_cpu() {
     write_hw(&[0; 4], DR6_INIT);
 }
-

@@ -465,12 +465,11 @@ mod tests {
         init_pic(&mut d, 0xFE);
         ioapic_route(&mut d, 2, 0x30);
         start_pit(&mut d, 2, 0);
-        let mut out = Messages::default();
         let mut pulses = 0;
         // 10 ms, looked at every microsecond, each interrupt acknowledged at once.
         for us in 1..=10_000u64 {
             let now = us * 1000;
-            out = Messages::default();
+            let mut out = Messages::default();
             d.sync(now, &mut out);
             if !out.is_empty() {
                 pulses += 1;

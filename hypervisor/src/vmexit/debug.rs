@@ -12,11 +12,11 @@
 //! one vCPU is ever seen by another.
 
 use super::Next;
+use crate::arch::debugreg::{DR6_INIT, read_hw, write_hw};
 use crate::domain::vcpu::Vcpu;
 use crate::vmx::caps::PrimaryProcBased;
 use crate::vmx::fields::Field32;
 use crate::vmx::vmcs::Current;
-use crate::arch::debugreg::{DR6_INIT, read_hw, write_hw};
 
 /// One vCPU's DR0-3 and DR6.
 #[derive(Debug, Clone, Copy)]

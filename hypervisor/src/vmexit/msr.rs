@@ -6,8 +6,8 @@
 use super::apic::MsrOutcome;
 use super::{GP, Next, inject_exception};
 use crate::domain::vcpu::Vcpu;
-use crate::vmx::fields::{Field64, FieldNatural};
 use crate::spec_ctrl::{IA32_FLUSH_CMD, IA32_PRED_CMD, IA32_SPEC_CTRL};
+use crate::vmx::fields::{Field64, FieldNatural};
 use crate::vmx::vmcs::Current;
 
 const IA32_TSC: u32 = 0x10;
@@ -116,9 +116,7 @@ pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
             vcpu.syscall_msrs.get(i).copied().unwrap_or(0)
         }
         // The vCPU's own value (the policy decides whether the MSR exists for guests).
-        IA32_SPEC_CTRL if crate::arch::spec_ctrl::mitigations().guest_spec_ctrl != 0 => {
-            vcpu.spec_ctrl
-        }
+        IA32_SPEC_CTRL if crate::arch::spec_ctrl::mitigations().guest_spec_ctrl != 0 => vcpu.spec_ctrl,
         IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID => 0,
         IA32_MISC_ENABLE => 1, // fast strings
         IA32_PAT => vmcs.read64(Field64::GuestIa32Pat),

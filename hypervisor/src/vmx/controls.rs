@@ -680,7 +680,8 @@ mod tests {
     #[test]
     fn a_cpu_without_the_preemption_timer_is_refused_by_name() {
         // Nothing else bounds a guest that never exits.
-        let caps = VmxCapabilities::decode(&RawVmxMsrs { true_pinbased: Some(0x0000_003f_0000_0016), ..skylake_msrs() });
+        let caps =
+            VmxCapabilities::decode(&RawVmxMsrs { true_pinbased: Some(0x0000_003f_0000_0016), ..skylake_msrs() });
         let err = compute(&caps, &default_request(&caps)).unwrap_err();
         assert_eq!(
             err,
