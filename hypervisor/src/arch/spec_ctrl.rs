@@ -64,6 +64,16 @@ pub fn init_this_cpu() {
     }
 }
 
+/// Whether a vCPU whose SPEC_CTRL is `guest` needs [`before_entry`] and [`after_exit`]
+/// around its entries at all: decided when its slice starts and when it writes the MSR,
+/// so that on CPUs where nothing applies the entry path pays one test.
+pub fn needs_entry_work(guest: u64) -> bool {
+    guest != HOST_SPEC_CTRL.load(Ordering::Relaxed)
+        || IBRS_EVERY_EXIT.load(Ordering::Relaxed)
+        || L1D_FLUSH.load(Ordering::Relaxed)
+        || VERW.load(Ordering::Relaxed)
+}
+
 /// Just before VM entry: the guest's SPEC_CTRL (`guest`, a value the policy allows),
 /// then the L1D flush or VERW where they apply.
 #[inline]

@@ -105,6 +105,9 @@ pub struct Vcpu {
     /// IA32_SPEC_CTRL as the guest wrote it (in the CPU while the vCPU runs, see
     /// `arch::spec_ctrl`).
     pub spec_ctrl: u64,
+    /// Whether entries need `arch::spec_ctrl::before_entry`/`after_exit` (set at slice
+    /// start and when the guest writes SPEC_CTRL).
+    pub spec_ctrl_switch: bool,
     /// DR0-3 and DR6 (`vmexit::debug`, switched lazily).
     pub debug: crate::vmexit::debug::DebugRegs,
     /// The last instruction the MMIO path fetched and decoded, re-checked before reuse.
@@ -141,6 +144,7 @@ impl Vcpu {
             tsc_aux: 0,
             syscall_msrs: [0; 5],
             spec_ctrl: 0,
+            spec_ctrl_switch: false,
             debug: Default::default(),
             mmio_fetch: None,
         })

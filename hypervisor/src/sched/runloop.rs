@@ -465,6 +465,7 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     }
     // Branch predictions another domain trained stay with it (IBPB where it applies).
     crate::arch::spec_ctrl::switch_to(cpu as usize, p.domain.id);
+    vcpu.spec_ctrl_switch = crate::arch::spec_ctrl::needs_entry_work(vcpu.spec_ctrl);
     crate::vmexit::msr::load_tsc_aux(vcpu.tsc_aux);
     crate::vmexit::msr::load_syscall_msrs(&vcpu.syscall_msrs);
     if let Err(e) = vcpu.fpu.switch_in(vcpu.xcr0) {
@@ -690,12 +691,17 @@ fn run_until_switch(current: &crate::vmx::vmcs::Current, p: &Placement, vcpu: &m
             arm_preemption_timer(current, &p.domain, vcpu);
         }
         let launched = vcpu.launched;
-        let spec_ctrl = vcpu.spec_ctrl;
-        crate::arch::spec_ctrl::before_entry(spec_ctrl);
+        // Speculation controls around the entry, where any apply (`arch::spec_ctrl`).
+        let spec_ctrl = vcpu.spec_ctrl_switch.then_some(vcpu.spec_ctrl);
+        if let Some(guest) = spec_ctrl {
+            crate::arch::spec_ctrl::before_entry(guest);
+        }
         // SAFETY: the VMCS is current and complete (guest state at creation, host
         // state above); `launched` tracks VMLAUNCH vs VMRESUME since the last VMCLEAR.
         let entered = unsafe { entry::run(&mut vcpu.regs, launched) };
-        crate::arch::spec_ctrl::after_exit(spec_ctrl);
+        if let Some(guest) = spec_ctrl {
+            crate::arch::spec_ctrl::after_exit(guest);
+        }
         match entered {
             Entry::Exited => {
                 vcpu.launched = true;
