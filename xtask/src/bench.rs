@@ -92,6 +92,13 @@ const GOALS: &[(&str, &str, &str, Option<u64>)] = &[
     ),
     ("cpuid", "CPUID (leaf 0) exit round trip", TICKS, Some(150)),
     ("vmcall-version", "null hypercall: VMCALL Version round trip", TICKS, Some(150)),
+    (
+        "cpuid-spec-ctrl-off",
+        "CPUID (leaf 0) with `spec_ctrl = off`: the difference to `cpuid` is what the speculation mitigations Bochs runs (RSB filling after every exit) cost per exit",
+        TICKS,
+        None,
+    ),
+    ("vmcall-version-spec-ctrl-off", "VMCALL Version with `spec_ctrl = off` (as above)", TICKS, None),
     ("pio-read-uart-lsr", "port read of an emulated register: IN from the UART's LSR (0x3FD)", TICKS, Some(250)),
     (
         "pio-read-passthrough-dom0",
@@ -567,7 +574,8 @@ const METHOD: &str = "
 ## Method
 
 `cargo xtask bench` builds the release hypervisor and guests, then boots the BIOS image
-five times with one CPU (micro, dom0, switch and share with 128 MiB, concurrent with 512 MiB),
+six times with one CPU (micro, dom0, switch, share and spec-ctrl-off with 128 MiB,
+concurrent with 512 MiB),
 each time with `until_guests_exit = true` and `emulator_exit = true`, and reads the
 serial log. `cargo xtask bench --quick` boots only the first (the exit, interrupt and
 create rows) and writes nothing: the loop for working on a path.
@@ -586,6 +594,11 @@ operations are CPUID leaf 0, VMCALL `Version` (through `abi::hypercall::client::
 `in al, dx` from port 0x3FD (the emulated 16550's line status register), RDMSR of 0x1B
 and of 0x6E0 (both emulated by the vCPU's local APIC model), and a 32-bit load from the
 xAPIC page at 0xFEE00030 (an EPT violation the hypervisor decodes and emulates).
+
+**Mitigation cost.** The `spec-ctrl-off` boot runs the micro guest again with
+`spec_ctrl = off` (docs/security.md): the `-spec-ctrl-off` rows against `cpuid` and
+`vmcall-version` are the per-exit cost of the speculation mitigations that apply on
+this CPU model (on `corei7_skylake_x`: RSB filling, 32 calls and a stack adjustment).
 
 **Passthrough port.** A `bench64` runs as Domain0 (`cmdline = passthrough`), whose I/O
 bitmap passes the machine's COM1 through, and times `in al, dx` from 0x3FD the same way
@@ -747,11 +760,18 @@ pub fn collect(
     dom0: &str,
     switch: &str,
     share: &str,
+    spec_off: &str,
     kernel_elf: Option<&[u8]>,
     notes: &mut Vec<String>,
 ) -> Vec<Row> {
     let mut measured = parse_bench_lines(micro, "bench");
     measured.extend(parse_bench_lines(dom0, "Domain-0"));
+    measured.extend(
+        parse_bench_lines(spec_off, "bench")
+            .into_iter()
+            .filter(|(n, _)| n == "cpuid" || n == "vmcall-version")
+            .map(|(n, s)| (format!("{n}-spec-ctrl-off"), s)),
+    );
     let lookup =
         |name: &str| -> Result<Stat, String> {
             measured.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone()).ok_or_else(|| {
@@ -855,6 +875,8 @@ fn measured_by_micro(name: &str) -> bool {
             | "concurrent-domains"
             | "scheduler-share-error"
             | "pio-read-passthrough-dom0"
+            | "cpuid-spec-ctrl-off"
+            | "vmcall-version-spec-ctrl-off"
     )
 }
 
@@ -882,7 +904,7 @@ pub fn run(emulator: &str, quick: bool) -> Result<(), String> {
     let micro = boot(engine, &kernel, &boot_tool, "micro", 128, "[domain bench]\nimage = bench64\nmemory = 16\n")?;
     if quick {
         let mut notes = Vec::new();
-        let rows: Vec<Row> = collect(&micro.serial, "", "", "", None, &mut notes)
+        let rows: Vec<Row> = collect(&micro.serial, "", "", "", "", None, &mut notes)
             .into_iter()
             .filter(|r| measured_by_micro(r.name))
             .collect();
@@ -909,6 +931,15 @@ pub fn run(emulator: &str, quick: bool) -> Result<(), String> {
         "[dom0]\nimage = bench64\nmemory = 16\ncmdline = passthrough\n",
     )?;
     let share = boot(engine, &kernel, &boot_tool, "share", 128, &share_config())?;
+    // The exit rows again without the hypervisor's speculation mitigations: their cost.
+    let spec_off = boot(
+        engine,
+        &kernel,
+        &boot_tool,
+        "spec-ctrl-off",
+        128,
+        "spec_ctrl = off\n[domain bench]\nimage = bench64\nmemory = 16\n",
+    )?;
     let concurrent = boot(engine, &kernel, &boot_tool, "concurrent", 512, &concurrent_config(CONCURRENT_DOMAINS))?;
     let elf = std::fs::read(&kernel).ok();
     let mut notes = Vec::new();
@@ -917,7 +948,15 @@ pub fn run(emulator: &str, quick: bool) -> Result<(), String> {
             notes.push(note.trim_end().to_string());
         }
     }
-    let mut rows = collect(&micro.serial, &dom0.serial, &switch.serial, &share.serial, elf.as_deref(), &mut notes);
+    let mut rows = collect(
+        &micro.serial,
+        &dom0.serial,
+        &switch.serial,
+        &share.serial,
+        &spec_off.serial,
+        elf.as_deref(),
+        &mut notes,
+    );
     let progressed = concurrent_progress(&concurrent.serial, CONCURRENT_DOMAINS);
     if let Some(row) = rows.iter_mut().find(|r| r.name == "concurrent-domains") {
         row.result = Ok(Stat { median: progressed, min: progressed, max: progressed, n: 1 });
@@ -1112,7 +1151,7 @@ mod tests {
     #[test]
     fn rows_judge_goals_and_json_carries_every_field() {
         let mut notes = Vec::new();
-        let rows = collect(MICRO, "", "", "", Some(&elf_with(&[(1, 4096)])), &mut notes);
+        let rows = collect(MICRO, "", "", "", "", Some(&elf_with(&[(1, 4096)])), &mut notes);
         let cpuid = rows.iter().find(|r| r.name == "cpuid").unwrap();
         assert_eq!(cpuid.met(), Some(false));
         assert!(cpuid.verdict().starts_with("MISSED by 750"));

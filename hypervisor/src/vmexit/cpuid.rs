@@ -69,6 +69,7 @@ fn mirror(reg: u32, bit: u32, on: bool) -> u32 {
     if on { reg | bit } else { reg & !bit }
 }
 
+#[inline]
 pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
     let (leaf, subleaf) = (vcpu.regs.rax as u32, vcpu.regs.rcx as u32);
     let topo = Topology { apic_id: vcpu.lapic.apic_id(), vcpus: domain.vcpus.len() as u32 };
