@@ -214,15 +214,16 @@ pub fn concurrent_config(n: usize) -> String {
     out
 }
 
-/// How many of the `n` concurrent domains created, made all three steps and exited 0.
+/// How many of the `n` concurrent domains were created and exited 0, which a `progress`
+/// guest does only after all three steps. (Its `progress: N/3` lines are guest console
+/// output, which the hypervisor may leave out of the log when 64 domains print at once:
+/// `domain::console`; the exit line is the hypervisor's own.)
 pub fn concurrent_progress(serial: &str, n: usize) -> u64 {
     (0..n)
         .filter(|i| {
             let name = format!("c{i:02}");
-            let created = serial.contains(&format!("domain {name} (id "));
-            let stepped =
-                serial.lines().any(|l| console_text(l, &name).is_some_and(|t| t.starts_with("progress: 3/3")));
-            created && stepped && serial.contains(&format!("domain {name} exited status=0"))
+            serial.contains(&format!("domain {name} (id "))
+                && serial.contains(&format!("domain {name} exited status=0"))
         })
         .count() as u64
 }
@@ -1106,7 +1107,7 @@ mod tests {
 [3] INFO  cpu0 vmexit::io: [c00] progress: 3/3
 [4] INFO  cpu0 vmexit::io: domain c00 exited status=0
 [5] INFO  cpu0 vmexit::io: [c01] progress: 2/3
-[6] INFO  cpu0 vmexit::io: domain c01 exited status=0
+[6] INFO  cpu0 vmexit::io: domain c01 exited status=1
 ";
         assert_eq!(concurrent_progress(serial, 2), 1);
         assert!(concurrent_config(2).contains("[domain c01]\nimage = bench64\nmemory = 4\ncmdline = progress\n"));

@@ -69,6 +69,17 @@ fn current_xcr0() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// XSETBV of XCR0.
+///
+/// # Safety
+/// CR4.OSXSAVE must be set and `xcr0` valid for this CPU.
+unsafe fn xsetbv(xcr0: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0, in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nomem, nostack))
+    };
+}
+
 /// Makes `xcr0` the CPU's XCR0 when it differs. Callers pass the host mask or a guest
 /// value that passed [`xstate::check_xsetbv`] against a subset of it, so XSETBV cannot
 /// fault.
@@ -144,6 +155,9 @@ pub enum RestoreError {
 /// One vCPU's saved state, 64-byte aligned as XSAVE requires.
 pub struct FpuState {
     area: *mut u8,
+    /// The image is known to be loadable: the initial one, or one this CPU's XSAVE
+    /// wrote. Only an image from elsewhere (a restored domain) needs the check.
+    verified: bool,
 }
 
 // SAFETY: the area is owned by exactly one vCPU, which is behind a lock.
@@ -165,7 +179,7 @@ impl FpuState {
             (area as *mut u16).write(0x037F);
             (area.add(xstate::MXCSR_OFFSET) as *mut u32).write(0x1F80);
         }
-        Some(Self { area })
+        Some(Self { area, verified: true })
     }
 
     fn bytes(&self) -> &[u8] {
@@ -173,20 +187,24 @@ impl FpuState {
         unsafe { core::slice::from_raw_parts(self.area, support().size) }
     }
 
-    /// Ends the vCPU's slice: the host's XCR0 back, then every component saved here.
-    pub fn switch_out(&mut self) {
+    /// Ends the vCPU's slice (its XCR0 is `guest_xcr0`): the host's XCR0 back, then
+    /// every component saved here.
+    pub fn switch_out(&mut self, guest_xcr0: u64) {
         let s = support();
         // SAFETY: the area is large enough and aligned for the instruction used; the
         // registers saved belong to the guest that just ran on this CPU. With the host
         // XCR0 loaded, XSAVE's requested-feature bitmap covers every user component.
         unsafe {
             if s.xsave {
-                load_xcr0(s.host_xcr0);
+                if guest_xcr0 != s.host_xcr0 {
+                    xsetbv(s.host_xcr0);
+                }
                 asm!("xsave64 [{}]", in(reg) self.area, in("eax") s.host_xcr0 as u32, in("edx") (s.host_xcr0 >> 32) as u32, options(nostack));
             } else {
                 asm!("fxsave64 [{}]", in(reg) self.area, options(nostack));
             }
         }
+        self.verified = true;
     }
 
     /// Starts the vCPU's slice: every component loaded from here under the host's
@@ -195,7 +213,9 @@ impl FpuState {
     pub fn switch_in(&self, guest_xcr0: u64) -> Result<(), RestoreError> {
         let s = support();
         let mask = if s.xsave { s.host_xcr0 } else { xstate::component::X87 | xstate::component::SSE };
-        if s.xsave {
+        if self.verified {
+            // Written by XSAVE under this mask, or the initial image.
+        } else if s.xsave {
             xstate::check_image(self.bytes(), mask, s.mxcsr_mask).map_err(RestoreError::Image)?;
         } else {
             let mxcsr = self.bytes().get(xstate::MXCSR_OFFSET..xstate::MXCSR_OFFSET + 4);
@@ -204,20 +224,17 @@ impl FpuState {
                 return Err(RestoreError::Image(xstate::ImageError::Mxcsr(mxcsr)));
             }
         }
-        // SAFETY: the area is valid and aligned; a fault is caught by the fixup.
+        // SAFETY: the area is valid and aligned; a fault is caught by the fixup. Between
+        // slices the CPU holds the host's XCR0 (`switch_out`, `init_this_cpu`).
         let faulted = unsafe {
-            if s.xsave {
-                load_xcr0(s.host_xcr0);
-                fpu_xrstor(self.area, mask as u32, (mask >> 32) as u32)
-            } else {
-                fpu_fxrstor(self.area)
-            }
+            if s.xsave { fpu_xrstor(self.area, mask as u32, (mask >> 32) as u32) } else { fpu_fxrstor(self.area) }
         };
         if faulted != 0 {
             return Err(RestoreError::Faulted);
         }
-        if s.xsave {
-            load_xcr0(guest_xcr0);
+        if s.xsave && guest_xcr0 != s.host_xcr0 {
+            // SAFETY: a valid XCR0 for this CPU (see the doc comment).
+            unsafe { xsetbv(guest_xcr0) };
         }
         Ok(())
     }

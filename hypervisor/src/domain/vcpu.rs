@@ -303,16 +303,21 @@ pub fn setup_protected32(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: 
 
 /// 16-bit real mode at a reset-like state (needs unrestricted guest: CR0.PE = 0 under
 /// VMX). CS:IP = 0000:entry below 64 KiB, else (entry >> 4):(entry & 0xF); data
-/// segments at 0 with 64 KiB limits; the IVT at 0 (IDTR limit 0x3FF); interrupts off.
+/// segments at 0 with 64 KiB limits; the IVT at 0; interrupts off.
 pub fn setup_real16(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64) {
     write_controls(vmcs, vcpu, s, false);
     write_control_registers(vmcs, vcpu, s, CR0_ET, 0);
+    let (cs, ip) = if entry < 0x1_0000 { (0u16, entry) } else { ((entry >> 4) as u16, entry & 0xF) };
+    write_real_mode_state(vmcs, cs, ip);
+}
+
+/// Real-mode guest state with CS:IP = `cs`:`ip` (SDM Vol. 3A "Processor State After
+/// Reset"): CR3 and EFER 0; segments with base = selector << 4, 64 KiB limits, present
+/// read/write (code: execute/read), accessed (SDM Vol. 3C "Checks on Guest Segment
+/// Registers", unrestricted-guest rules); GDTR and IDTR at 0 with 64 KiB limits.
+fn write_real_mode_state(vmcs: &Current, cs: u16, ip: u64) {
     vmcs.write_natural(FieldNatural::GuestCr3, 0);
     vmcs.write64(Field64::GuestIa32Efer, 0);
-    let (cs, ip) = if entry < 0x1_0000 { (0u16, entry) } else { ((entry >> 4) as u16, entry & 0xF) };
-    // Real-mode segments: base = selector << 4, limit 64 KiB, present read/write
-    // (code: execute/read), accessed (SDM Vol. 3C "Checks on Guest Segment Registers",
-    // unrestricted-guest rules).
     write_flat_segments(vmcs, cs, AR_REAL_CODE, 0);
     vmcs.write_natural(FieldNatural::GuestCsBase, u64::from(cs) << 4);
     for limit in [
@@ -337,7 +342,7 @@ pub fn setup_real16(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64) 
     vmcs.write_natural(FieldNatural::GuestGdtrBase, 0);
     vmcs.write32(Field32::GuestGdtrLimit, 0xFFFF);
     write_common_state(vmcs, ip, 0);
-    vmcs.write32(Field32::GuestIdtrLimit, 0x3FF);
+    vmcs.write32(Field32::GuestIdtrLimit, 0xFFFF);
 }
 
 /// INIT (SDM Vol. 3A "Processor State After Reset", the INIT column), for a vCPU that
@@ -361,35 +366,10 @@ pub fn reset_for_startup(vmcs: &Current, vcpu: &mut Vcpu) {
     vmcs.write_natural(FieldNatural::Cr4ReadShadow, 0);
     vmcs.write_natural(FieldNatural::GuestCr0, CR0_ET | vcpu.cr.cr0_mask);
     vmcs.write_natural(FieldNatural::GuestCr4, vcpu.cr.cr4_mask);
-    vmcs.write_natural(FieldNatural::GuestCr3, 0);
-    vmcs.write64(Field64::GuestIa32Efer, 0);
-    write_flat_segments(vmcs, 0, AR_REAL_CODE, 0);
-    for limit in [
-        Field32::GuestCsLimit,
-        Field32::GuestSsLimit,
-        Field32::GuestDsLimit,
-        Field32::GuestEsLimit,
-        Field32::GuestFsLimit,
-        Field32::GuestGsLimit,
-    ] {
-        vmcs.write32(limit, 0xFFFF);
-    }
-    for ar in [
-        Field32::GuestSsAccessRights,
-        Field32::GuestDsAccessRights,
-        Field32::GuestEsAccessRights,
-        Field32::GuestFsAccessRights,
-        Field32::GuestGsAccessRights,
-    ] {
-        vmcs.write32(ar, AR_REAL_DATA);
-    }
-    vmcs.write_natural(FieldNatural::GuestGdtrBase, 0);
-    vmcs.write32(Field32::GuestGdtrLimit, 0xFFFF);
-    let pat = vmcs.read64(Field64::GuestIa32Pat);
-    write_common_state(vmcs, 0, 0);
     // INIT leaves IA32_PAT as it was.
+    let pat = vmcs.read64(Field64::GuestIa32Pat);
+    write_real_mode_state(vmcs, 0, 0);
     vmcs.write64(Field64::GuestIa32Pat, pat);
-    vmcs.write32(Field32::GuestIdtrLimit, 0xFFFF);
     vcpu.regs = GuestRegs { rdx: u64::from(crate::arch::cpu::cpuid(1, 0).eax), ..GuestRegs::default() };
     vcpu.xcr0 = 1;
     vcpu.debug.dr = [0; 4];

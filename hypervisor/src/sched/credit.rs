@@ -1069,8 +1069,9 @@ impl Credit {
             }
             left = left.saturating_sub(limited);
         }
-        let thresholds: BTreeMap<u32, i32> =
-            doms.iter().filter_map(|d| Some((d.0, self.cap_threshold(d.0)?))).collect();
+        // In domain order (`doms` comes from the ordered map), so a binary search finds
+        // them; a Vec, not another map type, keeps the image small.
+        let thresholds: Vec<(u32, i32)> = doms.iter().filter_map(|d| Some((d.0, self.cap_threshold(d.0)?))).collect();
         for &(id, _, _, grant) in &doms {
             let n = self.domains.get(&id).map_or(1, |d| u64::from(d.active.max(1)));
             let each = grant.unwrap_or(0) / n;
@@ -1086,7 +1087,8 @@ impl Credit {
         // Bounds, priorities, parking (Xen's csched_acct).
         let active: Vec<VcpuRef> = self.vcpus.iter().filter(|(_, vc)| vc.active).map(|(&v, _)| v).collect();
         for v in active {
-            let threshold = thresholds.get(&v.domain).copied();
+            let threshold =
+                thresholds.binary_search_by_key(&v.domain, |t| t.0).ok().and_then(|i| thresholds.get(i)).map(|t| t.1);
             let Some(vc) = self.vcpus.get_mut(&v) else { continue };
             if vc.credit < 0 {
                 let mut unqueue_from = None;
