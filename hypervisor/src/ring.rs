@@ -23,6 +23,22 @@ impl<const N: usize> ByteRing<N> {
         ByteRing { buf: [0; N], written: 0 }
     }
 
+    /// An empty ring on the heap, built in place: a ring is often too large to pass
+    /// through a small kernel stack as a temporary. `None` when the heap is full.
+    pub fn boxed() -> Option<alloc::boxed::Box<Self>> {
+        let layout = core::alloc::Layout::new::<Self>();
+        if layout.size() == 0 {
+            return Some(alloc::boxed::Box::new(Self::new()));
+        }
+        // SAFETY: a non-zero layout; all-zero bytes are a valid empty ring (an array of
+        // bytes and a count), and the pointer comes from the global allocator with this
+        // type's layout, as `Box::from_raw` requires.
+        unsafe {
+            let p = alloc::alloc::alloc_zeroed(layout) as *mut Self;
+            (!p.is_null()).then(|| alloc::boxed::Box::from_raw(p))
+        }
+    }
+
     pub fn push(&mut self, bytes: &[u8]) {
         if N == 0 {
             return;
@@ -126,6 +142,16 @@ impl<const N: usize> Fifo<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_boxed_ring_starts_empty_and_works_like_one_built_in_place() {
+        let mut r = ByteRing::<64>::boxed().unwrap();
+        assert_eq!((r.written(), r.oldest()), (0, 0));
+        r.push(b"hello");
+        let mut out = [0u8; 8];
+        assert_eq!(r.read(0, &mut out), (0, 5));
+        assert_eq!(&out[..5], b"hello");
+    }
 
     #[test]
     fn a_reader_follows_the_stream_with_its_cursor() {

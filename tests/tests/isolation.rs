@@ -33,7 +33,8 @@ fn common_checks(log: &BootLog) {
     log.expect_in_order(&["domain canary exited status=0"]);
 }
 
-/// Vector registers (x87/SSE/AVX/AVX-512) and debug registers across preemptions: each
+/// Vector registers (x87/SSE/AVX/AVX-512), debug registers and the MSRs the CPU holds
+/// for a guest (TSC_AUX, KERNEL_GS_BASE) across preemptions: each
 /// domain keeps a pattern and checks it after every switch; each starts by checking
 /// that it sees only zeros, including one Domain0 creates after the others have filled
 /// their registers. XSETBV values the CPU refuses, and the XCR0-lowering attack that
@@ -52,6 +53,8 @@ fn vector_and_debug_registers_stay_with_their_domain() {
              [domain attack-xstate]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=xstate rounds=3\"\n\
              [domain attack-dr-a]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=dr rounds=6 seed=5\"\n\
              [domain attack-dr-b]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=dr rounds=6 seed=6\"\n\
+             [domain attack-msrs-a]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=msrs rounds=6 seed=7\"\n\
+             [domain attack-msrs-b]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=msrs rounds=6 seed=8\"\n\
              [domain canary]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=canary passes=20 every=10\"\n",
         )
         .run();
@@ -86,6 +89,13 @@ fn vector_and_debug_registers_stay_with_their_domain() {
         log.expect_in_order(&[
             &format!("[{name}] dr: fresh debug registers are clear"),
             &format!("[{name}] dr: 6 preemptions, debug registers intact"),
+            &format!("domain {name} exited status=0"),
+        ]);
+    }
+    for name in ["attack-msrs-a", "attack-msrs-b"] {
+        log.expect_in_order(&[
+            &format!("[{name}] msrs: fresh TSC_AUX and KERNEL_GS_BASE are zero"),
+            &format!("[{name}] msrs: 6 preemptions, TSC_AUX and KERNEL_GS_BASE intact"),
             &format!("domain {name} exited status=0"),
         ]);
     }

@@ -15,6 +15,10 @@
 //! - `mode=flood calls=N`: ConsoleWrite hypercalls of 4096 newlines and a port 0xE9
 //!   flood; reports the longest call in microseconds of guest time.
 //! - `mode=dr rounds=N seed=S`: DR0-3 across preemptions: fresh zeros, then its own values.
+//! - `mode=msrs rounds=N seed=S`: the MSRs the VMCS does not switch but the CPU uses
+//!   while the guest runs, read the way the guest's own instructions see them: TSC_AUX
+//!   through RDTSCP, KERNEL_GS_BASE through SWAPGS. Fresh: zero; then its own values
+//!   across preemptions.
 //! - `mode=leaks`: RDPMC must fault; HostInfo must not describe other domains; the
 //!   speculation-control MSRs must exist exactly when CPUID says so, and SPEC_CTRL must
 //!   be the vCPU's own across preemptions.
@@ -32,6 +36,7 @@ pub fn run(mode: &str, cmdline: &str) -> ! {
         "xstate" => xstate(cmdline),
         "flood" => flood(cmdline),
         "dr" => debug_registers(cmdline),
+        "msrs" => msrs(cmdline),
         "leaks" => leaks(cmdline),
         "reset" => {
             say!("reset: resetting through 0xCF9");
@@ -482,6 +487,58 @@ fn debug_registers(cmdline: &str) -> ! {
         }
     }
     say!("dr: {rounds} preemptions, debug registers intact");
+    exit(0)
+}
+
+fn tsc_aux() -> u32 {
+    let aux: u32;
+    // SAFETY: RDTSCP reads the TSC and IA32_TSC_AUX; no side effects.
+    unsafe { asm!("rdtscp", out("eax") _, out("edx") _, out("ecx") aux, options(nomem, nostack)) };
+    aux
+}
+
+/// KERNEL_GS_BASE as SWAPGS sees it: swapped in, read through the GS base MSR, swapped
+/// back (RDMSR of GS_BASE exits, but SWAPGS itself runs on the CPU's register).
+fn kernel_gs_base() -> u64 {
+    // SAFETY: SWAPGS twice leaves GS as it was; this guest uses no GS base meanwhile.
+    unsafe { asm!("swapgs", options(nomem, nostack)) };
+    let v = crate::rdmsr_raw(0xC000_0101).unwrap_or(u64::MAX);
+    // SAFETY: as above.
+    unsafe { asm!("swapgs", options(nomem, nostack)) };
+    v
+}
+
+fn msrs(cmdline: &str) -> ! {
+    let rounds = num_arg(cmdline, "rounds", 6);
+    let seed = num_arg(cmdline, "seed", 1);
+    let per_us = tsc_per_us();
+    let (aux, kgs) = (tsc_aux(), kernel_gs_base());
+    if aux != 0 || kgs != 0 {
+        say!("msrs: LEAK: fresh TSC_AUX {aux:#x}, KERNEL_GS_BASE {kgs:#x}");
+        exit(1);
+    }
+    say!("msrs: fresh TSC_AUX and KERNEL_GS_BASE are zero");
+    let want_aux = (seed as u32).wrapping_mul(0x9E37_79B9) | 1;
+    let want_kgs = 0x0000_7000_0000_0000 | (seed & 0xFFFF) << 16;
+    if crate::wrmsr_raw(0xC000_0103, u64::from(want_aux)).is_err() || crate::wrmsr_raw(0xC000_0102, want_kgs).is_err() {
+        say!("msrs: a write was refused");
+        exit(1);
+    }
+    for round in 1..=rounds {
+        let preempted = until_preempted(per_us, 5_000, || {});
+        let (aux, kgs) = (tsc_aux(), kernel_gs_base());
+        if aux != want_aux || kgs != want_kgs {
+            say!(
+                "msrs: LOST: TSC_AUX {aux:#x} (want {want_aux:#x}), KERNEL_GS_BASE {kgs:#x} (want {want_kgs:#x}), round {round}"
+            );
+            exit(1);
+        }
+        if !preempted {
+            say!("msrs: no preemption within 5 s");
+            exit(1);
+        }
+    }
+    say!("msrs: {rounds} preemptions, TSC_AUX and KERNEL_GS_BASE intact");
     exit(0)
 }
 

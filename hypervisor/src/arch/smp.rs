@@ -117,8 +117,10 @@ unsafe extern "C" {
     static ap_tramp_cpu_index: u8;
 }
 
-/// Size of each AP's kernel stack (a guard page sits below it).
-const AP_STACK_SIZE: usize = 64 * 1024;
+/// Size of each AP's kernel stack (a guard page sits below it). Whole domains are built
+/// on it (a guest that resets itself is rebuilt by the CPU that retires it): 64 KiB
+/// overflowed when Linux rebooted on CPU 1.
+const AP_STACK_SIZE: usize = 128 * 1024;
 /// How long to wait for an AP to report in after its SIPIs.
 const AP_ONLINE_TIMEOUT_US: u64 = 1_000_000;
 

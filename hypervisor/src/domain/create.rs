@@ -416,6 +416,7 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
         signals.push(crate::domain::signals::VcpuSignals::new(v.lapic.addressing()));
         vcpus.push(Arc::new(Mutex::new(v)));
     }
+    let console_ring = crate::ring::ByteRing::boxed().ok_or("out of heap memory for the console ring")?;
     let domain = Arc::new(Domain {
         id,
         name: name.to_string(),
@@ -431,7 +432,7 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
             unclaimed_ports: Default::default(),
             console: LineBuffer::default(),
             console_limit: super::console::ConsoleLimit::new(crate::arch::timer::now_ns()),
-            console_ring: crate::ring::ByteRing::new(),
+            console_ring,
             devices: crate::devices::DomainDevices::new(
                 spec.vcpus.max(1),
                 u64::from(spec.memory_mib) << 20,

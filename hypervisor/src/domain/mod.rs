@@ -112,7 +112,7 @@ mod kernel {
         /// How much of it may reach the log (`console::ConsoleLimit`).
         pub console_limit: super::console::ConsoleLimit,
         /// Console output as written, for Domain0's `console` (`ConsoleReadOther`).
-        pub console_ring: crate::ring::ByteRing<CONSOLE_RING>,
+        pub console_ring: alloc::boxed::Box<crate::ring::ByteRing<CONSOLE_RING>>,
         /// The emulated devices the domain's vCPUs share.
         pub devices: crate::devices::DomainDevices,
     }

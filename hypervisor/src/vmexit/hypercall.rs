@@ -87,7 +87,7 @@ fn perform(vmcs: &Current, domain: &Domain, req: Request) -> Result<u64, Error> 
         }
         // Input Domain0 typed into this domain's console (`ConsoleWriteOther`).
         Request::ConsoleRead { buf, len } => {
-            let mut bytes = alloc::vec![0u8; len as usize];
+            let mut bytes = zeroed(len)?;
             let n = domain.runtime.lock().devices.peek_input(&mut bytes);
             // Copied out first, consumed after: a bad buffer loses no input.
             copy_to_guest(vmcs, domain, buf, &bytes[..n])?;
@@ -341,7 +341,7 @@ fn read_ring(
 ) -> Result<u64, Error> {
     let mut pos = [0u8; 8];
     copy_from_guest(vmcs, domain, cursor, &mut pos)?;
-    let mut bytes = alloc::vec![0u8; len as usize];
+    let mut bytes = zeroed(len)?;
     let (start, n) = read(u64::from_le_bytes(pos), &mut bytes);
     copy_to_guest(vmcs, domain, buf, &bytes[..n])?;
     copy_to_guest(vmcs, domain, cursor, &(start + n as u64).to_le_bytes())?;
@@ -351,6 +351,16 @@ fn read_ring(
 /// The host as `caller` may see it: Domain0 gets the machine; a DomU gets what
 /// concerns itself only (its own RAM as the total, no free memory, no domain count),
 /// so that it cannot watch other domains come and go or size their memory.
+/// A zeroed buffer of `len` bytes (the ABI bounds `len`), or ENOMEM when the heap cannot
+/// give it: a guest's call never makes the hypervisor panic on an allocation.
+fn zeroed(len: u64) -> Result<alloc::vec::Vec<u8>, Error> {
+    let len = usize::try_from(len).map_err(|_| Error::TooBig)?;
+    let mut v = alloc::vec::Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::NoMemory)?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
 fn host_info(caller: &Domain) -> HostInfo {
     let caps = crate::vmx::capabilities();
     let features = u64::from(caps.is_some_and(|c| c.has_preemption_timer()))
