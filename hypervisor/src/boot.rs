@@ -62,6 +62,11 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let (tables, ist) = unsafe { (&mut *core::ptr::addr_of_mut!(BSP_TABLES), &*core::ptr::addr_of!(BSP_IST)) };
     let ist_tops = [0, 1, 2].map(|i| VirtAddr::from_ptr(ist[i].0.as_ptr()) + gdt::IST_STACK_SIZE as u64);
     tables.load(ist_tops);
+    exceptions::set_stop_hooks(exceptions::StopHooks {
+        stopping: power::stopping,
+        park: power::park_this_cpu,
+        fatal: || power::stop_machine(StopReason::Exception),
+    });
     exceptions::load();
     record_control_registers();
     log::info!("cpu: gdt, tss (ist: #DF, NMI, #MC) and idt loaded");

@@ -360,6 +360,23 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Decoded, DecodeError> {
     Ok(Decoded { op, len })
 }
 
+/// The last instruction fetched for MMIO on a vCPU: where it was (the paging context,
+/// the linear address and the code size), the page-table entries that translated it (at
+/// host-physical addresses, with the values read), where its bytes are, the bytes, and
+/// what they decode to. Kept in the vCPU; `vmexit::mmio` checks it before reuse and
+/// fills it.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchCache {
+    pub(crate) ctx: crate::mm::guest_paging::Context,
+    pub(crate) linear: u64,
+    pub(crate) mode: CpuMode,
+    pub(crate) entries: [(u64, u64); crate::mm::guest_paging::MAX_WALK_ENTRIES],
+    pub(crate) entry_count: usize,
+    pub(crate) code_hpa: u64,
+    pub(crate) bytes: [u8; 15],
+    pub(crate) decoded: Decoded,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

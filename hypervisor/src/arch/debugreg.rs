@@ -6,6 +6,22 @@ use core::arch::asm;
 /// DR6 after reset (SDM Vol. 3B "Debug Status Register"): reserved bits set.
 pub const DR6_INIT: u64 = 0xFFFF_0FF0;
 
+/// One vCPU's DR0-3 and DR6.
+#[derive(Debug, Clone, Copy)]
+pub struct DebugRegs {
+    pub dr: [u64; 4],
+    pub dr6: u64,
+    /// The vCPU has accessed its debug registers: they are switched with it.
+    pub used: bool,
+}
+
+impl Default for DebugRegs {
+    fn default() -> Self {
+        Self { dr: [0; 4], dr6: DR6_INIT, used: false }
+    }
+}
+
+/// The CPU's DR0-3 and DR6.
 pub fn read_hw() -> ([u64; 4], u64) {
     let (d0, d1, d2, d3, d6): (u64, u64, u64, u64, u64);
     // SAFETY: reading debug registers at CPL 0 has no side effects.
@@ -19,6 +35,7 @@ pub fn read_hw() -> ([u64; 4], u64) {
     ([d0, d1, d2, d3], d6)
 }
 
+/// Loads DR0-3 and DR6.
 pub fn write_hw(dr: &[u64; 4], dr6: u64) {
     // SAFETY: the host runs with DR7 = 0x400 (VM exit loads it), so no address here
     // can trigger a breakpoint in the hypervisor; DR6's upper half must be zero, which

@@ -8,7 +8,7 @@
 //! other NMI is counted and survived (`nmi`).
 
 use super::gdt;
-use crate::{percpu, power};
+use crate::percpu;
 use core::arch::global_asm;
 use spin::Once;
 use x86_64::VirtAddr;
@@ -126,6 +126,9 @@ global_asm!(
     dispatch = sym exception_dispatch,
 );
 
+/// The machine-check exception's vector.
+pub const MACHINE_CHECK: u8 = 18;
+
 /// The spurious-interrupt vector the local APIC is programmed with; it needs no EOI.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 
@@ -227,6 +230,23 @@ fn build_idt() -> InterruptDescriptorTable {
     idt
 }
 
+/// What the handlers do about what is not theirs to decide: whether the machine is
+/// stopping (an NMI then parks this CPU), parking, and stopping the machine after a
+/// fatal exception. The kernel's stop policy (`power`) installs them at boot, so this
+/// module stays below it and does not import it.
+pub struct StopHooks {
+    pub stopping: fn() -> bool,
+    pub park: fn() -> !,
+    pub fatal: fn() -> !,
+}
+
+static HOOKS: Once<StopHooks> = Once::new();
+
+/// Installs the stop policy (boot, once).
+pub fn set_stop_hooks(hooks: StopHooks) {
+    HOOKS.call_once(|| hooks);
+}
+
 /// Loads the shared IDT on this CPU (built once, on first use).
 pub fn load() {
     IDT.call_once(build_idt).load();
@@ -264,9 +284,11 @@ pub fn mnemonic(vector: u64) -> &'static str {
 
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     if frame.vector == 2 {
-        if power::stopping() {
+        if let Some(h) = HOOKS.get()
+            && (h.stopping)()
+        {
             // Another CPU is stopping the machine and asked us to park.
-            power::park_this_cpu();
+            (h.park)();
         }
         // Any other NMI: noted (and reported by the run loop), then IRETQ goes on.
         super::nmi::note();
@@ -317,5 +339,9 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     log::error!("  rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}", frame.rsi, frame.rdi, frame.rbp, frame.r8);
     log::error!("  r9 ={:#018x} r10={:#018x} r11={:#018x} r12={:#018x}", frame.r9, frame.r10, frame.r11, frame.r12);
     log::error!("  r13={:#018x} r14={:#018x} r15={:#018x}", frame.r13, frame.r14, frame.r15);
-    power::stop_machine(power::StopReason::Exception);
+    match HOOKS.get() {
+        Some(h) => (h.fatal)(),
+        // Before the kernel installed its policy (the first steps of boot): stop here.
+        None => super::cpu::halt_forever(),
+    }
 }

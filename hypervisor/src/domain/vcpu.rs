@@ -109,9 +109,9 @@ pub struct Vcpu {
     /// start and when the guest writes SPEC_CTRL).
     pub spec_ctrl_switch: bool,
     /// DR0-3 and DR6 (`vmexit::debug`, switched lazily).
-    pub debug: crate::vmexit::debug::DebugRegs,
+    pub debug: crate::arch::debugreg::DebugRegs,
     /// The last instruction the MMIO path fetched and decoded, re-checked before reuse.
-    pub mmio_fetch: Option<crate::vmexit::mmio::FetchCache>,
+    pub mmio_fetch: Option<crate::decode::FetchCache>,
 }
 
 impl Vcpu {
@@ -178,7 +178,7 @@ fn write_controls(vmcs: &Current, vcpu: &Vcpu, s: &VmcsSetup, long_mode: bool) {
     vmcs.write32(Field32::ExitControls, c.exit);
     vmcs.write32(Field32::EntryControls, c.entry | if long_mode { s.ia32e_mode_entry_bit } else { 0 });
     // Only #MC exits: a machine check is the host's to handle, never the guest's.
-    vmcs.write32(Field32::ExceptionBitmap, 1 << crate::vmexit::MC);
+    vmcs.write32(Field32::ExceptionBitmap, 1 << crate::arch::exceptions::MACHINE_CHECK);
     vmcs.write32(Field32::Cr3TargetCount, 0);
     vmcs.write32(Field32::ExitMsrStoreCount, 0);
     vmcs.write32(Field32::ExitMsrLoadCount, 0);

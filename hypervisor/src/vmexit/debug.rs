@@ -12,26 +12,11 @@
 //! one vCPU is ever seen by another.
 
 use super::Next;
-use crate::arch::debugreg::{DR6_INIT, read_hw, write_hw};
+use crate::arch::debugreg::{DR6_INIT, DebugRegs, read_hw, write_hw};
 use crate::domain::vcpu::Vcpu;
 use crate::vmx::caps::PrimaryProcBased;
 use crate::vmx::fields::Field32;
 use crate::vmx::vmcs::Current;
-
-/// One vCPU's DR0-3 and DR6.
-#[derive(Debug, Clone, Copy)]
-pub struct DebugRegs {
-    pub dr: [u64; 4],
-    pub dr6: u64,
-    /// The vCPU has accessed its debug registers: they are switched with it.
-    pub used: bool,
-}
-
-impl Default for DebugRegs {
-    fn default() -> Self {
-        Self { dr: [0; 4], dr6: DR6_INIT, used: false }
-    }
-}
 
 /// A slice starts: a vCPU that uses its debug registers gets them back.
 #[inline]

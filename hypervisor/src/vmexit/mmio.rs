@@ -23,7 +23,7 @@
 //!   exit qualification (another vCPU rewrote the instruction after the exit).
 
 use super::{Next, crash};
-use crate::decode::{self, CpuMode, Operation, Reg};
+use crate::decode::{self, CpuMode, FetchCache, Operation, Reg};
 use crate::devices::lapic::LocalApic;
 use crate::domain::Domain;
 use crate::domain::vcpu::Vcpu;
@@ -54,22 +54,6 @@ fn claim(vcpu: &Vcpu, gpa: u64) -> Option<Target> {
         }
     }
     None
-}
-
-/// The last instruction fetched for MMIO on a vCPU: where it was (the paging context,
-/// the linear address and the code size), the page-table entries that translated it (at
-/// host-physical addresses, with the values read), where its bytes are, the bytes, and
-/// what they decode to.
-#[derive(Debug, Clone, Copy)]
-pub struct FetchCache {
-    ctx: guest_paging::Context,
-    linear: u64,
-    mode: CpuMode,
-    entries: [(u64, u64); MAX_WALK_ENTRIES],
-    entry_count: usize,
-    code_hpa: u64,
-    bytes: [u8; 15],
-    decoded: decode::Decoded,
 }
 
 impl FetchCache {

@@ -49,7 +49,7 @@ pub fn inject_exception(vmcs: &Current, vector: u8, error_code: Option<u32>) {
 
 pub const UD: u8 = 6;
 pub const GP: u8 = 13;
-pub const MC: u8 = 18;
+pub const MC: u8 = crate::arch::exceptions::MACHINE_CHECK;
 
 /// Crashes the domain with a report: why, then the guest state.
 pub fn crash(vmcs: &Current, domain: &Domain, vcpu: &Vcpu, why: core::fmt::Arguments) -> Next {
