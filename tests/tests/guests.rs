@@ -242,3 +242,22 @@ fn device_timers_interrupt_a_halted_guest_through_the_io_apic_and_the_8259() {
     ]);
     log.expect_absent("ERROR");
 }
+
+/// Faults the hypervisor injects push RFLAGS with RF set, as the CPU's own faults do
+/// (issue 15: a return to the faulting instruction must not trip an instruction
+/// breakpoint again): #GP for an unknown MSR (WRMSR and RDMSR) and a refused XSETBV,
+/// #UD for VMXON.
+#[test]
+fn injected_faults_push_rflags_with_the_resume_flag() {
+    let log = Boot::bochs("guest-rf", 1)
+        .with_config("until_guests_exit = true\n[domain rf]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=rf\"\n")
+        .run();
+    log.expect_in_order(&[
+        "[rf] rf: WRMSR of an unknown MSR: vector 13 with RF set",
+        "[rf] rf: RDMSR of an unknown MSR: vector 13 with RF set",
+        "[rf] rf: XSETBV of XCR1: vector 13 with RF set",
+        "[rf] rf: VMXON: vector 6 with RF set",
+        "[rf] rf: done, 0 problem(s)",
+        "domain rf exited status=0",
+    ]);
+}

@@ -22,6 +22,9 @@
 //! - `mode=leaks`: RDPMC must fault; HostInfo must not describe other domains; the
 //!   speculation-control MSRs must exist exactly when CPUID says so, and SPEC_CTRL must
 //!   be the vCPU's own across preemptions.
+//! - `mode=rf`: faults the hypervisor injects (#GP for an unknown MSR, a refused
+//!   XSETBV, #UD for VMXON) must push RFLAGS with RF set, as the CPU's own faults do, so
+//!   that returning to the instruction does not trip an instruction breakpoint again.
 //! - `mode=reset`: resets itself through port 0xCF9 at once, every time it starts.
 
 use crate::{Console, exit, guarded, num_arg, outb, setup_tables};
@@ -38,6 +41,7 @@ pub fn run(mode: &str, cmdline: &str) -> ! {
         "dr" => debug_registers(cmdline),
         "msrs" => msrs(cmdline),
         "leaks" => leaks(cmdline),
+        "rf" => resume_flag(),
         "reset" => {
             say!("reset: resetting through 0xCF9");
             outb(0xCF9, 0x06);
@@ -540,6 +544,42 @@ fn msrs(cmdline: &str) -> ! {
     }
     say!("msrs: {rounds} preemptions, TSC_AUX and KERNEL_GS_BASE intact");
     exit(0)
+}
+
+extern "C" fn op_vmxon(_: u64) {
+    // SAFETY: probed; VMXON exits and the hypervisor injects #UD.
+    unsafe { asm!("vmxon [{}]", in(reg) &0u64, options(nostack)) };
+}
+
+fn resume_flag() -> ! {
+    const RF: u64 = 1 << 16;
+    let cases: [(&str, u64, Result<(), crate::Trap>); 4] = [
+        ("WRMSR of an unknown MSR", 13, crate::wrmsr_raw(0x1234_5678, 0)),
+        ("RDMSR of an unknown MSR", 13, crate::rdmsr_raw(0x1234_5678).map(|_| ())),
+        ("XSETBV of XCR1", 13, {
+            set_cr4_bits(CR4_OSXSAVE);
+            // SAFETY: single vCPU; the argument slot of the probed operation.
+            unsafe { crate::ARG[1] = 1 };
+            guarded(crate::op_xsetbv, 1)
+        }),
+        ("VMXON", 6, guarded(op_vmxon, 0)),
+    ];
+    let mut bad = 0;
+    for (what, vector, result) in cases {
+        match result {
+            Err(t) if t.vector == vector && t.rflags & RF != 0 => say!("rf: {what}: vector {vector} with RF set"),
+            Err(t) => {
+                say!("rf: {what}: vector {} with RFLAGS {:#x} (RF clear)", t.vector, t.rflags);
+                bad += 1;
+            }
+            Ok(()) => {
+                say!("rf: {what}: no fault");
+                bad += 1;
+            }
+        }
+    }
+    say!("rf: done, {bad} problem(s)");
+    exit(if bad == 0 { 0 } else { 1 })
 }
 
 extern "C" fn op_rdpmc(counter: u64) {

@@ -586,8 +586,10 @@ struct Trap {
     error: u64,
     rip: u64,
     cr2: u64,
+    /// RFLAGS as the exception pushed it.
+    rflags: u64,
 }
-static mut LAST_TRAP: Trap = Trap { vector: 0, error: 0, rip: 0, cr2: 0 };
+static mut LAST_TRAP: Trap = Trap { vector: 0, error: 0, rip: 0, cr2: 0, rflags: 0 };
 
 /// Interrupts that arrived outside probes (returned from with IRETQ).
 static STRAY: AtomicU64 = AtomicU64::new(0);
@@ -630,7 +632,7 @@ extern "C" fn hostile_trap(f: &mut Frame) -> u64 {
             PROBE_ARMED = 0;
             let cr2: u64;
             asm!("mov {}, cr2", out(reg) cr2);
-            LAST_TRAP = Trap { vector, error: f.error, rip: f.rip, cr2 };
+            LAST_TRAP = Trap { vector, error: f.error, rip: f.rip, cr2, rflags: f.rflags };
             TRAPS[vector as usize & 0xFF] += 1;
             return 1;
         }

@@ -38,8 +38,13 @@ pub enum Next {
     Ended,
 }
 
-/// Injects a hardware exception at the next VM entry.
+/// Injects a hardware exception at the next VM entry. A fault's frame gets RFLAGS.RF
+/// set, as the CPU's own faults push it (`vmx::inject::is_fault`; KVM does the same).
 pub fn inject_exception(vmcs: &Current, vector: u8, error_code: Option<u32>) {
+    if crate::vmx::inject::is_fault(vector) {
+        let rflags = vmcs.read_natural(FieldNatural::GuestRflags);
+        vmcs.write_natural(FieldNatural::GuestRflags, rflags | RFLAGS_RF);
+    }
     let info = InterruptionInfo::hardware_exception(vector, error_code);
     vmcs.write32(Field32::EntryInterruptionInfo, info.raw());
     if let Some(code) = error_code {
@@ -50,6 +55,8 @@ pub fn inject_exception(vmcs: &Current, vector: u8, error_code: Option<u32>) {
 pub const UD: u8 = 6;
 pub const GP: u8 = 13;
 pub const MC: u8 = crate::arch::exceptions::MACHINE_CHECK;
+/// RFLAGS.RF, the resume flag.
+const RFLAGS_RF: u64 = 1 << 16;
 
 /// Crashes the domain with a report: why, then the guest state.
 pub fn crash(vmcs: &Current, domain: &Domain, vcpu: &Vcpu, why: core::fmt::Arguments) -> Next {

@@ -99,6 +99,15 @@ pub struct Reinject {
     pub instruction_length: Option<u32>,
 }
 
+/// Whether exception `vector` is a fault (SDM Vol. 3A Table 6-1): the frame it pushes
+/// carries RFLAGS.RF = 1, so that returning to the faulting instruction does not
+/// raise an instruction breakpoint on it again (SDM Vol. 3A "Resume Flag"). Traps
+/// (#DB as a trap, #BP, #OF), aborts (#DF, #MC), NMI and reserved vectors are not;
+/// #DB is treated as a trap (the hypervisor never injects an instruction breakpoint).
+pub const fn is_fault(vector: u8) -> bool {
+    matches!(vector, 0 | 5 | 6 | 7 | 10..=14 | 16 | 17 | 19 | 20 | 21)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +177,11 @@ mod tests {
         assert_eq!(reinjection(0x0000_0030, 0), None);
         // Type 1 is reserved: not re-injected (the caller reports it).
         assert_eq!(reinjection(0x8000_0130, 0), None);
+    }
+
+    #[test]
+    fn faults_are_the_vectors_table_6_1_calls_faults() {
+        let faults: Vec<u8> = (0..32).filter(|&v| is_fault(v)).collect();
+        assert_eq!(faults, vec![0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21]);
     }
 }
