@@ -365,6 +365,7 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Decoded, DecodeError> {
 /// host-physical addresses, with the values read), where its bytes are, the bytes, and
 /// what they decode to. Kept in the vCPU; `vmexit::mmio` checks it before reuse and
 /// fills it.
+#[cfg(target_os = "none")]
 #[derive(Debug, Clone, Copy)]
 pub struct FetchCache {
     pub(crate) ctx: crate::mm::guest_paging::Context,

@@ -74,7 +74,7 @@ pub struct Mitigations {
 /// The decision for a CPU with leaf 7 EDX `edx` and IA32_ARCH_CAPABILITIES `caps`
 /// (0 when the CPU has none); `enabled` false (`spec_ctrl = off`) keeps what guests
 /// are offered but turns the hypervisor's own measures off, for benchmarking.
-pub fn choose(edx: u32, caps: u64, enabled: bool) -> Mitigations {
+pub const fn choose(edx: u32, caps: u64, enabled: bool) -> Mitigations {
     let caps = if edx & edx::ARCH_CAPABILITIES != 0 { caps } else { 0 };
     let ibrs = edx & edx::IBRS_IBPB != 0;
     let mut guest_spec_ctrl = 0;
@@ -109,6 +109,20 @@ pub fn choose(edx: u32, caps: u64, enabled: bool) -> Mitigations {
 }
 
 impl Mitigations {
+    /// Whether a vCPU whose SPEC_CTRL is `guest` needs work around its VM entries at
+    /// all (`arch::spec_ctrl::before_entry`/`after_exit`): decided when its slice starts
+    /// and when it writes the MSR, so that where nothing applies an entry pays one test.
+    pub fn entry_work(&self, guest: u64) -> bool {
+        self.restore_host_spec_ctrl(guest) || self.l1d_flush_on_entry || self.verw_on_entry
+    }
+
+    /// Whether the host's SPEC_CTRL must be written after an exit from a guest whose
+    /// value is `guest`: it differs, or IBRS (without the enhanced form) must be set
+    /// again after every transition to the more privileged mode.
+    pub fn restore_host_spec_ctrl(&self, guest: u64) -> bool {
+        guest != self.host_spec_ctrl || (self.host_spec_ctrl & bits::IBRS != 0 && !self.eibrs)
+    }
+
     /// Whether a guest's WRMSR of `value` to SPEC_CTRL is valid.
     pub fn guest_spec_ctrl_ok(&self, value: u64) -> bool {
         self.guest_spec_ctrl != 0 && value & !self.guest_spec_ctrl == 0
@@ -204,6 +218,23 @@ mod tests {
         assert_eq!((off.guest_spec_ctrl, off.ibpb, off.flush_cmd), (on.guest_spec_ctrl, on.ibpb, on.flush_cmd));
         assert!(!off.ibpb_on_switch && !off.rsb_fill_on_exit && !off.l1d_flush_on_entry && !off.verw_on_entry);
         assert_eq!(off.host_spec_ctrl, 0);
+    }
+
+    #[test]
+    fn entries_need_work_only_where_something_applies() {
+        // Skylake-X in Bochs: nothing around the entries.
+        let none = choose(0, 0, true);
+        assert!(!none.entry_work(0));
+        // IBRS without the enhanced form: the host's value after every exit.
+        let ibrs = choose(edx::IBRS_IBPB, 0, true);
+        assert!(ibrs.entry_work(bits::IBRS) && ibrs.restore_host_spec_ctrl(bits::IBRS));
+        // Enhanced IBRS: only when the guest's value differs.
+        let eibrs = choose(edx::IBRS_IBPB | edx::ARCH_CAPABILITIES, arch_caps::IBRS_ALL | arch_caps::RDCL_NO, true);
+        assert!(!eibrs.entry_work(bits::IBRS));
+        assert!(eibrs.entry_work(0) && eibrs.restore_host_spec_ctrl(0));
+        // VERW before entry: always.
+        let mds = choose(edx::MD_CLEAR | edx::ARCH_CAPABILITIES, arch_caps::RDCL_NO, true);
+        assert!(mds.verw_on_entry && mds.entry_work(0));
     }
 
     #[test]

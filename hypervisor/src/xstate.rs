@@ -1,10 +1,10 @@
-//! Extended processor state (x87, SSE, AVX, ...) as XCR0 and the XSAVE area describe it:
-//! the rules a guest's XSETBV must follow, and the checks an XSAVE image must pass before
-//! XRSTOR may load it. Pure logic, host-tested; `arch::fpu` and `vmx::xcr0` use it.
+//! Extended processor state (x87, SSE, AVX, ...) as XCR0 describes it: the rules a
+//! guest's XSETBV must follow, and the mask the host saves and restores with. Pure
+//! logic, host-tested; `arch::fpu` and `vmexit` use it.
 //!
 //! Why the hypervisor is strict here: the guest's XCR0 ends up in the CPU through the
-//! host's own XSETBV, and its saved image through the host's own XRSTOR. A value the CPU
-//! refuses would fault in the hypervisor, not in the guest, and stop the machine.
+//! host's own XSETBV. A value the CPU refuses would fault in the hypervisor, not in the
+//! guest, and stop the machine.
 
 /// XCR0 state components (SDM Vol. 1 "XSAVE-Supported Features and State-Component
 /// Bitmaps").
@@ -108,46 +108,6 @@ pub fn host_mask(supported: u64) -> u64 {
     mask
 }
 
-/// Offsets in the (standard-format) XSAVE area: SDM Vol. 1 "XSAVE Area".
-pub const MXCSR_OFFSET: usize = 24;
-pub const HEADER_OFFSET: usize = 512;
-pub const HEADER_LEN: usize = 64;
-
-/// Why an XSAVE image must not be given to XRSTOR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageError {
-    /// The area is shorter than the legacy region and the header.
-    TooShort,
-    /// XSTATE_BV names components the host's XCR0 does not enable.
-    Components(u64),
-    /// XCOMP_BV or the reserved header bytes are not zero (the standard format only).
-    Header,
-    /// MXCSR sets bits the CPU reserves.
-    Mxcsr(u32),
-}
-
-/// Checks that XRSTOR of `area` with the host's XCR0 (`host_mask`) cannot fault (SDM
-/// Vol. 1 "Operation of XRSTOR": #GP on XSTATE_BV bits outside XCR0, on a non-zero
-/// XCOMP_BV or reserved header bytes in the standard form, and on MXCSR bits outside
-/// `mxcsr_mask`).
-pub fn check_image(area: &[u8], host_mask: u64, mxcsr_mask: u32) -> Result<(), ImageError> {
-    let header = area.get(HEADER_OFFSET..HEADER_OFFSET + HEADER_LEN).ok_or(ImageError::TooShort)?;
-    let mxcsr = area.get(MXCSR_OFFSET..MXCSR_OFFSET + 4).ok_or(ImageError::TooShort)?;
-    let word = |i: usize| header.get(i * 8..i * 8 + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
-    let xstate_bv = word(0);
-    if xstate_bv & !host_mask != 0 {
-        return Err(ImageError::Components(xstate_bv & !host_mask));
-    }
-    if (1..8).any(|i| word(i) != 0) {
-        return Err(ImageError::Header);
-    }
-    let mxcsr = mxcsr.try_into().map_or(0, u32::from_le_bytes);
-    if mxcsr & !mxcsr_mask != 0 {
-        return Err(ImageError::Mxcsr(mxcsr));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::component::*;
@@ -216,31 +176,5 @@ mod tests {
         assert_eq!(host_mask(X87 | SSE | AVX | OPMASK), X87 | SSE | AVX);
         assert_eq!(host_mask(X87 | AVX | AVX512), X87);
         assert_eq!(host_mask(X87 | SSE | BNDREGS), X87 | SSE);
-    }
-
-    fn image(xstate_bv: u64, mxcsr: u32) -> Vec<u8> {
-        let mut a = vec![0u8; 1024];
-        a[MXCSR_OFFSET..MXCSR_OFFSET + 4].copy_from_slice(&mxcsr.to_le_bytes());
-        a[HEADER_OFFSET..HEADER_OFFSET + 8].copy_from_slice(&xstate_bv.to_le_bytes());
-        a
-    }
-
-    #[test]
-    fn images_xrstor_would_fault_on_are_refused() {
-        let host = X87 | SSE | AVX;
-        assert_eq!(check_image(&image(0, 0x1F80), host, 0xFFFF), Ok(()));
-        assert_eq!(check_image(&image(host, 0x1F80), host, 0xFFFF), Ok(()));
-        // Saved under XCR0 = 7, restored where the mask lacks AVX: what the old code did
-        // after a guest lowered its XCR0.
-        assert_eq!(check_image(&image(host, 0x1F80), X87 | SSE, 0xFFFF), Err(ImageError::Components(AVX)));
-        assert_eq!(check_image(&image(0, 0x1_0000), host, 0xFFFF), Err(ImageError::Mxcsr(0x1_0000)));
-        assert_eq!(check_image(&image(0, 0x40), host, 0xFFBF), Err(ImageError::Mxcsr(0x40)), "DAZ where absent");
-        let mut compacted = image(3, 0x1F80);
-        compacted[HEADER_OFFSET + 15] = 0x80;
-        assert_eq!(check_image(&compacted, host, 0xFFFF), Err(ImageError::Header));
-        let mut reserved = image(3, 0x1F80);
-        reserved[HEADER_OFFSET + 63] = 1;
-        assert_eq!(check_image(&reserved, host, 0xFFFF), Err(ImageError::Header));
-        assert_eq!(check_image(&[0u8; 512], host, 0xFFFF), Err(ImageError::TooShort));
     }
 }

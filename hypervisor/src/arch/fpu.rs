@@ -9,9 +9,9 @@
 //! restored whatever that guest's XCR0 is by then. The guest's XCR0 is loaded last,
 //! just before its first entry ([`FpuState::switch_in`]).
 //!
-//! An image is checked before XRSTOR ([`crate::xstate::check_image`]) and XRSTOR itself
-//! has a fault fixup: a bad image fails the vCPU's switch (its domain is crashed), it
-//! never faults in the hypervisor.
+//! Images are written only by XSAVE under that same mask (or are the initial image),
+//! so XRSTOR cannot refuse them; should it fault anyway, a fixup turns the #GP into a
+//! failed switch (its domain is crashed), never a fault of the hypervisor.
 
 use super::cpu::cpuid;
 use crate::xstate;
@@ -24,8 +24,6 @@ struct Support {
     /// The XCR0 the host saves and restores with ([`xstate::host_mask`]).
     host_xcr0: u64,
     size: usize,
-    /// The MXCSR bits this CPU accepts (FXSAVE's MXCSR_MASK; 0xFFBF when it reports 0).
-    mxcsr_mask: u32,
 }
 
 static SUPPORT: Once<Support> = Once::new();
@@ -37,22 +35,8 @@ fn support() -> &'static Support {
         let host_xcr0 = if xsave { xstate::host_mask(u64::from(leaf.edx) << 32 | u64::from(leaf.eax)) } else { 0 };
         // CPUID.(EAX=0DH,ECX=0):ECX is the size for every component the CPU supports.
         let size = if xsave { leaf.ecx as usize } else { 512 };
-        Support { xsave, host_xcr0, size: size.max(512 + 64), mxcsr_mask: read_mxcsr_mask() }
+        Support { xsave, host_xcr0, size: size.max(512 + 64) }
     })
-}
-
-/// MXCSR_MASK from an FXSAVE image (SDM Vol. 1 "Guidelines for Writing to the MXCSR
-/// Register"): 0 means the CPU predates DAZ, i.e. 0xFFBF.
-fn read_mxcsr_mask() -> u32 {
-    #[repr(C, align(16))]
-    struct Area([u8; 512]);
-    let mut area = Area([0; 512]);
-    // SAFETY: a 512-byte, 16-byte-aligned buffer on the stack; FXSAVE only writes it.
-    unsafe { asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
-    match u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]) {
-        0 => 0xFFBF,
-        m => m,
-    }
 }
 
 fn osxsave() -> bool {
@@ -86,9 +70,7 @@ unsafe fn xsetbv(xcr0: u64) {
 pub fn load_xcr0(xcr0: u64) {
     if osxsave() && current_xcr0() != xcr0 {
         // SAFETY: CR4.OSXSAVE is set and the value is valid for this CPU (see above).
-        unsafe {
-            asm!("xsetbv", in("ecx") 0, in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nomem, nostack))
-        };
+        unsafe { xsetbv(xcr0) };
     }
 }
 
@@ -104,8 +86,8 @@ pub fn init_this_cpu() {
     }
 }
 
-// XRSTOR/FXRSTOR with a fault fixup: on #GP the handler ([`fixup`]) resumes at the
-// `_fault` label, which returns 1 instead of 0. SysV: rdi = area, esi:edx = mask.
+// XRSTOR/FXRSTOR with a fault fixup: on #GP the handler ([`fixup`]) resumes at
+// `fpu_restore_fault`, which returns 1 instead of 0. SysV: rdi = area, esi:edx = mask.
 global_asm!(
     ".global fpu_xrstor",
     "fpu_xrstor:",
@@ -143,21 +125,13 @@ pub fn fixup(rip: u64) -> Option<u64> {
     insns.contains(&rip).then_some(fpu_restore_fault as *const () as u64)
 }
 
-/// Why a vCPU's vector state could not be loaded.
+/// A vCPU's vector state could not be loaded: XRSTOR faulted (caught by the fixup).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestoreError {
-    /// The image would make XRSTOR fault (refused before trying).
-    Image(xstate::ImageError),
-    /// XRSTOR faulted anyway (caught by the fixup).
-    Faulted,
-}
+pub struct RestoreFault;
 
 /// One vCPU's saved state, 64-byte aligned as XSAVE requires.
 pub struct FpuState {
     area: *mut u8,
-    /// The image is known to be loadable: the initial one, or one this CPU's XSAVE
-    /// wrote. Only an image from elsewhere (a restored domain) needs the check.
-    verified: bool,
 }
 
 // SAFETY: the area is owned by exactly one vCPU, which is behind a lock.
@@ -177,14 +151,9 @@ impl FpuState {
         // "FXSAVE Area"), also valid as the legacy region of an XSAVE area.
         unsafe {
             (area as *mut u16).write(0x037F);
-            (area.add(xstate::MXCSR_OFFSET) as *mut u32).write(0x1F80);
+            (area.add(24) as *mut u32).write(0x1F80);
         }
-        Some(Self { area, verified: true })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: allocated with `support().size` bytes in `new`, owned by self.
-        unsafe { core::slice::from_raw_parts(self.area, support().size) }
+        Some(Self { area })
     }
 
     /// Ends the vCPU's slice (its XCR0 is `guest_xcr0`): the host's XCR0 back, then
@@ -204,33 +173,21 @@ impl FpuState {
                 asm!("fxsave64 [{}]", in(reg) self.area, options(nostack));
             }
         }
-        self.verified = true;
     }
 
     /// Starts the vCPU's slice: every component loaded from here under the host's
     /// XCR0, then the guest's own `guest_xcr0` (valid for this CPU: it passed
     /// [`xstate::check_xsetbv`], or is the reset value 1).
-    pub fn switch_in(&self, guest_xcr0: u64) -> Result<(), RestoreError> {
+    pub fn switch_in(&self, guest_xcr0: u64) -> Result<(), RestoreFault> {
         let s = support();
-        let mask = if s.xsave { s.host_xcr0 } else { xstate::component::X87 | xstate::component::SSE };
-        if self.verified {
-            // Written by XSAVE under this mask, or the initial image.
-        } else if s.xsave {
-            xstate::check_image(self.bytes(), mask, s.mxcsr_mask).map_err(RestoreError::Image)?;
-        } else {
-            let mxcsr = self.bytes().get(xstate::MXCSR_OFFSET..xstate::MXCSR_OFFSET + 4);
-            let mxcsr = mxcsr.and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
-            if mxcsr & !s.mxcsr_mask != 0 {
-                return Err(RestoreError::Image(xstate::ImageError::Mxcsr(mxcsr)));
-            }
-        }
+        let mask = s.host_xcr0;
         // SAFETY: the area is valid and aligned; a fault is caught by the fixup. Between
         // slices the CPU holds the host's XCR0 (`switch_out`, `init_this_cpu`).
         let faulted = unsafe {
             if s.xsave { fpu_xrstor(self.area, mask as u32, (mask >> 32) as u32) } else { fpu_fxrstor(self.area) }
         };
         if faulted != 0 {
-            return Err(RestoreError::Faulted);
+            return Err(RestoreFault);
         }
         if s.xsave && guest_xcr0 != s.host_xcr0 {
             // SAFETY: a valid XCR0 for this CPU (see the doc comment).

@@ -10,20 +10,18 @@ use super::cpu::{cpuid, rdmsr, wrmsr};
 use crate::percpu::MAX_CPUS;
 use crate::spec_ctrl::{self as policy, IA32_FLUSH_CMD, IA32_PRED_CMD, IA32_SPEC_CTRL, Mitigations};
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use spin::Once;
 
 static CHOICE: Once<Mitigations> = Once::new();
 
-/// Read by the VM-exit stub: 1 to overwrite the return stack buffer after every exit.
+/// What applies before [`init`] ran: nothing offered to guests, RSB filling on.
+const BEFORE_INIT: Mitigations = policy::choose(0, 0, true);
+
+/// Read by the VM-exit stub: 1 to overwrite the return stack buffer after every exit
+/// (the decision's `rsb_fill_on_exit`, as a byte the assembly can test).
 #[unsafe(no_mangle)]
 pub static RSB_FILL_ON_EXIT: AtomicU8 = AtomicU8::new(1);
-static HOST_SPEC_CTRL: AtomicU64 = AtomicU64::new(0);
-/// Host IBRS must be written again after every exit (IBRS without "enhanced IBRS").
-static IBRS_EVERY_EXIT: AtomicBool = AtomicBool::new(false);
-static L1D_FLUSH: AtomicBool = AtomicBool::new(false);
-static VERW: AtomicBool = AtomicBool::new(false);
-static IBPB_ON_SWITCH: AtomicBool = AtomicBool::new(false);
 /// The domain whose vCPU each CPU ran last (u32::MAX: none yet), for IBPB.
 static LAST_DOMAIN: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
 
@@ -40,64 +38,51 @@ pub fn init(enabled: bool) -> &'static Mitigations {
         };
         let m = policy::choose(edx, caps, enabled);
         RSB_FILL_ON_EXIT.store(u8::from(m.rsb_fill_on_exit), Ordering::Relaxed);
-        HOST_SPEC_CTRL.store(m.host_spec_ctrl, Ordering::Relaxed);
-        IBRS_EVERY_EXIT.store(m.host_spec_ctrl != 0 && !m.eibrs, Ordering::Relaxed);
-        L1D_FLUSH.store(m.l1d_flush_on_entry, Ordering::Relaxed);
-        VERW.store(m.verw_on_entry, Ordering::Relaxed);
-        IBPB_ON_SWITCH.store(m.ibpb_on_switch, Ordering::Relaxed);
         log::info!("spec_ctrl: CPUID.7 EDX {edx:#x}, ARCH_CAPABILITIES {caps:#x}: {m}");
         m
     })
 }
 
 /// The decision ([`init`] must have run; before it, nothing is offered to guests).
-pub fn mitigations() -> Mitigations {
-    CHOICE.get().copied().unwrap_or_else(|| policy::choose(0, 0, true))
+#[inline]
+pub fn mitigations() -> &'static Mitigations {
+    CHOICE.get().unwrap_or(&BEFORE_INIT)
 }
 
 /// Each CPU before it runs guests: the host's SPEC_CTRL.
 pub fn init_this_cpu() {
-    let host = HOST_SPEC_CTRL.load(Ordering::Relaxed);
+    let host = mitigations().host_spec_ctrl;
     if host != 0 {
         // SAFETY: only bits the CPU has (the policy sets IBRS only where CPUID lists it).
         unsafe { wrmsr(IA32_SPEC_CTRL, host) };
     }
 }
 
-/// Whether a vCPU whose SPEC_CTRL is `guest` needs [`before_entry`] and [`after_exit`]
-/// around its entries at all: decided when its slice starts and when it writes the MSR,
-/// so that on CPUs where nothing applies the entry path pays one test.
-pub fn needs_entry_work(guest: u64) -> bool {
-    guest != HOST_SPEC_CTRL.load(Ordering::Relaxed)
-        || IBRS_EVERY_EXIT.load(Ordering::Relaxed)
-        || L1D_FLUSH.load(Ordering::Relaxed)
-        || VERW.load(Ordering::Relaxed)
-}
-
-/// Just before VM entry: the guest's SPEC_CTRL (`guest`, a value the policy allows),
-/// then the L1D flush or VERW where they apply.
+/// Just before VM entry, for a vCPU whose `Mitigations::entry_work` is true: the
+/// guest's SPEC_CTRL (`guest`, a value the policy allows), then the L1D flush or VERW
+/// where they apply.
 #[inline]
 pub fn before_entry(guest: u64) {
-    if guest != HOST_SPEC_CTRL.load(Ordering::Relaxed) {
+    let m = mitigations();
+    if guest != m.host_spec_ctrl {
         // SAFETY: `guest` passed `Mitigations::guest_spec_ctrl_ok` when it was written.
         unsafe { wrmsr(IA32_SPEC_CTRL, guest) };
     }
-    if L1D_FLUSH.load(Ordering::Relaxed) {
-        // SAFETY: L1D_FLUSH (bit 0) where CPUID lists the command.
-        unsafe { wrmsr(IA32_FLUSH_CMD, 1) };
-    } else if VERW.load(Ordering::Relaxed) {
+    if m.l1d_flush_on_entry {
+        flush_l1d();
+    } else if m.verw_on_entry {
         verw();
     }
 }
 
-/// Right after a VM exit: the host's SPEC_CTRL back, when the guest's differed or IBRS
-/// must be set again after each transition (IBRS without the enhanced form).
+/// Right after a VM exit, likewise: the host's SPEC_CTRL back when it must be
+/// (`Mitigations::restore_host_spec_ctrl`).
 #[inline]
 pub fn after_exit(guest: u64) {
-    let host = HOST_SPEC_CTRL.load(Ordering::Relaxed);
-    if guest != host || IBRS_EVERY_EXIT.load(Ordering::Relaxed) {
+    let m = mitigations();
+    if m.restore_host_spec_ctrl(guest) {
         // SAFETY: the host value was chosen from what the CPU has.
-        unsafe { wrmsr(IA32_SPEC_CTRL, host) };
+        unsafe { wrmsr(IA32_SPEC_CTRL, m.host_spec_ctrl) };
     }
 }
 
@@ -106,7 +91,7 @@ pub fn after_exit(guest: u64) {
 #[inline]
 pub fn switch_to(cpu: usize, domain: u32) {
     let Some(last) = LAST_DOMAIN.get(cpu) else { return };
-    if last.swap(domain, Ordering::Relaxed) != domain && IBPB_ON_SWITCH.load(Ordering::Relaxed) {
+    if last.swap(domain, Ordering::Relaxed) != domain && mitigations().ibpb_on_switch {
         ibpb();
     }
 }

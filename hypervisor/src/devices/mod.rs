@@ -29,9 +29,11 @@ pub struct DomainDevices {
     /// Private, like `pit`: every access goes through [`Self::rtc_read`] and friends,
     /// which note that the timers' next event must be computed again.
     rtc: rtc::Rtc,
+    /// Guest writes go through [`Self::ioapic_mmio_write`] (it may unmask a timer).
     pub ioapic: ioapic::IoApic,
     pub pci: pci::PciHost,
     pub fw_cfg: fw_cfg::FwCfg,
+    /// Guest writes go through [`Self::pic_write`] (it may unmask a timer).
     pub pic: pic8259::Pic8259Pair,
     pit: pit8254::Pit8254,
     /// When the PIT or the RTC next raises its line (ns; u64::MAX never), as computed at
@@ -43,6 +45,10 @@ pub struct DomainDevices {
     /// Which timer lines could reach a vCPU when `timers_next` was computed
     /// ([`Self::timer_lines_open`]); a change means computing it again.
     timer_lines: u8,
+    /// The PICs or the I/O APIC were written since `timer_lines` was taken (a mask may
+    /// have changed): [`Self::pic_write`] and [`Self::ioapic_mmio_write`] set it, so
+    /// that `sync` looks at the masks only then.
+    masks_touched: bool,
     /// When the PIT last raised IRQ 0 (ns), for [`MIN_IRQ0_PERIOD_NS`].
     last_irq0_ns: u64,
     /// COM1's interrupt output as last driven onto IRQ 4.
@@ -119,6 +125,7 @@ impl DomainDevices {
             timers_next: u64::MAX,
             timers_touched: true,
             timer_lines: 0,
+            masks_touched: false,
             last_irq0_ns: 0,
             com1_line: false,
             sci_line: false,
@@ -175,8 +182,8 @@ impl DomainDevices {
         }
         // The models promise no edge before their next event without an access, so
         // skipping them until then changes nothing.
-        let lines = self.timer_lines_open();
-        if self.timers_touched || now_ns >= self.timers_next || lines != self.timer_lines {
+        let masks_changed = core::mem::take(&mut self.masks_touched) && self.timer_lines_open() != self.timer_lines;
+        if self.timers_touched || now_ns >= self.timers_next || masks_changed {
             if now_ns >= self.last_irq0_ns.saturating_add(MIN_IRQ0_PERIOD_NS) && self.pit.irq0_ticks(now_ns) > 0 {
                 self.pulse(pit8254::PIT_IRQ, out);
                 self.last_irq0_ns = now_ns;
@@ -184,7 +191,7 @@ impl DomainDevices {
             if self.rtc.poll_irq(now_ns) {
                 self.pulse(rtc::RTC_IRQ, out);
             }
-            self.timer_lines = lines;
+            self.timer_lines = self.timer_lines_open();
             self.timers_next = self.timers_next_event().unwrap_or(u64::MAX);
             self.timers_touched = false;
         }
@@ -234,6 +241,18 @@ impl DomainDevices {
             !self.pic.masked(irq) || self.ioapic.entry(isa_pin(irq)).is_some_and(|e| e & ioapic::rte::MASKED == 0)
         };
         u8::from(open(pit8254::PIT_IRQ)) | u8::from(open(rtc::RTC_IRQ)) << 1
+    }
+
+    /// A guest write to a PIC port (0x20/0x21, 0xA0/0xA1, ELCR).
+    pub fn pic_write(&mut self, port: u16, value: u8) {
+        self.pic.write(port, value);
+        self.masks_touched = true;
+    }
+
+    /// A guest write to the I/O APIC's page; the message it sends, if any.
+    pub fn ioapic_mmio_write(&mut self, offset: u64, value: u32) -> Option<ioapic::Delivery> {
+        self.masks_touched = true;
+        self.ioapic.mmio_write(offset, value)
     }
 
     /// A read of a PIT port (0x40-0x43, 0x61).
@@ -288,10 +307,10 @@ mod tests {
     /// except `mask`.
     fn init_pic(d: &mut DomainDevices, mask: u8) {
         for (port, v) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, mask)] {
-            d.pic.write(port, v);
+            d.pic_write(port, v);
         }
         for (port, v) in [(0xA0, 0x11), (0xA1, 0x28), (0xA1, 0x02), (0xA1, 0x01), (0xA1, 0x00)] {
-            d.pic.write(port, v);
+            d.pic_write(port, v);
         }
     }
 
@@ -304,10 +323,10 @@ mod tests {
 
     fn ioapic_route(d: &mut DomainDevices, pin: u8, vector: u8) {
         let reg = 0x10 + 2 * u32::from(pin);
-        let _ = d.ioapic.mmio_write(ioapic::IOREGSEL, reg);
-        let _ = d.ioapic.mmio_write(ioapic::IOWIN, u32::from(vector));
-        let _ = d.ioapic.mmio_write(ioapic::IOREGSEL, reg + 1);
-        let _ = d.ioapic.mmio_write(ioapic::IOWIN, 0);
+        let _ = d.ioapic_mmio_write(ioapic::IOREGSEL, reg);
+        let _ = d.ioapic_mmio_write(ioapic::IOWIN, u32::from(vector));
+        let _ = d.ioapic_mmio_write(ioapic::IOREGSEL, reg + 1);
+        let _ = d.ioapic_mmio_write(ioapic::IOWIN, 0);
     }
 
     #[test]
@@ -452,7 +471,7 @@ mod tests {
         d.sync(1_000, &mut out);
         assert_eq!(d.next_event_ns(), None, "IRQ 0 masked at the PIC and the I/O APIC");
         // Unmasked at the PIC: the next sync notices and the deadline comes back.
-        d.pic.write(0x21, 0xFE);
+        d.pic_write(0x21, 0xFE);
         d.sync(2_000_000, &mut out);
         assert!(d.pic.pending_vector().is_some(), "edges while masked are caught up on");
         let next = d.next_event_ns().expect("IRQ 0 open again");

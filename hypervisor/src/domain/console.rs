@@ -145,6 +145,11 @@ impl ConsoleLimit {
         self.dropped_total += 1;
     }
 
+    /// Whether lines were not shown since the last notice (no clock needed to ask).
+    pub fn has_dropped(&self) -> bool {
+        self.dropped != 0
+    }
+
     /// How many lines were not shown since the last notice, once every [`NOTICE_NS`]
     /// while there are any.
     pub fn notice(&mut self, now_ns: u64) -> Option<u64> {

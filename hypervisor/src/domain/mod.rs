@@ -228,39 +228,37 @@ mod kernel {
         /// guest's output never makes a CPU wait. Lines are logged with the runtime lock
         /// released.
         pub fn console_output(&self, bytes: &[u8]) {
-            let now = crate::arch::timer::now_ns();
             let mut rest = bytes;
-            let mut first = true;
+            let mut rt = self.runtime.lock();
+            rt.console_ring.push(bytes);
             loop {
+                // The next line the budget admits; the clock is read only for a line.
                 let mut line = [0u8; super::console::LINE_MAX];
                 let mut len = None;
-                let notice;
-                {
-                    let mut rt = self.runtime.lock();
-                    if first {
-                        rt.console_ring.push(bytes);
-                        first = false;
+                while let Some((&b, tail)) = rest.split_first() {
+                    rest = tail;
+                    let DomainRuntime { console, console_limit, .. } = &mut *rt;
+                    if let Some(l) = console.push(b)
+                        && console_limit.admit(crate::arch::timer::now_ns(), l.len())
+                    {
+                        line[..l.len()].copy_from_slice(l.as_bytes());
+                        len = Some(l.len());
+                        break;
                     }
-                    while let Some((&b, tail)) = rest.split_first() {
-                        rest = tail;
-                        let DomainRuntime { console, console_limit, .. } = &mut *rt;
-                        if let Some(l) = console.push(b)
-                            && console_limit.admit(now, l.len())
-                        {
-                            line[..l.len()].copy_from_slice(l.as_bytes());
-                            len = Some(l.len());
-                            break;
-                        }
-                    }
-                    notice = rt.console_limit.notice(now);
                 }
-                if let Some(n) = notice {
+                let notice =
+                    rt.console_limit.has_dropped().then(|| rt.console_limit.notice(crate::arch::timer::now_ns()));
+                drop(rt);
+                if let Some(n) = notice.flatten() {
                     self.console_notice(n);
                 }
-                let Some(len) = len else { break };
+                let Some(len) = len else { return };
                 let text = core::str::from_utf8(&line[..len]).unwrap_or("");
-                if !crate::logger::guest_line(&self.name, text) {
-                    self.runtime.lock().console_limit.dropped_rejected();
+                // Logged with the lock released; the lock is taken again for the rest.
+                let written = crate::logger::guest_line(&self.name, text);
+                rt = self.runtime.lock();
+                if !written {
+                    rt.console_limit.dropped_rejected();
                 }
             }
         }

@@ -501,14 +501,14 @@ fn run_slice(cpu: u32, p: &Placement, until_ns: u64) -> Outcome {
     }
     // Branch predictions another domain trained stay with it (IBPB where it applies).
     crate::arch::spec_ctrl::switch_to(cpu as usize, p.domain.id);
-    vcpu.spec_ctrl_switch = crate::arch::spec_ctrl::needs_entry_work(vcpu.spec_ctrl);
+    vcpu.spec_ctrl_switch = crate::arch::spec_ctrl::mitigations().entry_work(vcpu.spec_ctrl);
     crate::vmexit::msr::load_tsc_aux(vcpu.tsc_aux);
     crate::vmexit::msr::load_syscall_msrs(&vcpu.syscall_msrs);
-    if let Err(e) = vcpu.fpu.switch_in(vcpu.xcr0) {
-        // Only an image the hypervisor did not write itself (never, today) gets here;
-        // whatever the CPU holds now is the next vCPU's to overwrite in full.
+    if vcpu.fpu.switch_in(vcpu.xcr0).is_err() {
+        // XRSTOR refused an image XSAVE wrote (never seen); whatever the CPU holds now
+        // is the next vCPU's to overwrite in full.
         if p.domain.finish(domain::DomainState::Crashed, None) {
-            log::error!("domain {} crashed: its vector state cannot be loaded ({e:?})", p.domain.name);
+            log::error!("domain {} crashed: XRSTOR faulted on its vector state", p.domain.name);
         }
         if let Some(sig) = signals {
             sig.set_running_on(None);

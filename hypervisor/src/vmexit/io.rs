@@ -96,7 +96,7 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
         }
         // 8-bit devices: a wider access reaches the addressed register only.
         (direction, port) if matches!(port, 0x20 | 0x21 | 0xA0 | 0xA1 | 0x4D0 | 0x4D1) => {
-            device(domain, vcpu, direction, bytes, |d| byte_reg(d.pic.read(port)), |d, v| d.pic.write(port, v as u8))
+            device(domain, vcpu, direction, bytes, |d| byte_reg(d.pic.read(port)), |d, v| d.pic_write(port, v as u8))
         }
         (direction, port) if matches!(port, 0x40..=0x43 | 0x61) => {
             let now = crate::arch::timer::now_ns();

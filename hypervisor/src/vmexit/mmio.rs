@@ -255,7 +255,7 @@ fn write(domain: &Domain, vcpu: &mut Vcpu, target: &Target, size: u8, value: u64
             if size >= 4 && offset & 3 == 0 {
                 // A write can deliver at once: a level line unmasked while high.
                 domain.devices(|d, out| {
-                    if let Some(m) = d.ioapic.mmio_write(offset, value as u32) {
+                    if let Some(m) = d.ioapic_mmio_write(offset, value as u32) {
                         out.push(m);
                     }
                 });

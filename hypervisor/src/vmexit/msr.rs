@@ -192,7 +192,7 @@ fn speculation_wrmsr(vcpu: &mut Vcpu, msr: u32, value: u64) -> bool {
     match msr {
         IA32_SPEC_CTRL if m.guest_spec_ctrl_ok(value) => {
             vcpu.spec_ctrl = value;
-            vcpu.spec_ctrl_switch = crate::arch::spec_ctrl::needs_entry_work(value);
+            vcpu.spec_ctrl_switch = m.entry_work(value);
             true
         }
         IA32_PRED_CMD if m.pred_cmd_ok(value) => {
