@@ -12,6 +12,7 @@ pub mod clock;
 pub mod decode;
 pub mod devices;
 pub mod domain;
+pub mod guest_msrs;
 pub mod loader;
 pub mod mm;
 pub mod pci_bars;

@@ -16,7 +16,7 @@
 //! - XSAVEC, XSAVES and XFD: XSAVES needs a VM-execution control the hypervisor does not
 //!   enable (it would #UD), and without it the compacted-format sizes are meaningless
 //!   (Linux warned "XSAVE consistency problem" and turned XSAVE off).
-//! - IA32_TSC_ADJUST, IA32_ARCH_CAPABILITIES and IA32_CORE_CAPABILITIES, and the MSRs
+//! - IA32_ARCH_CAPABILITIES and IA32_CORE_CAPABILITIES, and the MSRs
 //!   behind SRBDS_CTRL, TSX_FORCE_ABORT and architectural LBRs: not emulated. Of the
 //!   speculation controls in leaf 7 EDX, IBRS/IBPB, STIBP, SSBD, L1D_FLUSH and MD_CLEAR
 //!   show when the CPU has them: each is virtualized (`crate::spec_ctrl`); the further
@@ -70,6 +70,7 @@ mod bit {
     // Leaf 6 EAX.
     pub const ARAT: u32 = 1 << 2;
     // Leaf 7.0 EBX.
+    #[cfg(test)]
     pub const TSC_ADJUST: u32 = 1 << 1;
     pub const SGX: u32 = 1 << 2;
     pub const RDT_M: u32 = 1 << 12;
@@ -157,7 +158,7 @@ fn filter_leaf(leaf: u32, subleaf: u32, host: [u32; 4], topo: Topology) -> [u32;
         5 => return [0; 4],
         6 => return [a & bit::ARAT, 0, 0, 0],
         7 if subleaf == 0 => {
-            b &= !(bit::TSC_ADJUST | bit::SGX | bit::RDT_M | bit::RDT_A | bit::INTEL_PT);
+            b &= !(bit::SGX | bit::RDT_M | bit::RDT_A | bit::INTEL_PT);
             c &= !(bit::WAITPKG | bit::SGX_LC);
             d &= !(bit::SRBDS_CTRL
                 | bit::TSX_FORCE_ABORT
@@ -293,7 +294,8 @@ mod tests {
     #[test]
     fn leaf_7_hides_the_unemulated_msrs_and_other_leaves_pass_through() {
         let [_, b, c, d] = filter(7, 0, [0, u32::MAX, u32::MAX, u32::MAX], ONE);
-        assert_eq!(b & (bit::TSC_ADJUST | bit::SGX | bit::RDT_M | bit::RDT_A | bit::INTEL_PT), 0);
+        assert_eq!(b & (bit::SGX | bit::RDT_M | bit::RDT_A | bit::INTEL_PT), 0);
+        assert_ne!(b & bit::TSC_ADJUST, 0, "IA32_TSC_ADJUST is emulated (guest_msrs::tsc)");
         assert_eq!(c & (bit::WAITPKG | bit::SGX_LC), 0);
         assert_eq!(d & (bit::ARCH_CAPABILITIES | bit::CORE_CAPABILITIES), 0);
         assert_eq!(d & (bit::SRBDS_CTRL | bit::TSX_FORCE_ABORT | bit::ARCH_LBR), 0);

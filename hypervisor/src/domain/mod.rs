@@ -17,6 +17,7 @@ pub mod memory;
 pub mod passthrough;
 pub mod pirq;
 pub mod signals;
+pub mod unclaimed;
 #[cfg(target_os = "none")]
 pub mod vcpu;
 
@@ -52,41 +53,7 @@ impl DomainState {
 
 pub use console::LineBuffer;
 
-/// Accesses to I/O ports nobody claims, for the domain's report: the first
-/// [`UnclaimedPorts::TRACKED`] distinct ports counted one by one, every other access
-/// in one sum. Fixed size on purpose: a guest sweeping all 65,536 ports must not grow
-/// the hypervisor's heap.
-#[derive(Debug, Clone, Default)]
-pub struct UnclaimedPorts {
-    ports: [(u16, u64); Self::TRACKED],
-    len: usize,
-    /// Accesses to ports beyond the tracked ones.
-    pub others: u64,
-}
-
-impl UnclaimedPorts {
-    pub const TRACKED: usize = 32;
-
-    pub fn count(&mut self, port: u16) {
-        if let Some(e) = self.ports[..self.len].iter_mut().find(|e| e.0 == port) {
-            e.1 += 1;
-        } else if let Some(slot) = self.ports.get_mut(self.len) {
-            *slot = (port, 1);
-            self.len += 1;
-        } else {
-            self.others += 1;
-        }
-    }
-
-    /// The tracked ports and their counts, in the order they were first seen.
-    pub fn tracked(&self) -> &[(u16, u64)] {
-        &self.ports[..self.len]
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
+pub use unclaimed::{UnclaimedMmio, UnclaimedPorts};
 
 #[cfg(target_os = "none")]
 mod kernel {
@@ -107,6 +74,8 @@ mod kernel {
         pub exit_status: Option<u8>,
         /// Reads and writes of ports nobody claims, per port.
         pub unclaimed_ports: super::UnclaimedPorts,
+        /// Accesses to guest-physical addresses with no RAM and no device, per page.
+        pub unclaimed_mmio: super::UnclaimedMmio,
         /// Console output cut into log lines.
         pub console: LineBuffer,
         /// How much of it may reach the log (`console::ConsoleLimit`).
@@ -352,7 +321,7 @@ impl RestartHistory {
 
 #[cfg(test)]
 mod tests {
-    use super::{RestartHistory, UnclaimedPorts};
+    use super::RestartHistory;
 
     #[test]
     fn a_reset_loop_is_stopped_and_a_rare_reset_never_is() {
@@ -366,18 +335,5 @@ mod tests {
         assert!(h.allow(61 * s), "the oldest left the window");
         let mut rare = RestartHistory::default();
         assert!((0..100u64).all(|i| rare.allow(i * 20 * s)), "one restart every 20 s is fine forever");
-    }
-
-    #[test]
-    fn a_sweep_of_every_port_keeps_the_tally_bounded() {
-        let mut t = UnclaimedPorts::default();
-        for _ in 0..2 {
-            for port in 0..=u16::MAX {
-                t.count(port);
-            }
-        }
-        assert_eq!(t.tracked().len(), UnclaimedPorts::TRACKED);
-        assert!(t.tracked().iter().all(|&(_, n)| n == 2));
-        assert_eq!(t.others, 2 * 65536 - 2 * UnclaimedPorts::TRACKED as u64);
     }
 }

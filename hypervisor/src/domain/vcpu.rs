@@ -112,6 +112,12 @@ pub struct Vcpu {
     pub debug: crate::arch::debugreg::DebugRegs,
     /// The last instruction the MMIO path fetched and decoded, re-checked before reuse.
     pub mmio_fetch: Option<crate::decode::FetchCache>,
+    /// The guest's TSC: offset from the host's, and IA32_TSC_ADJUST.
+    pub tsc: crate::guest_msrs::tsc::GuestTsc,
+    /// IA32_MISC_ENABLE.
+    pub misc_enable: crate::guest_msrs::misc_enable::MiscEnable,
+    /// The machine-check MSRs (they never report an error).
+    pub mca: crate::guest_msrs::mca::MachineCheck,
 }
 
 impl Vcpu {
@@ -147,6 +153,9 @@ impl Vcpu {
             spec_ctrl_switch: false,
             debug: Default::default(),
             mmio_fetch: None,
+            tsc: Default::default(),
+            misc_enable: Default::default(),
+            mca: Default::default(),
         })
     }
 }
@@ -190,6 +199,7 @@ fn write_controls(vmcs: &Current, vcpu: &Vcpu, s: &VmcsSetup, long_mode: bool) {
     vmcs.write64(Field64::IoBitmapB, s.io_bitmaps.1);
     vmcs.write64(Field64::MsrBitmaps, s.msr_bitmap);
     vmcs.write64(Field64::VmcsLinkPointer, u64::MAX);
+    vmcs.write64(Field64::TscOffset, vcpu.tsc.offset);
     // With "enable XSAVES/XRSTORS", XSAVES exits for any IA32_XSS bit set here; none
     // of the supervisor state it manages is ours, so nothing exits.
     if c.proc2 & crate::vmx::caps::SecondaryProcBased::ENABLE_XSAVES.bits() != 0 {

@@ -832,6 +832,22 @@ fn report_domains() {
             }
             log::info!("domain {} unclaimed ports:{ports}", d.name);
         }
+        let mmio = &rt.unclaimed_mmio;
+        if !mmio.pages.is_empty() {
+            let mut pages = alloc::string::String::new();
+            for (page, count) in mmio.pages.tracked() {
+                pages.push_str(&alloc::format!(" {page:#x}={count}"));
+            }
+            if mmio.pages.others > 0 {
+                pages.push_str(&alloc::format!(" (and {} accesses to other pages)", mmio.pages.others));
+            }
+            log::info!(
+                "domain {} unclaimed guest-physical addresses: {} reads, {} writes; pages:{pages}",
+                d.name,
+                mmio.reads,
+                mmio.writes
+            );
+        }
     }
 }
 

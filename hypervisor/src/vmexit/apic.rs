@@ -53,8 +53,7 @@ pub fn wrmsr(domain: &Domain, vcpu: &mut Vcpu, msr: u32, value: u64) -> MsrOutco
             // Mode"); a zero disarms the timer.
             if vcpu.lapic.tsc_deadline_mode() {
                 vcpu.tsc_deadline = value;
-                let deadline = (value != 0).then(|| crate::arch::timer::tsc_to_ns(value));
-                vcpu.lapic.set_tsc_deadline_ns(deadline);
+                arm_tsc_deadline(vcpu, value);
             }
             MsrOutcome::Done(0)
         }
@@ -66,6 +65,22 @@ pub fn wrmsr(domain: &Domain, vcpu: &mut Vcpu, msr: u32, value: u64) -> MsrOutco
             None => MsrOutcome::Fault,
         },
         _ => MsrOutcome::NotApic,
+    }
+}
+
+/// Arms the APIC timer for the guest's TSC reaching `value` (in the guest's TSC, which
+/// is the host's plus the vCPU's offset); 0 disarms it.
+fn arm_tsc_deadline(vcpu: &mut Vcpu, value: u64) {
+    let deadline = (value != 0).then(|| crate::arch::timer::tsc_to_ns(vcpu.tsc.to_host(value)));
+    vcpu.lapic.set_tsc_deadline_ns(deadline);
+}
+
+/// The guest moved its TSC (IA32_TSC or IA32_TSC_ADJUST): an armed TSC deadline now
+/// falls at another host time, as on hardware, where the deadline is compared with the
+/// counter itself.
+pub fn retime_tsc_deadline(vcpu: &mut Vcpu) {
+    if vcpu.lapic.tsc_deadline_ns().is_some() {
+        arm_tsc_deadline(vcpu, vcpu.tsc_deadline);
     }
 }
 

@@ -60,6 +60,12 @@ pub fn guest_view(leaf: u32, subleaf: u32, topo: Topology) -> [u32; 4] {
 /// CPUID.1:ECX.OSXSAVE and CPUID.7.0:ECX.OSPKE reflect CR4.OSXSAVE and CR4.PKE (SDM Vol.
 /// 2A "CPUID"): the guest's, not the host's the CPUID instruction here reports.
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
+/// CPUID.1:EDX.APIC is clear while the local APIC is disabled in IA32_APIC_BASE (SDM
+/// Vol. 3A "Local APIC Status and Location"): the vCPU's, as its MSR says.
+const LEAF1_EDX_APIC: u32 = 1 << 9;
+/// IA32_MISC_ENABLE's "limit CPUID maxval" caps CPUID.0:EAX at 2, and its "XD bit
+/// disable" hides NX in CPUID.80000001H:EDX (`guest_msrs::misc_enable`).
+const LEAF_80000001_EDX_NX: u32 = 1 << 20;
 const LEAF7_ECX_OSPKE: u32 = 1 << 4;
 const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_PKE: u64 = 1 << 22;
@@ -77,19 +83,23 @@ fn mirror(reg: u32, bit: u32, on: bool) -> u32 {
 pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Next {
     let (leaf, subleaf) = (vcpu.regs.rax as u32, vcpu.regs.rcx as u32);
     let topo = Topology { apic_id: vcpu.lapic.apic_id(), vcpus: domain.vcpus.len() as u32 };
-    let [a, b, mut c, d] = if leaf < 0x15 {
+    let [mut a, b, mut c, mut d] = if leaf < 0x15 {
         let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
         cpu_policy::filter(leaf, subleaf, [r.eax, r.ebx, r.ecx, r.edx], topo)
     } else {
         guest_view(leaf, subleaf, topo)
     };
-    if leaf == 1 || (leaf == 7 && subleaf == 0) {
+    if leaf == 1 {
         let cr4 = vmcs.read_natural(FieldNatural::GuestCr4);
-        c = if leaf == 1 {
-            mirror(c, LEAF1_ECX_OSXSAVE, cr4 & CR4_OSXSAVE != 0)
-        } else {
-            mirror(c, LEAF7_ECX_OSPKE, cr4 & CR4_PKE != 0)
-        };
+        c = mirror(c, LEAF1_ECX_OSXSAVE, cr4 & CR4_OSXSAVE != 0);
+        d = mirror(d, LEAF1_EDX_APIC, vcpu.lapic.apic_base() & crate::devices::lapic::APIC_BASE_ENABLE != 0);
+    } else if leaf == 7 && subleaf == 0 {
+        let cr4 = vmcs.read_natural(FieldNatural::GuestCr4);
+        c = mirror(c, LEAF7_ECX_OSPKE, cr4 & CR4_PKE != 0);
+    } else if leaf == 0 && vcpu.misc_enable.limit_cpuid() {
+        a = a.min(2);
+    } else if leaf == 0x8000_0001 && vcpu.misc_enable.xd_disabled() {
+        d &= !LEAF_80000001_EDX_NX;
     }
     vcpu.regs.rax = u64::from(a);
     vcpu.regs.rbx = u64::from(b);

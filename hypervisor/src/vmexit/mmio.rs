@@ -3,8 +3,11 @@
 //! Guest RAM is mapped in the EPT; everything else is absent, so any access to it exits
 //! here. If a device model claims the address, the faulting instruction is fetched
 //! (through the guest's own page tables), decoded (`crate::decode`: the MOV family),
-//! performed against the model, and skipped. Nothing claims the address: the domain is
-//! crashed with the address, the kind of access and RIP (SDM Vol. 3C "EPT Violations").
+//! performed against the model, and skipped. Nothing claims the address: the access is
+//! completed as a PC's buses complete it, a read returning all ones and a write going
+//! nowhere (Xen and KVM+QEMU do the same; guests probe for an HPET, a disabled local
+//! APIC's page or ROM this way), counted per domain and logged at a bounded rate
+//! (`domain::unclaimed`).
 //!
 //! Fetching means walking the guest's page tables, and a walk, the byte copy and the
 //! decode cost over a thousand instructions; a driver polls the same few instructions.
@@ -15,10 +18,12 @@
 //! also skip the run loop's per-entry work (`vmexit::handle_fast`): they change
 //! nothing an entry must deliver.
 //!
-//! What is refused, with a crash report rather than a guess:
+//! What is refused, with a crash report rather than a guess (SDM Vol. 3C "EPT
+//! Violations" tells these apart):
 //! - an access made while delivering an event (the IDT or the stack in MMIO): there is
 //!   no instruction to emulate, and no real OS does this;
-//! - an access by the guest's page walk (page tables in MMIO);
+//! - an access by the guest's page walk (page tables in MMIO), and an instruction fetch
+//!   from MMIO: there is no instruction to complete;
 //! - instructions outside the decoder's set, and a decoded direction that contradicts the
 //!   exit qualification (another vCPU rewrote the instruction after the exit).
 
@@ -36,6 +41,8 @@ use crate::vmx::vmcs::Current;
 enum Target {
     Lapic { offset: u32 },
     IoApic { offset: u64 },
+    /// No RAM and no device: reads float to all ones, writes are dropped.
+    Nothing,
 }
 
 /// Which model claims `gpa` for this vCPU.
@@ -101,22 +108,34 @@ pub fn handle_fast(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu) -> Option<N
 }
 
 pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, gpa: u64, v: EptViolation) -> Next {
-    let Some(target) = claim(vcpu, gpa) else {
-        return crash(
-            vmcs,
-            domain,
-            vcpu,
-            format_args!("{} access to unmapped guest-physical address {gpa:#x}", v.access_str()),
-        );
-    };
+    let target = claim(vcpu, gpa);
+    let what = if target.is_some() { "MMIO" } else { "unclaimed address" };
     if InterruptionInfo::from_raw(vmcs.read_ro32(ReadOnly32::IdtVectoringInfo)).is_valid() {
-        return crash(vmcs, domain, vcpu, format_args!("event delivery touched MMIO at {gpa:#x}"));
+        return crash(vmcs, domain, vcpu, format_args!("event delivery touched {what} at {gpa:#x}"));
     }
     if v.gla_valid && !v.gla_is_translation || v.fetch {
-        let what = if v.fetch { "instruction fetch from" } else { "guest page walk through" };
-        return crash(vmcs, domain, vcpu, format_args!("{what} MMIO at {gpa:#x}"));
+        let how = if v.fetch { "instruction fetch from" } else { "guest page walk through" };
+        return crash(vmcs, domain, vcpu, format_args!("{how} {what} at {gpa:#x}"));
     }
-    emulate(vmcs, domain, vcpu, gpa, v, target)
+    emulate(vmcs, domain, vcpu, gpa, v, target.unwrap_or(Target::Nothing))
+}
+
+/// Counts an access to an unclaimed address and says so, at the rate
+/// `domain::unclaimed::Tally` allows.
+fn note_unclaimed(domain: &Domain, vcpu: &Vcpu, gpa: u64, write: bool, rip: u64) {
+    use crate::domain::unclaimed::Report;
+    let report = domain.runtime.lock().unclaimed_mmio.count(gpa, write);
+    let access = if write { "write to" } else { "read of" };
+    match report {
+        Report::First => log::warn!(
+            "domain {} vcpu{}: {access} unclaimed guest-physical address {gpa:#x} at rip {rip:#x} ({})",
+            domain.name,
+            vcpu.id,
+            if write { "dropped" } else { "reads all ones" }
+        ),
+        Report::Total(n) => log::warn!("domain {}: {n} accesses to unclaimed guest-physical addresses", domain.name),
+        Report::Quiet => {}
+    }
 }
 
 /// Fetches, decodes and performs the access at RIP against `target`.
@@ -140,6 +159,9 @@ fn emulate(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, gpa: u64, v: EptVio
             vcpu,
             format_args!("the instruction at RIP does not match the {} access at {gpa:#x}", v.access_str()),
         );
+    }
+    if matches!(target, Target::Nothing) {
+        note_unclaimed(domain, vcpu, gpa, v.write, vmcs.read_natural(FieldNatural::GuestRip));
     }
     let now = crate::arch::timer::now_ns();
     match decoded.op {
@@ -236,6 +258,7 @@ fn read(domain: &Domain, vcpu: &mut Vcpu, target: &Target, size: u8, now: u64) -
             narrow(domain.devices(|d, _| d.ioapic.mmio_read(offset & !3)), offset as u32, size)
         }
         Target::Lapic { offset } => narrow(vcpu.lapic.mmio_read(offset & !3, now), offset, size),
+        Target::Nothing => crate::domain::unclaimed::floating(size),
     }
 }
 
@@ -267,6 +290,7 @@ fn write(domain: &Domain, vcpu: &mut Vcpu, target: &Target, size: u8, value: u64
                 super::apic::apply(domain, vcpu, effects);
             }
         }
+        Target::Nothing => {}
     }
 }
 

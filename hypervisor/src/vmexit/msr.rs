@@ -1,11 +1,13 @@
 //! RDMSR/WRMSR from a DomU. Every MSR access exits (the MSR bitmap is all ones); the
-//! few MSRs a guest kernel needs are emulated from VMCS guest state or constants, the
-//! APIC's MSRs go to the vCPU's local APIC model (`apic`), and everything else raises
-//! #GP in the guest, as a CPU without that MSR would.
+//! MSRs a guest kernel needs are emulated from VMCS guest state, constants or the
+//! vCPU's own models (`guest_msrs`: TSC, MISC_ENABLE, machine check), the APIC's MSRs
+//! go to the vCPU's local APIC model (`apic`), and everything else raises #GP in the
+//! guest, as a CPU without that MSR would. docs/guest-boot.md lists each MSR and why.
 
 use super::apic::MsrOutcome;
 use super::{GP, Next, inject_exception};
 use crate::domain::vcpu::Vcpu;
+use crate::guest_msrs::{mca, misc_enable::IA32_MISC_ENABLE, tsc::IA32_TSC_ADJUST};
 use crate::spec_ctrl::{IA32_FLUSH_CMD, IA32_PRED_CMD, IA32_SPEC_CTRL};
 use crate::vmx::fields::{Field64, FieldNatural};
 use crate::vmx::vmcs::Current;
@@ -18,7 +20,6 @@ const IA32_BIOS_SIGN_ID: u32 = 0x8B;
 const IA32_SYSENTER_CS: u32 = 0x174;
 const IA32_SYSENTER_ESP: u32 = 0x175;
 const IA32_SYSENTER_EIP: u32 = 0x176;
-const IA32_MISC_ENABLE: u32 = 0x1A0;
 const IA32_PAT: u32 = 0x277;
 const IA32_MTRR_DEF_TYPE: u32 = 0x2FF;
 const IA32_EFER: u32 = 0xC000_0080;
@@ -35,6 +36,7 @@ pub const SYSCALL_MSRS: [u32; 5] = [
 const IA32_GS_BASE: u32 = 0xC000_0101;
 
 const EFER_LME: u64 = 1 << 8;
+const EFER_NXE: u64 = 1 << 11;
 
 /// EFER bits a guest may set: SCE, LME, LMA (read-only, derived), NXE.
 const EFER_WRITABLE: u64 = (1 << 0) | (1 << 8) | (1 << 11);
@@ -106,7 +108,16 @@ pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
         }
     }
     let value = match msr {
-        IA32_TSC => crate::arch::cpu::rdtsc(),
+        IA32_TSC => vcpu.tsc.guest(crate::arch::cpu::rdtsc()),
+        IA32_TSC_ADJUST => vcpu.tsc.adjust,
+        IA32_MISC_ENABLE => vcpu.misc_enable.0,
+        m if mca::is_mca(m) => match vcpu.mca.read(m) {
+            Some(v) => v,
+            None => {
+                inject_exception(vmcs, GP, Some(0));
+                return Next::Resume;
+            }
+        },
         IA32_TSC_AUX if has_tsc_aux() => u64::from(vcpu.tsc_aux),
         // SWAPGS exchanges GS base and KERNEL_GS_BASE without an exit: the CPU's MSR
         // holds the guest's current value during its slice.
@@ -118,7 +129,6 @@ pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
         // The vCPU's own value (the policy decides whether the MSR exists for guests).
         IA32_SPEC_CTRL if crate::arch::spec_ctrl::mitigations().guest_spec_ctrl != 0 => vcpu.spec_ctrl,
         IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID => 0,
-        IA32_MISC_ENABLE => 1, // fast strings
         IA32_PAT => vmcs.read64(Field64::GuestIa32Pat),
         IA32_EFER => vmcs.read64(Field64::GuestIa32Efer),
         IA32_FS_BASE => vmcs.read_natural(FieldNatural::GuestFsBase),
@@ -174,7 +184,19 @@ pub fn wrmsr(vmcs: &Current, domain: &crate::domain::Domain, vcpu: &mut Vcpu) ->
         MsrOutcome::NotApic if matches!(msr, IA32_SPEC_CTRL | IA32_PRED_CMD | IA32_FLUSH_CMD) => {
             speculation_wrmsr(vcpu, msr, value)
         }
-        MsrOutcome::NotApic => plain_wrmsr(vmcs, msr, value),
+        MsrOutcome::NotApic if msr == IA32_TSC || msr == IA32_TSC_ADJUST => {
+            if msr == IA32_TSC {
+                vcpu.tsc.write_tsc(value, crate::arch::cpu::rdtsc());
+            } else {
+                vcpu.tsc.write_adjust(value);
+            }
+            vmcs.write64(Field64::TscOffset, vcpu.tsc.offset);
+            super::apic::retime_tsc_deadline(vcpu);
+            true
+        }
+        MsrOutcome::NotApic if msr == IA32_MISC_ENABLE => vcpu.misc_enable.write(value),
+        MsrOutcome::NotApic if mca::is_mca(msr) => vcpu.mca.write(msr, value),
+        MsrOutcome::NotApic => plain_wrmsr(vmcs, vcpu, msr, value),
     };
     if ok {
         Next::Advance
@@ -212,8 +234,10 @@ fn speculation_wrmsr(vcpu: &mut Vcpu, msr: u32, value: u64) -> bool {
 }
 
 /// The non-APIC MSRs; false means #GP.
-fn plain_wrmsr(vmcs: &Current, msr: u32, value: u64) -> bool {
+fn plain_wrmsr(vmcs: &Current, vcpu: &Vcpu, msr: u32, value: u64) -> bool {
     match msr {
+        // NXE is reserved while IA32_MISC_ENABLE's XD-disable bit is set.
+        IA32_EFER if value & EFER_NXE != 0 && vcpu.misc_enable.xd_disabled() => false,
         IA32_EFER if value & !(EFER_WRITABLE | (1 << 10)) == 0 => {
             let current = vmcs.read64(Field64::GuestIa32Efer);
             // LME cannot change while paging is on (SDM Vol. 3A "IA-32e Mode
@@ -252,7 +276,7 @@ fn plain_wrmsr(vmcs: &Current, msr: u32, value: u64) -> bool {
             true
         }
         // Writes the platform ignores (the microcode revision latch among them).
-        IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID => true,
+        IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID => true,
         _ => false,
     }
 }

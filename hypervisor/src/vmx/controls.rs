@@ -489,6 +489,9 @@ pub fn compute(caps: &VmxCapabilities, req: &ControlRequest) -> Result<Controls,
 /// - HLT exiting (an idle guest yields its CPU), I/O bitmaps and MSR bitmaps (which
 ///   ports and MSRs exit is decided per port/MSR), activate secondary controls (added by
 ///   [`compute`]);
+/// - use TSC offsetting: each vCPU's TSC is the host's plus its own offset, which a
+///   guest's write of IA32_TSC or IA32_TSC_ADJUST moves (`guest_msrs::tsc`); RDTSC and
+///   RDTSCP stay exit-free;
 /// - RDPMC exiting: the performance counters are the host's (the CPU policy shows no
 ///   PMU), and RDPMC at CPL 0 would read them;
 /// - MOV-DR exiting: DR0-3 and DR6 are not in the VMCS, so they are switched lazily
@@ -505,7 +508,7 @@ pub fn compute(caps: &VmxCapabilities, req: &ControlRequest) -> Result<Controls,
 /// - not wanted: INVLPG exiting and CR3-load/store exiting (EPT and VPID make guest
 ///   paging safe to run natively; the TRUE MSRs let CR3 exiting be 0, legacy CPUs force
 ///   it to 1), interrupt-window exiting (toggled at run time while an interrupt waits to
-///   be injected), TSC offsetting and RDTSC exiting.
+///   be injected), RDTSC exiting.
 ///
 /// Secondary processor-based:
 /// - enable EPT, enable VPID, unrestricted guest (real-mode guests run natively) and
@@ -529,6 +532,7 @@ pub fn compute(caps: &VmxCapabilities, req: &ControlRequest) -> Result<Controls,
 pub fn default_request(caps: &VmxCapabilities) -> ControlRequest {
     let mut pin = PinBased::EXTERNAL_INTERRUPT_EXITING | PinBased::NMI_EXITING | PinBased::VIRTUAL_NMIS;
     let mut proc = PrimaryProcBased::HLT_EXITING
+        | PrimaryProcBased::USE_TSC_OFFSETTING
         | PrimaryProcBased::RDPMC_EXITING
         | PrimaryProcBased::MOV_DR_EXITING
         | PrimaryProcBased::USE_IO_BITMAPS
@@ -613,9 +617,9 @@ mod tests {
             Controls {
                 // Wanted 0, 3, 5, 6; required (reserved) 1, 2, 4.
                 pin: 0x0000_007f,
-                // Wanted 7, 10, 11, 19, 20, 23, 25, 28, 29, 31; required 1, 4-6, 8, 13,
-                // 14, 26. CR3-load/store exiting (15, 16) stay 0.
-                proc: 0xb698_6df2,
+                // Wanted 3, 7, 10, 11, 19, 20, 23, 25, 28, 29, 31; required 1, 4-6, 8,
+                // 13, 14, 26. CR3-load/store exiting (15, 16) stay 0.
+                proc: 0xb698_6dfa,
                 // EPT 1, RDTSCP 3, VPID 5, WBINVD 6, UG 7, INVPCID 12, XSAVES 20.
                 proc2: 0x0010_10ea,
                 // Wanted 2, 9, 15, 18-22; required 0, 1, 3-8, 10, 11, 13, 14, 16, 17.
@@ -640,6 +644,7 @@ mod tests {
         assert_eq!(
             req.proc,
             PrimaryProcBased::HLT_EXITING
+                | PrimaryProcBased::USE_TSC_OFFSETTING
                 | PrimaryProcBased::RDPMC_EXITING
                 | PrimaryProcBased::MOV_DR_EXITING
                 | PrimaryProcBased::MWAIT_EXITING
