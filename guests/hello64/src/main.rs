@@ -7,7 +7,8 @@
 //! - (empty): the CPUID checks;
 //! - `pattern`: fills 1 MiB of its RAM with a pseudo-random pattern and lingers;
 //! - `scan`: looks for that pattern in all of its own RAM (isolation: it must not);
-//! - `wild`: writes beyond its memory (the hypervisor must crash it, nobody else);
+//! - `wild`: writes beyond its memory (the write must go nowhere and read back all
+//!   ones), then jumps there (the hypervisor must crash it, nobody else);
 //! - `vmxon`: executes VMXON (the hypervisor must answer #UD);
 //! - `triple`: triple-faults (the hypervisor must crash it, nobody else);
 //! - `apic`: drives its local APIC through the xAPIC MMIO page (EPT violations that
@@ -144,10 +145,22 @@ fn scan(memory: u64) -> ! {
 fn wild(memory: u64) -> ! {
     let target = memory + (16 << 20);
     let _ = writeln!(Console, "wild: writing to {target:#x}, beyond my memory");
-    // SAFETY: deliberately outside our RAM: the hypervisor must stop us here.
-    unsafe { (target as *mut u64).write_volatile(0xDEAD) };
-    let _ = writeln!(Console, "wild: the write went through");
-    exit(1)
+    // SAFETY: deliberately outside our RAM: nothing is there, so the write goes nowhere
+    // (as on a PC) and the read floats to all ones.
+    let back = unsafe {
+        (target as *mut u64).write_volatile(0xDEAD);
+        (target as *const u64).read_volatile()
+    };
+    if back == u64::MAX {
+        let _ = writeln!(Console, "wild: the write went nowhere; it reads all ones");
+    } else {
+        let _ = writeln!(Console, "wild: the write went through: it reads {back:#x}");
+        exit(1)
+    }
+    let _ = writeln!(Console, "wild: executing at {target:#x}");
+    // SAFETY: deliberately fatal: there is no instruction there, so the hypervisor must
+    // end the domain.
+    unsafe { core::arch::asm!("jmp {}", in(reg) target, options(noreturn)) }
 }
 
 /// An IDT whose #UD entry reports and exits 0; every other vector is absent.

@@ -55,14 +55,14 @@ pub fn run(mode: &str, cmdline: &str) -> ! {
     }
 }
 
-fn rdtsc() -> u64 {
+pub(crate) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC has no side effects.
     unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
     u64::from(hi) << 32 | u64::from(lo)
 }
 
-fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+pub(crate) fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
     let (a, b, c, d): (u32, u32, u32, u32);
     // SAFETY: CPUID exits to the hypervisor, which answers; RBX is saved around it.
     unsafe {
@@ -73,7 +73,7 @@ fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
 }
 
 /// TSC ticks per microsecond, from HostInfo (a DomU may ask).
-fn tsc_per_us() -> u64 {
+pub(crate) fn tsc_per_us() -> u64 {
     let mut info = abi::hypercall::HostInfo::default();
     // SAFETY: VMCALL at CPL 0; the hypervisor writes the record into our variable.
     let r = unsafe { abi::hypercall::client::vmcall(Call::HostInfo, [&raw mut info as u64, 0, 0, 0, 0, 0]) };

@@ -17,6 +17,8 @@
 //!   fault), 3 on an exception outside a probe.
 //! - the targeted attacks of `attacks` (`mode=vector`, `xstate`, `flood`, `dr`, `leaks`,
 //!   `reset`), each after one piece of state the hypervisor switches or shares.
+//! - the compatibility checks of `compat` (`mode=unclaimed`, `unclaimed-fetch`,
+//!   `apic-off`, `nmi`, `cpu-msrs`): the edges of the PC real kernels probe.
 //! - `mode=canary`: writes a pseudo-random pattern over `mib` (default 4) MiB at 4 MiB,
 //!   verifies it `passes` (default 100) times (rewriting it with the next pattern after
 //!   each check), prints `canary: pass N ok` every `every` (default 10) passes and exits 0,
@@ -59,6 +61,7 @@ macro_rules! say {
 }
 
 mod attacks;
+mod compat;
 
 fn exit(status: u8) -> ! {
     outb(EXIT_PORT, status);
@@ -161,6 +164,7 @@ extern "C" fn rust_start(boot_info: u64) -> ! {
     match arg(cmdline, "mode") {
         Some("canary") => canary(cmdline),
         None | Some("hostile") => hostile(cmdline, info.memory_size, info.domain_id),
+        Some(mode) if compat::MODES.contains(&mode) => compat::run(mode, cmdline),
         Some(mode) => attacks::run(mode, cmdline),
     }
 }
@@ -625,6 +629,10 @@ extern "C" fn hostile_trap(f: &mut Frame) -> u64 {
     let vector = f.vector;
     if vector >= 32 {
         eoi();
+    }
+    if vector == 2 && compat::COUNTING.load(Ordering::SeqCst) {
+        compat::on_nmi();
+        return 0;
     }
     // SAFETY: single vCPU; the trap handler runs with interrupts off.
     unsafe {

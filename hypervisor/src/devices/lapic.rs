@@ -203,6 +203,27 @@ pub struct Ipi {
     pub dest: Destination,
 }
 
+/// The local interrupt pins: on a PC, LINT0 is wired to the 8259's INTR output and LINT1
+/// to the chipset's NMI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lint {
+    Lint0,
+    Lint1,
+}
+
+/// What an edge on a local interrupt pin did ([`LocalApic::lint_edge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LintEffect {
+    /// The CPU must take an NMI.
+    Nmi,
+    /// A fixed vector was latched in IRR (`pending` reports it).
+    Latched,
+    /// The CPU takes an external interrupt whose vector the 8259 supplies.
+    ExtInt,
+    /// Masked, or a mode with no effect here.
+    Nothing,
+}
+
 /// Delivery mode field (bits 10:8) of ICR and LVT entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryMode {
@@ -594,6 +615,38 @@ impl LocalApic {
         self.software_enabled()
             && lint0 & LVT_MASKED == 0
             && DeliveryMode::from_bits(lint0 >> 8) == Some(DeliveryMode::ExtInt)
+    }
+
+    /// A rising edge on local interrupt pin LINT0 or LINT1 (`Lint`), as its LVT entry says
+    /// ("Local Vector Table"): NMI mode gives an NMI, fixed mode latches the entry's
+    /// vector, ExtINT hands the CPU the 8259's vector (the caller's INTA cycle). With the
+    /// APIC globally disabled the pins go straight to the core, LINT0 as INTR and LINT1
+    /// as NMI (SDM "Local APIC Status and Location"). Masked entries (all of them while
+    /// software-disabled) and the SMI/INIT modes, which this model has no use for, do
+    /// nothing.
+    pub fn lint_edge(&mut self, pin: Lint) -> LintEffect {
+        if !self.hw_enabled() {
+            return match pin {
+                Lint::Lint0 => LintEffect::ExtInt,
+                Lint::Lint1 => LintEffect::Nmi,
+            };
+        }
+        let entry = self.lvt[match pin {
+            Lint::Lint0 => LVT_LINT0,
+            Lint::Lint1 => LVT_LINT1,
+        }];
+        if !self.software_enabled() || entry & LVT_MASKED != 0 {
+            return LintEffect::Nothing;
+        }
+        match DeliveryMode::from_bits(entry >> 8) {
+            Some(DeliveryMode::Nmi) => LintEffect::Nmi,
+            Some(DeliveryMode::ExtInt) => LintEffect::ExtInt,
+            Some(DeliveryMode::Fixed) => {
+                self.accept(entry as u8, false);
+                LintEffect::Latched
+            }
+            _ => LintEffect::Nothing,
+        }
     }
 
     /// What other vCPUs need to know to address IPIs to this APIC, as a copy that can be
@@ -1393,6 +1446,27 @@ mod tests {
         let effects = apic.mmio_write(REG_ICR_LOW, 0x0008_0061, 0);
         assert_eq!(effects, ipi(0x61, DeliveryMode::Fixed, Destination::AllIncludingSelf));
         assert_eq!(apic.pending(0), Some(0x61));
+    }
+
+    #[test]
+    fn local_interrupt_pins_follow_their_lvt_entries() {
+        let mut apic = LocalApic::new(0, true);
+        assert!(apic.set_apic_base(XAPIC_BASE | APIC_BASE_BSP));
+        assert_eq!(apic.lint_edge(Lint::Lint0), LintEffect::ExtInt, "globally disabled: LINT0 is INTR");
+        assert_eq!(apic.lint_edge(Lint::Lint1), LintEffect::Nmi, "globally disabled: LINT1 is NMI");
+        let mut apic = enabled(0);
+        assert_eq!(apic.lint_edge(Lint::Lint1), LintEffect::Nothing, "masked at reset");
+        apic.mmio_write(REG_LVT_LINT1, 0x400, 0);
+        assert_eq!(apic.lint_edge(Lint::Lint1), LintEffect::Nmi);
+        apic.mmio_write(REG_LVT_LINT0, 0x700, 0);
+        assert_eq!(apic.lint_edge(Lint::Lint0), LintEffect::ExtInt);
+        apic.mmio_write(REG_LVT_LINT0, 0x0051, 0);
+        assert_eq!(apic.lint_edge(Lint::Lint0), LintEffect::Latched);
+        assert_eq!(apic.pending(0), Some(0x51));
+        apic.mmio_write(REG_LVT_LINT0, 0x1_0400, 0);
+        assert_eq!(apic.lint_edge(Lint::Lint0), LintEffect::Nothing, "masked NMI entry");
+        apic.mmio_write(REG_SVR, 0xFF, 0);
+        assert_eq!(apic.lint_edge(Lint::Lint1), LintEffect::Nothing, "software-disabled masks every entry");
     }
 
     #[test]

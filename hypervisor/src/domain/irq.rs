@@ -37,9 +37,11 @@ impl Default for IrqState {
     }
 }
 
-/// I/O APIC delivery modes (redirection entry bits 10:8) that carry a vector.
+/// I/O APIC delivery modes (redirection entry bits 10:8) that are delivered.
 const FIXED: u8 = 0;
 const LOWEST_PRIORITY: u8 = 1;
+/// An NMI to each destination (the entry's vector is ignored).
+const NMI: u8 = 4;
 
 impl Domain {
     /// Runs `f` on the domain's devices under their lock, then brings the interrupt lines
@@ -78,12 +80,12 @@ impl Domain {
         self.irq.pic_output.load(Ordering::Acquire)
     }
 
-    /// Sends each I/O APIC message to the vCPUs it addresses (fixed: all of them; lowest
-    /// priority: the first, as the spec allows any). Other delivery modes (SMI, NMI,
+    /// Sends each I/O APIC message to the vCPUs it addresses (fixed and NMI: all of them;
+    /// lowest priority: the first, as the spec allows any). Other delivery modes (SMI,
     /// INIT, ExtINT through the I/O APIC) are not modelled and go nowhere.
     fn deliver(&self, messages: &Messages) {
         for m in messages.iter() {
-            if !matches!(m.delivery_mode, FIXED | LOWEST_PRIORITY) {
+            if !matches!(m.delivery_mode, FIXED | LOWEST_PRIORITY | NMI) {
                 continue;
             }
             let dest = if m.dest_logical {
@@ -95,7 +97,11 @@ impl Domain {
                 if !target.addressing().accepts(dest, false) {
                     continue;
                 }
-                target.post(m.vector, m.level);
+                if m.delivery_mode == NMI {
+                    target.post_nmi();
+                } else {
+                    target.post(m.vector, m.level);
+                }
                 crate::sched::notify(target.running_on());
                 if m.delivery_mode == LOWEST_PRIORITY {
                     break;

@@ -1,5 +1,5 @@
 //! What reaches a vCPU from outside while it may be running on another CPU: fixed
-//! interrupts (IPIs from its siblings, later device interrupts), INIT and STARTUP.
+//! interrupts (IPIs from its siblings, device interrupts), NMIs, INIT and STARTUP.
 //!
 //! The vCPU's own state (its local APIC among it) sits behind its lock, which the CPU
 //! running it holds for a whole slice. Senders therefore never take that lock: they set
@@ -16,6 +16,9 @@ pub struct VcpuSignals {
     /// Which posted vectors are level-triggered (I/O APIC level entries): the local APIC
     /// sets their TMR bit so that their EOI goes back to the I/O APIC.
     level: [AtomicU64; 4],
+    /// An NMI (NMI IPI, I/O APIC entry in NMI mode, LINT1): like the CPU's NMI latch,
+    /// any number of them before the vCPU looks count as one.
+    nmi: AtomicBool,
     init: AtomicBool,
     /// `0x100 | vector` while a STARTUP IPI waits, 0 otherwise.
     sipi: AtomicU32,
@@ -29,6 +32,7 @@ pub struct VcpuSignals {
 pub struct Posted {
     pub vectors: [u64; 4],
     pub level: [u64; 4],
+    pub nmi: bool,
     pub init: bool,
     pub sipi: Option<u8>,
 }
@@ -49,6 +53,7 @@ impl VcpuSignals {
         VcpuSignals {
             irr: [const { AtomicU64::new(0) }; 4],
             level: [const { AtomicU64::new(0) }; 4],
+            nmi: AtomicBool::new(false),
             init: AtomicBool::new(false),
             sipi: AtomicU32::new(0),
             running_on: AtomicU32::new(0),
@@ -76,6 +81,10 @@ impl VcpuSignals {
         self.irr[word].fetch_or(bit, Ordering::AcqRel);
     }
 
+    pub fn post_nmi(&self) {
+        self.nmi.store(true, Ordering::Release);
+    }
+
     pub fn post_init(&self) {
         self.init.store(true, Ordering::Release);
     }
@@ -93,6 +102,7 @@ impl VcpuSignals {
             *out = bits.swap(0, Ordering::AcqRel);
             p.level[i] = self.level[i].load(Ordering::Acquire) & *out;
         }
+        p.nmi = self.nmi.swap(false, Ordering::AcqRel);
         p.init = self.init.swap(false, Ordering::AcqRel);
         let s = self.sipi.swap(0, Ordering::AcqRel);
         p.sipi = (s & 0x100 != 0).then_some(s as u8);
@@ -102,6 +112,7 @@ impl VcpuSignals {
     /// Whether anything waits (cheap: no draining).
     pub fn any(&self) -> bool {
         self.irr.iter().any(|w| w.load(Ordering::Acquire) != 0)
+            || self.nmi.load(Ordering::Acquire)
             || self.init.load(Ordering::Acquire)
             || self.sipi.load(Ordering::Acquire) != 0
     }
@@ -143,6 +154,17 @@ mod tests {
         assert_eq!(p.sipi, Some(0x07));
         assert_eq!(s.take(), Posted::default());
         assert!(!s.any());
+    }
+
+    #[test]
+    fn nmis_latch_like_the_cpus_nmi_line() {
+        let s = VcpuSignals::new(Addressing::default());
+        s.post_nmi();
+        s.post_nmi();
+        assert!(s.any());
+        let p = s.take();
+        assert!(p.nmi && p.vectors().next().is_none());
+        assert!(!s.any(), "two NMIs before the vCPU looked are one");
     }
 
     #[test]

@@ -118,6 +118,13 @@ pub struct Vcpu {
     pub misc_enable: crate::guest_msrs::misc_enable::MiscEnable,
     /// The machine-check MSRs (they never report an error).
     pub mca: crate::guest_msrs::mca::MachineCheck,
+    /// An NMI waits for the guest to be able to take it (the CPU's NMI latch).
+    pub nmi_pending: bool,
+    /// NMI-window exiting is on (mirrors the VMCS control).
+    pub nmi_window_exiting: bool,
+    pub nmis_injected: u64,
+    /// The 8259's output as LINT0 last saw it (vCPU 0), for its rising edges.
+    pub lint0_high: bool,
 }
 
 impl Vcpu {
@@ -156,6 +163,10 @@ impl Vcpu {
             tsc: Default::default(),
             misc_enable: Default::default(),
             mca: Default::default(),
+            nmi_pending: false,
+            nmi_window_exiting: false,
+            nmis_injected: 0,
+            lint0_high: false,
         })
     }
 }
@@ -366,9 +377,14 @@ pub fn reset_for_startup(vmcs: &Current, vcpu: &mut Vcpu) {
     use crate::vmx::caps::{EntryControls, PrimaryProcBased};
     let entry = vmcs.read32(Field32::EntryControls) & !EntryControls::IA32E_MODE_GUEST.bits();
     vmcs.write32(Field32::EntryControls, entry);
-    let proc = vmcs.read32(Field32::PrimaryProcBasedControls) & !PrimaryProcBased::INTERRUPT_WINDOW_EXITING.bits();
+    let windows = PrimaryProcBased::INTERRUPT_WINDOW_EXITING | PrimaryProcBased::NMI_WINDOW_EXITING;
+    let proc = vmcs.read32(Field32::PrimaryProcBasedControls) & !windows.bits();
     vmcs.write32(Field32::PrimaryProcBasedControls, proc);
     vcpu.window_exiting = false;
+    vcpu.nmi_window_exiting = false;
+    // None waiting: NMIs are held off in wait-for-SIPI (the run loop does not look at
+    // them then). The real-mode state below clears NMI blocking.
+    vcpu.nmi_pending = false;
     vmcs.write32(Field32::EntryInterruptionInfo, 0);
     vcpu.cr.cr0_shadow = CR0_ET;
     vcpu.cr.cr4_shadow = 0;

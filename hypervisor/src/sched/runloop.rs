@@ -237,6 +237,8 @@ fn wake_blocked(now: u64) -> Option<u64> {
             for vector in posted.vectors() {
                 v.lapic.accept(vector, posted.is_level(vector));
             }
+            // In wait-for-SIPI an NMI is held off and lost with the INIT that follows.
+            v.nmi_pending |= posted.nmi && v.state == VcpuState::Blocked;
             if posted.init {
                 // INIT: back to waiting for STARTUP (SDM Vol. 3A "INIT Reset").
                 v.lapic.reset();
@@ -259,8 +261,10 @@ fn wake_blocked(now: u64) -> Option<u64> {
             continue;
         }
         v.lapic.tick(now);
-        if !v.halted_if_clear && vmexit::events::has_interrupt(&p.domain, &v, now) {
+        // An NMI wakes even a vCPU halted with interrupts off; only INIT wakes it otherwise.
+        if v.nmi_pending || !v.halted_if_clear && vmexit::events::has_interrupt(&p.domain, &v, now) {
             v.state = VcpuState::Runnable;
+            v.halted_if_clear = false;
             drop(v);
             let cpu = SCHED.lock().as_mut().and_then(|s| s.credit.wake(r, now));
             if let Some(cpu) = cpu {
@@ -616,6 +620,7 @@ fn drain_mailbox(signals: Option<&crate::domain::signals::VcpuSignals>, vcpu: &m
     for vector in posted.vectors() {
         vcpu.lapic.accept(vector, posted.is_level(vector));
     }
+    vcpu.nmi_pending |= posted.nmi;
     posted.init
 }
 

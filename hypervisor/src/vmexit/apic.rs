@@ -92,8 +92,8 @@ fn publish(domain: &Domain, vcpu: &Vcpu) {
 }
 
 /// Carries out what a register write asked for: IPIs go to the addressed vCPUs of the
-/// same domain through their signals (fixed, lowest priority to the first match, INIT,
-/// STARTUP); NMI and SMI IPIs are not modelled and are counted as dropped. The CPU running
+/// same domain through their signals (fixed, lowest priority to the first match, NMI,
+/// INIT, STARTUP); SMI IPIs are not modelled and are counted as dropped. The CPU running
 /// a target is kicked so the interrupt arrives now, not at its next exit.
 pub fn apply(domain: &Domain, vcpu: &mut Vcpu, effects: Effects) {
     publish(domain, vcpu);
@@ -124,6 +124,10 @@ pub fn apply(domain: &Domain, vcpu: &mut Vcpu, effects: Effects) {
                 }
             }
             DeliveryMode::Fixed | DeliveryMode::LowestPriority => target.post_interrupt(ipi.vector),
+            // A self-NMI (shorthand self, or an all-including-self broadcast) is taken
+            // at this vCPU's next entry.
+            DeliveryMode::Nmi if is_self => vcpu.nmi_pending = true,
+            DeliveryMode::Nmi => target.post_nmi(),
             DeliveryMode::Init if !is_self => target.post_init(),
             DeliveryMode::StartUp if !is_self => target.post_sipi(ipi.vector),
             _ => continue,

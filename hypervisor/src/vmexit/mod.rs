@@ -157,8 +157,11 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReas
         ExitReason::Wrmsr => msr::wrmsr(vmcs, domain, vcpu),
         ExitReason::Hlt => {
             let rflags = vmcs.read_natural(FieldNatural::GuestRflags);
-            if rflags & (1 << 9) != 0 && vcpu.lapic.pending(crate::arch::timer::now_ns()).is_some() {
-                // An interrupt is already deliverable: HLT ends at once.
+            vcpu.halted_if_clear = false;
+            if vcpu.nmi_pending
+                || rflags & (1 << 9) != 0 && vcpu.lapic.pending(crate::arch::timer::now_ns()).is_some()
+            {
+                // An NMI or a deliverable interrupt waits: HLT ends at once.
                 Next::Advance
             } else if rflags & (1 << 9) == 0 && domain.vcpus.len() > 1 {
                 // Only INIT from a sibling can wake it (how operating systems park CPUs).
@@ -205,7 +208,11 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReas
         ExitReason::InvalidGuestState => crash(vmcs, domain, vcpu, format_args!("invalid guest state")),
         ExitReason::EptViolation => {
             let gpa = vmcs.read_ro64(ReadOnly64::GuestPhysicalAddress);
-            mmio::handle(vmcs, domain, vcpu, gpa, EptViolation::from_raw(qualification))
+            let v = EptViolation::from_raw(qualification);
+            if v.nmi_unblocking {
+                events::restore_nmi_blocking(vmcs, None);
+            }
+            mmio::handle(vmcs, domain, vcpu, gpa, v)
         }
         ExitReason::EptMisconfig => {
             let gpa = vmcs.read_ro64(ReadOnly64::GuestPhysicalAddress);
@@ -233,8 +240,9 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReas
         // which `events::before_entry` then delivers.
         ExitReason::PreemptionTimer if crate::arch::cpu::rdtsc() >= vcpu.slice_end_tsc => Next::Yield,
         ExitReason::PreemptionTimer => Next::Resume,
-        // The guest became interruptible: `events::before_entry` injects now.
-        ExitReason::InterruptWindow => Next::Resume,
+        // The guest became interruptible (or able to take an NMI):
+        // `events::before_entry` injects now.
+        ExitReason::InterruptWindow | ExitReason::NmiWindow => Next::Resume,
         ExitReason::ExceptionOrNmi => {
             let info = InterruptionInfo::from_raw(vmcs.read_ro32(ReadOnly32::ExitInterruptionInfo));
             if crate::power::stopping() {

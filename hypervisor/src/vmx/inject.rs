@@ -14,6 +14,13 @@
 //! for the window, which opens after that event has been delivered and the guest is
 //! interruptible again.
 //!
+//! NMIs (with "virtual NMIs", SDM Vol. 3C "Virtual NMIs"): the CPU tracks the guest's
+//! NMI blocking in the interruptibility state, sets it when it delivers an injected NMI
+//! and clears it at the guest's IRET. An NMI waits while the guest is blocked by NMI or
+//! MOV SS, and also by STI: the VM-entry check for NMI injection under STI blocking is
+//! processor-dependent (KVM waits too). Waiting NMIs ask for an NMI-window exit, and an
+//! NMI goes before an external interrupt (SDM "Priority Among Concurrent Events").
+//!
 //! This module decides; `vmexit::events` writes the VMCS. The decision is pure so every
 //! case is unit-tested on the host.
 
@@ -55,6 +62,52 @@ impl GuestInterruptState {
             && !self
                 .interruptibility
                 .intersects(Interruptibility::BLOCKING_BY_STI | Interruptibility::BLOCKING_BY_MOV_SS)
+    }
+}
+
+impl GuestInterruptState {
+    /// Whether an NMI can be injected at the next entry (see the module's comment).
+    pub fn accepts_nmi(&self) -> bool {
+        !self.event_queued
+            && !self.interruptibility.intersects(
+                Interruptibility::BLOCKING_BY_STI
+                    | Interruptibility::BLOCKING_BY_MOV_SS
+                    | Interruptibility::BLOCKING_BY_NMI,
+            )
+    }
+}
+
+/// Decides what to do with a pending NMI: `Inject(2)`, or an NMI window.
+pub fn plan_nmi(pending: bool, guest: &GuestInterruptState) -> Plan {
+    match pending {
+        false => Plan::Nothing,
+        true if guest.accepts_nmi() => Plan::Inject(2),
+        true => Plan::OpenWindow,
+    }
+}
+
+/// The interruptibility state to enter with when an NMI whose delivery an exit
+/// interrupted is re-injected: blocking by NMI clear, or the entry fails (SDM Vol. 3C
+/// "Checks on Guest Non-Register State"; the delivery had not completed, so the guest
+/// was never blocked). Anything else is entered as it is.
+pub fn interruptibility_for_reinjection(reinject: &Reinject, interruptibility: u32) -> u32 {
+    if reinject.info.kind() == Ok(InterruptionType::Nmi) {
+        interruptibility & !Interruptibility::BLOCKING_BY_NMI.bits()
+    } else {
+        interruptibility
+    }
+}
+
+/// After an exit that reports "NMI unblocking due to IRET" (the exit interrupted an IRET
+/// that had already unblocked NMIs, and the guest will execute it again), blocking by
+/// NMI must be set again, or an NMI could arrive before the IRET completes (SDM Vol. 3C
+/// "Information for VM Exits Due to Vectored Events"; a #DF is the exception: its IRET
+/// never runs again).
+pub fn restore_nmi_blocking(unblocked_by_iret: bool, vector: Option<u8>, interruptibility: u32) -> u32 {
+    if unblocked_by_iret && vector != Some(8) {
+        interruptibility | Interruptibility::BLOCKING_BY_NMI.bits()
+    } else {
+        interruptibility
     }
 }
 
@@ -114,6 +167,28 @@ mod tests {
 
     fn state(rflags: u64, intr: u32, queued: bool) -> GuestInterruptState {
         GuestInterruptState::from_raw(rflags, intr, if queued { 0x8000_0306 } else { 0 })
+    }
+
+    #[test]
+    fn an_nmi_is_injected_even_with_interrupts_off_but_waits_for_blocking_to_end() {
+        assert_eq!(plan_nmi(false, &state(0x202, 0, false)), Plan::Nothing);
+        assert_eq!(plan_nmi(true, &state(0x002, 0, false)), Plan::Inject(2), "IF does not mask NMIs");
+        for blocked in [0b1000, 0b0010, 0b0001] {
+            assert_eq!(plan_nmi(true, &state(0x202, blocked, false)), Plan::OpenWindow, "{blocked:#b}");
+        }
+        assert_eq!(plan_nmi(true, &state(0x202, 0, true)), Plan::OpenWindow, "a queued event goes first");
+    }
+
+    #[test]
+    fn a_reinjected_nmi_enters_unblocked_and_an_interrupted_iret_blocks_again() {
+        let nmi = Reinject { info: InterruptionInfo::nmi(), instruction_length: None };
+        assert_eq!(interruptibility_for_reinjection(&nmi, 0b1001), 0b0001);
+        let gp = Reinject { info: InterruptionInfo::hardware_exception(13, Some(0)), instruction_length: None };
+        assert_eq!(interruptibility_for_reinjection(&gp, 0b1000), 0b1000);
+        assert_eq!(restore_nmi_blocking(true, Some(14), 0), 0b1000);
+        assert_eq!(restore_nmi_blocking(true, None, 0b10), 0b1010, "an EPT violation in IRET");
+        assert_eq!(restore_nmi_blocking(true, Some(8), 0), 0, "#DF: the IRET does not run again");
+        assert_eq!(restore_nmi_blocking(false, Some(14), 0), 0);
     }
 
     #[test]

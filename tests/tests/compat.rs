@@ -1,0 +1,67 @@
+//! The edges of the PC that real kernels probe (guests/hostile64's `compat` modes), each
+//! beside a canary DomU and Domain0: every check must come back as hardware answers it,
+//! the canary and Domain0 must keep working, and only the guest that executes from an
+//! address with nothing behind it may be crashed.
+
+use integration::{Boot, BootLog};
+
+/// What every run must show: no hypervisor stop but Domain0's power-off, no domain but
+/// the one meant to crash crashed, the canary intact.
+fn common_checks(log: &BootLog) {
+    for bad in ["PANIC", "machine halted: exception", "EXCEPTION", "CORRUPTED", "compat: BAD", "hostile64 panicked"] {
+        log.expect_absent(bad);
+    }
+    for line in log.serial.lines().filter(|l| l.contains("crashed:")) {
+        assert!(line.contains("domain fetch crashed"), "{}: a domain crashed that should not have: {line}", log.name);
+    }
+    log.expect_in_order(&["domain canary exited status=0"]);
+}
+
+/// Unclaimed guest-physical addresses (an absent HPET, 0xFF000000, the hole above RAM)
+/// read all ones and drop writes, counted and logged; an instruction fetch from one
+/// crashes the domain. Disabling the local APIC clears CPUID.1:EDX.APIC and takes its
+/// page away; the MSRs a kernel touches at boot (TSC, TSC_ADJUST, MISC_ENABLE, the
+/// machine-check bank) answer as the SDM says; NMIs arrive through every local-APIC
+/// path, blocked until IRET.
+#[test]
+fn guests_probing_the_edges_of_the_pc_get_what_hardware_answers() {
+    let log = Boot { memory_mib: 192, ..Boot::bochs("compat", 1) }
+        .with_config(
+            "[dom0]\nimage = dom0\nmemory = 32\n\
+             script = \"sleep 8; list; poweroff\"\n\
+             [domain unclaimed]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=unclaimed\"\n\
+             [domain fetch]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=unclaimed-fetch\"\n\
+             [domain apic-off]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=apic-off\"\n\
+             [domain nmi]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=nmi\"\n\
+             [domain msrs]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=cpu-msrs\"\n\
+             [domain canary]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=canary passes=20 every=10\"\n",
+        )
+        .run();
+    common_checks(&log);
+    // Each guest prints its failed checks (none) and a summary; its status says the rest.
+    log.expect_in_order(&[
+        "domain unclaimed vcpu0: read of unclaimed guest-physical address 0xfed00008 at rip",
+        "domain unclaimed vcpu0: read of unclaimed guest-physical address 0xff000008 at rip",
+        "domain unclaimed vcpu0: read of unclaimed guest-physical address 0xe0000008 at rip",
+        "domain unclaimed exited status=0",
+    ]);
+    log.expect_in_order(&[
+        "[fetch] compat: jumping to 0xfed00000",
+        "domain fetch crashed: instruction fetch from unclaimed address at 0xfed00000",
+    ]);
+    log.expect_in_order(&[
+        "domain apic-off vcpu0: read of unclaimed guest-physical address 0xfee00030",
+        "domain apic-off exited status=0",
+    ]);
+    log.expect_in_order(&["domain nmi exited status=0"]);
+    log.expect_in_order(&["domain msrs exited status=0"]);
+    for (name, mode, checks) in
+        [("unclaimed", "unclaimed", 33), ("apic-off", "apic-off", 21), ("nmi", "nmi", 7), ("msrs", "cpu-msrs", 20)]
+    {
+        let summary = log.serial.lines().find(|l| l.contains(&format!("[{name}] compat: {mode}: ")));
+        if let Some(line) = summary {
+            assert!(line.ends_with(" 0 problem(s)"), "{}: {line}", log.name);
+            assert!(line.contains(&format!(": {checks} checks,")), "{}: {line}", log.name);
+        }
+    }
+}
