@@ -22,7 +22,7 @@ fn common_checks(log: &BootLog) {
 /// crashes the domain. Disabling the local APIC clears CPUID.1:EDX.APIC and takes its
 /// page away; the MSRs a kernel touches at boot (TSC, TSC_ADJUST, MISC_ENABLE, the
 /// machine-check bank) answer as the SDM says; NMIs arrive through every local-APIC
-/// path, blocked until IRET.
+/// path, blocked until IRET; a sleep state the DSDT does not offer wakes at once.
 #[test]
 fn guests_probing_the_edges_of_the_pc_get_what_hardware_answers() {
     let log = Boot { memory_mib: 192, ..Boot::bochs("compat", 1) }
@@ -34,6 +34,7 @@ fn guests_probing_the_edges_of_the_pc_get_what_hardware_answers() {
              [domain apic-off]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=apic-off\"\n\
              [domain nmi]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=nmi\"\n\
              [domain msrs]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=cpu-msrs\"\n\
+             [domain s3]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=s3\"\n\
              [domain canary]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=canary passes=20 every=10\"\n",
         )
         .run();
@@ -55,8 +56,12 @@ fn guests_probing_the_edges_of_the_pc_get_what_hardware_answers() {
     ]);
     log.expect_in_order(&["domain nmi exited status=0"]);
     log.expect_in_order(&["domain msrs exited status=0"]);
+    log.expect_in_order(&[
+        "domain s3 asked for ACPI sleep type 3, which its DSDT does not offer (only S5); it wakes at once",
+        "domain s3 exited status=0",
+    ]);
     for (name, mode, checks) in
-        [("unclaimed", "unclaimed", 33), ("apic-off", "apic-off", 21), ("nmi", "nmi", 7), ("msrs", "cpu-msrs", 20)]
+        [("unclaimed", "unclaimed", 33), ("apic-off", "apic-off", 21), ("nmi", "nmi", 7), ("msrs", "cpu-msrs", 20), ("s3", "s3", 3)]
     {
         let summary = log.serial.lines().find(|l| l.contains(&format!("[{name}] compat: {mode}: ")));
         if let Some(line) = summary {

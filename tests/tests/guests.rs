@@ -108,8 +108,11 @@ fn a_multiboot_kernel_gets_the_multiboot_hand_off_in_32_bit_protected_mode() {
     log.expect_in_order(&[
         "domain mb (id 1) created: 16 MiB, 1 vCPU(s), image multiboot32",
         "[mb] hello from a multiboot kernel in 32-bit protected mode",
+        // It loads at 0x8000, over the usual 0x9000: the information goes to low memory.
+        "[mb] boot information at 0x00001000",
         "[mb] mem_upper=0x00003c00 KiB",
-        "[mb] cmdline: hello multiboot",
+        // GRUB's and QEMU's convention: the image's name first, as argv[0].
+        "[mb] cmdline: multiboot32 hello multiboot",
         "[mb] mmap_length=0x000000c0",
         "[mb] multiboot32: failed checks: 0",
         "domain mb exited status=0",

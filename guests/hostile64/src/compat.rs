@@ -17,6 +17,8 @@
 //!   LINT0 programmed as NMI with the 8259 behind it, and an I/O APIC entry in NMI mode.
 //! - `mode=cpu-msrs`: IA32_TSC and IA32_TSC_ADJUST, IA32_MISC_ENABLE's bits, the
 //!   machine-check MSRs.
+//! - `mode=s3`: SLP_EN with the S3 sleep type, which the DSDT does not offer: the domain
+//!   must wake at once (WAK_STS set) rather than hang, and go on.
 
 use crate::{APIC, Console, IA32_APIC_BASE, Trap, exit, mmio, outb, rdmsr_raw, setup_tables, wrmsr_raw};
 use core::fmt::Write;
@@ -24,7 +26,7 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The modes this module runs.
-pub const MODES: [&str; 5] = ["unclaimed", "unclaimed-fetch", "apic-off", "nmi", "cpu-msrs"];
+pub const MODES: [&str; 6] = ["unclaimed", "unclaimed-fetch", "apic-off", "nmi", "cpu-msrs", "s3"];
 
 pub fn run(mode: &str, cmdline: &str) -> ! {
     setup_tables();
@@ -39,6 +41,7 @@ pub fn run(mode: &str, cmdline: &str) -> ! {
         "apic-off" => apic_off(&mut c),
         "nmi" => nmi(&mut c),
         "cpu-msrs" => cpu_msrs(&mut c),
+        "s3" => s3(&mut c),
         _ => {
             say!("compat: unknown mode {mode}");
             exit(2)
@@ -352,4 +355,37 @@ fn cpu_msrs(c: &mut Checks) {
     check!(c, clean && banks > 0, "{banks} banks enabled and clean");
     check!(c, wrmsr_raw(IA32_MCG_CAP, 0).is_err_and(|t| t.vector == 13), "IA32_MCG_CAP is read-only");
     check!(c, rdmsr_raw(0x400 + 4 * banks as u32).is_err_and(|t| t.vector == 13), "the bank beyond the count raises #GP");
+}
+
+// ---------------------------------------------------------------------------------------
+
+const PM1A_STATUS: u16 = 0x600;
+const PM1A_CONTROL: u16 = 0x604;
+const WAK_STS: u16 = 1 << 15;
+
+fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: port input in a guest exits to the hypervisor.
+    unsafe { asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack)) };
+    v
+}
+
+fn outw(port: u16, value: u16) {
+    // SAFETY: port output in a guest exits to the hypervisor.
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack)) };
+}
+
+fn s3(c: &mut Checks) {
+    check!(c, inw(PM1A_STATUS) & WAK_STS == 0, "WAK_STS is clear before sleeping");
+    // SLP_TYP 3 (what hard-coded S3 paths write) with SLP_EN, as an OS enters a sleep
+    // state; then the OS's wait for the wake-up.
+    outw(PM1A_CONTROL, 3 << 10 | 1 << 13);
+    let end = rdtsc().saturating_add(crate::attacks::tsc_per_us() * 100_000);
+    let mut woke = false;
+    while !woke && rdtsc() < end {
+        woke = inw(PM1A_STATUS) & WAK_STS != 0;
+    }
+    check!(c, woke, "the refused S3 wakes at once (WAK_STS set)");
+    outw(PM1A_STATUS, WAK_STS);
+    check!(c, inw(PM1A_STATUS) & WAK_STS == 0, "WAK_STS clears when written with one");
 }

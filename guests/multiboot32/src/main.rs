@@ -1,8 +1,9 @@
 //! multiboot32: a multiboot 1 kernel (Multiboot Specification 0.6.96) in 32-bit
 //! protected mode, written in assembly so it is independent of any 32-bit Rust target.
 //! It checks the hand-off of section 3.2 (EAX = 0x2BADB002, EBX = boot information
-//! with memory sizes, a memory map and the command line), prints what it got through
-//! the debug port 0xE9, and exits through port 0xF4 with the number of failed checks.
+//! with memory sizes, a memory map and the command line, outside the image), prints what
+//! it got through the debug port 0xE9, and exits through port 0xF4 with the number of
+//! failed checks. It loads at 0x8000 (link.ld), low, as some kernels do.
 #![no_std]
 #![no_main]
 
@@ -16,7 +17,7 @@ mb_header:
     .long 0x00010002                        # flags: memory info (1), address fields (16)
     .long -(0x1BADB002 + 0x00010002)        # checksum
     .long mb_header                         # header_addr
-    .long 0x100000                          # load_addr
+    .long 0x8000                            # load_addr
     .long mb_load_end                       # load_end_addr
     .long mb_bss_end                        # bss_end_addr
     .long mb_start                          # entry_addr
@@ -34,6 +35,22 @@ mb_start:
     call print
 1:  mov esi, offset msg_hello
     call print
+    # The information must not lie inside the image (mb_header..mb_bss_end).
+    mov esi, offset msg_info
+    call print
+    mov eax, ebx
+    call print_hex
+    mov esi, offset msg_nl
+    call print
+    cmp ebx, offset mb_bss_end
+    jae 11f
+    lea eax, [ebx + 88]
+    cmp eax, offset mb_header
+    jbe 11f
+    inc edi
+    mov esi, offset msg_info_inside
+    call print
+11:
     # Boot information flags: bit 0 memory sizes, bit 2 command line, bit 6 memory map.
     mov ecx, [ebx]
     test ecx, 1
@@ -120,6 +137,8 @@ msg_cmdline:    .asciz "cmdline: "
 msg_mmap:       .asciz "mmap_length=0x"
 msg_nl:         .asciz "\n"
 msg_done:       .asciz "multiboot32: failed checks: "
+msg_info:       .asciz "boot information at 0x"
+msg_info_inside: .asciz "the boot information overlaps the image\n"
 
     .section .bss
     .balign 16

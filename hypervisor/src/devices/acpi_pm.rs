@@ -4,9 +4,13 @@
 //! 0xCF9. Port numbers match the FADT the domain's ACPI tables describe.
 //!
 //! Sleep states: only S5 (soft off) exists. Writing SLP_EN with the SLP_TYP that the
-//! DSDT's `\_S5` announces powers the domain off; other sleep types are ignored, as on a
-//! machine that does not support them. The reset register (value 0x06 or 0x0E, as Linux
-//! and the FADT's RESET_VALUE use) asks for a reset.
+//! DSDT's `\_S5` announces powers the domain off. The DSDT announces no other state
+//! (no `\_S1`-`\_S4`), so an OS that reads it never tries S3; one that writes another
+//! sleep type anyway (hard-coded values) is refused the way an OS notices: the domain
+//! wakes at once, WAK_STS set, instead of leaving it to wait for a wake-up that would
+//! never come (Linux polls WAK_STS after SLP_EN, then takes its resume path). The reset
+//! register (value 0x06 or 0x0E, as Linux and the FADT's RESET_VALUE use) asks for a
+//! reset.
 
 /// PM1a event block: PM1_STS at +0, PM1_EN at +2 (16 bits each).
 pub const PM1A_EVENT: u16 = 0x600;
@@ -40,6 +44,9 @@ pub enum PowerRequest {
     PowerOff,
     /// The reset register: the guest asked for a reset.
     Reset,
+    /// SLP_EN with a sleep type the DSDT does not offer (this SLP_TYP): refused, the
+    /// domain woke at once (for the log).
+    SleepRefused(u16),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -109,7 +116,14 @@ impl AcpiPm {
                 let v = value as u16;
                 self.control = (v & !SLP_EN) | SCI_EN;
                 let sleep_type = (v & SLP_TYP_MASK) >> SLP_TYP_SHIFT;
-                (v & SLP_EN != 0 && sleep_type == S5_SLP_TYP).then_some(PowerRequest::PowerOff)
+                match (v & SLP_EN != 0, sleep_type) {
+                    (false, _) => None,
+                    (true, S5_SLP_TYP) => Some(PowerRequest::PowerOff),
+                    (true, other) => {
+                        self.status |= WAK_STS;
+                        Some(PowerRequest::SleepRefused(other))
+                    }
+                }
             }
             // 0xCF9: bit 2 starts the reset, bit 1 picks a hard one (both mean reset here).
             RESET_PORT if value & 0x04 != 0 => Some(PowerRequest::Reset),
@@ -162,9 +176,14 @@ mod tests {
     }
 
     #[test]
-    fn other_sleep_types_are_ignored() {
+    fn other_sleep_types_are_refused_by_waking_at_once() {
         let mut pm = AcpiPm::new();
-        assert_eq!(pm.write(PM1A_CONTROL, 2, u32::from(3 << 10 | SLP_EN)), None);
+        assert_eq!(pm.write(PM1A_CONTROL, 2, 3 << 10), None, "SLP_TYP alone does nothing");
+        assert_eq!(pm.read(PM1A_EVENT, 2, 0) & u32::from(WAK_STS), 0);
+        assert_eq!(pm.write(PM1A_CONTROL, 2, 3 << 10 | u32::from(SLP_EN)), Some(PowerRequest::SleepRefused(3)));
+        assert_ne!(pm.read(PM1A_EVENT, 2, 0) & u32::from(WAK_STS), 0, "the wake-up an OS waits for");
+        pm.write(PM1A_EVENT, 2, u32::from(WAK_STS));
+        assert_eq!(pm.read(PM1A_EVENT, 2, 0) & u32::from(WAK_STS), 0, "write one to clear");
     }
 
     #[test]

@@ -909,6 +909,10 @@ mod tests {
         assert_eq!(aml, [0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0A, 0x05, 0x0A, 0x05, 0x00, 0x00]);
         assert_eq!(find_named_package(aml, b"_S5_"), Some(std::vec![5, 5, 0, 0]));
         assert_eq!(S5_SLP_TYP, 5);
+        // No other sleep state is offered: an OS never tries S3 (acpi_pm refuses it).
+        for state in [b"_S1_", b"_S2_", b"_S3_", b"_S4_"] {
+            assert_eq!(find_named_package(aml, state), None);
+        }
     }
 
     #[test]

@@ -278,13 +278,13 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
         }
     }
     .map_err(|e| format!("image {}: {e}", image.name))?;
-    // The low area the hypervisor writes into (boot area, multiboot information) must
-    // stay clear of the image.
+    // The low area the hypervisor writes into for 64-bit guests (the boot area) must
+    // stay clear of the image. The multiboot information goes wherever the image leaves
+    // room (`multiboot::place_info`); nothing is written for a real-mode program: all of
+    // low memory is its own.
     let reserved_end = match plan.mode {
         EntryMode::Long64 => boot_area::BOOT_AREA_END,
-        EntryMode::Protected32 => multiboot::INFO_GPA.0 + 0x1000,
-        // Nothing is written for a real-mode program: all of low memory is its own.
-        EntryMode::Real16 => 0,
+        EntryMode::Protected32 | EntryMode::Real16 => 0,
     };
     // What firmware leaves in memory (ACPI tables in the BIOS area) for the protected-
     // and long-mode guests we boot; a real-mode program owns all of low memory.
@@ -331,6 +331,8 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
     }
     // Domain0 is domain 0, as in Xen; DomUs count up from 1 and IDs are never reused.
     let id = if spec.dom0 { 0 } else { new_domu_id() };
+    // EBX for a multiboot kernel: where its information went.
+    let mut multiboot_info = 0;
     match plan.mode {
         EntryMode::Long64 if linux.is_some() => {
             for (gpa, bytes) in linux.iter().flat_map(|l| l.blobs.iter()) {
@@ -343,9 +345,11 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
             }
         }
         EntryMode::Protected32 => {
-            let info = multiboot::build_info(multiboot::INFO_GPA, size, &spec.cmdline, "Ferrovisor")
+            let cmdline = multiboot::kernel_cmdline(&image.name, &spec.cmdline);
+            let info = multiboot::place_info(&plan, size, &cmdline, "Ferrovisor")
                 .map_err(|e| format!("image {}: {e}", image.name))?;
             memory.write(info.info_gpa.0, &info.bytes).map_err(|e| e.to_string())?;
+            multiboot_info = info.info_gpa.0 as u32;
         }
         EntryMode::Real16 => {}
     }
@@ -406,7 +410,7 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
                         &setup,
                         plan.entry,
                         multiboot::MULTIBOOT_BOOTLOADER_MAGIC,
-                        multiboot::INFO_GPA.0 as u32,
+                        multiboot_info,
                     ),
                 }
             }

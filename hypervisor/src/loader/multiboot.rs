@@ -22,8 +22,9 @@ pub const HEADER_MAGIC: u32 = 0x1BAD_B002;
 pub const MULTIBOOT_BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
 /// The header must lie completely within the image's first 8192 bytes (spec 3.1.1).
 pub const HEADER_SEARCH_LIMIT: u64 = 8192;
-/// Where Ferrovisor puts the boot information (docs/guest-boot.md: EBX = 0x9000): low
-/// memory that is free on a PC, below the images, which load above 0xA000.
+/// Where Ferrovisor puts the boot information when the image leaves it free
+/// (docs/guest-boot.md: EBX = 0x9000, where QEMU's multiboot loader puts it too); see
+/// [`place_info`] for where it goes otherwise.
 pub const INFO_GPA: GuestPhysAddr = GuestPhysAddr(0x9000);
 /// Longest command line passed to the guest, without its NUL. Longer ones are refused,
 /// not cut: a silently shortened command line makes a guest misbehave in ways nobody
@@ -297,6 +298,47 @@ pub fn build_info(
     Ok(BootInfoLayout { info_gpa: at, bytes: b })
 }
 
+/// Builds the information structure where it overlaps neither the image (`plan`) nor
+/// the areas the memory map does not call RAM: at [`INFO_GPA`] if the image leaves it
+/// free; else in the first free page of low memory (an image may load at 0x7C00 or
+/// 0x8000, or keep real-mode code there); else on the first page boundary above the
+/// image. The spec leaves the place to the loader ("anywhere in memory"), and kernels
+/// find it through EBX.
+///
+/// `cmdline` is what the kernel gets: by convention (GRUB, QEMU) the image's name, then
+/// the arguments, which kernels parse as argv[0], argv[1], ... ([`kernel_cmdline`]).
+pub fn place_info(
+    plan: &LoadPlan,
+    guest_mem: u64,
+    cmdline: &str,
+    boot_loader_name: &str,
+) -> Result<BootInfoLayout, LoadError> {
+    let first = build_info(INFO_GPA, guest_mem, cmdline, boot_loader_name)?;
+    let len = first.bytes.len() as u64;
+    if !plan.overlaps(INFO_GPA, len) {
+        return Ok(first);
+    }
+    let low = (0x1000..LOW_RAM_END).step_by(0x1000);
+    let above = plan.highest_gpa().checked_next_multiple_of(0x1000).map(|a| a.max(HIGH_RAM_START));
+    for at in low.chain(above).map(GuestPhysAddr) {
+        if at.0.checked_add(len).is_some_and(|end| end <= LOW_RAM_END || at.0 >= HIGH_RAM_START)
+            && !plan.overlaps(at, len)
+            && let Ok(info) = build_info(at, guest_mem, cmdline, boot_loader_name)
+        {
+            return Ok(info);
+        }
+    }
+    Err(LoadError::BootInfoMisplaced { at: INFO_GPA, len, problem: Placement::BeyondMemory { guest_mem } })
+}
+
+/// The command line a multiboot kernel gets: the image's name, then the configured
+/// arguments, as GRUB (`multiboot /boot/kernel args`) and QEMU (`-kernel` and `-append`)
+/// pass it.
+pub fn kernel_cmdline(image_name: &str, args: &str) -> alloc::string::String {
+    let args = args.trim();
+    if args.is_empty() { image_name.into() } else { alloc::format!("{image_name} {args}") }
+}
+
 /// The guest reads these as NUL-terminated C strings (spec 3.3).
 fn check_string(what: &'static str, s: &str, max: usize) -> Result<(), LoadError> {
     if s.len() > max {
@@ -312,6 +354,46 @@ fn check_string(what: &'static str, s: &str, max: usize) -> Result<(), LoadError
 mod tests {
     use super::*;
     use alloc::string::ToString;
+
+    fn plan_with(segments: &[(u64, u64)]) -> LoadPlan<'static> {
+        static CODE: [u8; 16] = [0x90; 16];
+        LoadPlan {
+            segments: segments
+                .iter()
+                .map(|&(gpa, size)| Segment { gpa: GuestPhysAddr(gpa), data: &CODE[..], mem_size: size })
+                .collect(),
+            entry: segments[0].0,
+            mode: EntryMode::Protected32,
+            multiboot: None,
+        }
+    }
+
+    #[test]
+    fn the_information_goes_to_0x9000_unless_the_image_is_there() {
+        let usual = plan_with(&[(0x10_0000, 0x10_0000)]);
+        assert_eq!(place_info(&usual, MEM_16M, "k", "F").unwrap().info_gpa, INFO_GPA);
+        // Real-mode code at 0x7C00 and a kernel at 0x8000 (issue 15): the first free page
+        // of low memory instead.
+        let low = plan_with(&[(0x7C00, 0x400), (0x8000, 0x2_0000)]);
+        let info = place_info(&low, MEM_16M, "k", "F").unwrap();
+        assert_eq!(info.info_gpa, GuestPhysAddr(0x1000));
+        assert!(!low.overlaps(info.info_gpa, info.bytes.len() as u64));
+        // Low memory all taken: the first page boundary above the image.
+        let all_low = plan_with(&[(0x1000, 0x9_EC00), (0x10_0000, 0x1234)]);
+        assert_eq!(place_info(&all_low, MEM_16M, "k", "F").unwrap().info_gpa, GuestPhysAddr(0x10_2000));
+    }
+
+    #[test]
+    fn an_image_filling_memory_leaves_no_place_and_says_so() {
+        let full = plan_with(&[(0x1000, 0x9_EC00), (0x10_0000, MEM_16M - 0x10_0000)]);
+        assert!(matches!(place_info(&full, MEM_16M, "k", "F"), Err(LoadError::BootInfoMisplaced { .. })));
+    }
+
+    #[test]
+    fn the_command_line_starts_with_the_image_name() {
+        assert_eq!(kernel_cmdline("tboot", "logging=serial"), "tboot logging=serial");
+        assert_eq!(kernel_cmdline("tboot", "  "), "tboot");
+    }
 
     const MEM_16M: u64 = 16 << 20;
     const AOUT_FLAGS: u32 = FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO | FLAG_AOUT_KLUDGE;

@@ -207,7 +207,7 @@ fn set_in(vcpu: &mut Vcpu, bytes: u32, value: u32) {
     };
 }
 
-/// The guest powered itself off or asked for a reset.
+/// The guest powered itself off, asked for a reset, or for a sleep state it lacks.
 fn power(domain: &Domain, request: PowerRequest) -> Next {
     match request {
         PowerRequest::PowerOff => {
@@ -215,6 +215,13 @@ fn power(domain: &Domain, request: PowerRequest) -> Next {
                 log::info!("domain {} powered off (ACPI S5)", domain.name);
                 crate::domain::lifecycle::after_poweroff(domain);
             }
+        }
+        PowerRequest::SleepRefused(sleep_type) => {
+            log::warn!(
+                "domain {} asked for ACPI sleep type {sleep_type}, which its DSDT does not offer (only S5); it wakes at once",
+                domain.name
+            );
+            return Next::Advance;
         }
         PowerRequest::Reset => {
             // The guest reset itself: the domain is rebuilt from its image (as Xen's
