@@ -155,6 +155,40 @@ impl Boot {
     }
 }
 
+/// One of our guests' images as the bundle holds it (flat binaries flattened).
+pub fn guest_image(name: &str) -> PathBuf {
+    let (_, _, guest_dir) = tools();
+    let guests = build::guests_in(guest_dir, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+    guests.into_iter().find(|g| g.name == name).map(|g| g.path).unwrap_or_else(|| panic!("no guest named {name}"))
+}
+
+/// Boots `image` as the disk of a bare Bochs (no hypervisor: the BIOS starts its boot
+/// sector), with COM1 in the serial log, until the emulator exits (the program may end
+/// it through Bochs's shutdown port), a complete line containing `until` is logged, or
+/// `timeout` passes. The reference run for behaviour the hypervisor must reproduce.
+pub fn bare_bochs(name: &'static str, image: PathBuf, until: &str, timeout: Duration) -> BootLog {
+    let machine = Machine {
+        engine: Engine::Bochs,
+        firmware: Firmware::Bios,
+        cpus: 1,
+        memory_mib: 32,
+        cpu_model: emulator::BOCHS_CPU_MODEL,
+        image,
+        work_dir: xtask::workspace_root().join("target").join("integration").join(name).join("run"),
+    };
+    let _ = std::fs::create_dir_all(&machine.work_dir);
+    let _ = std::fs::remove_file(machine.serial_log());
+    let mut running = machine.launch().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let outcome = running.wait(timeout, |serial| {
+        serial.ends_with('\n') && serial.lines().any(|l| l.contains(until))
+    });
+    drop(running);
+    let read = |p: PathBuf| std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let (serial, emulator_log) = (read(machine.serial_log()), read(machine.emulator_log()));
+    eprintln!("[{name}] bare Bochs ended ({outcome:?})");
+    BootLog { name, serial, emulator_log, outcome, timeout }
+}
+
 /// A running machine a test types into. Dropping it (also when a test panics) ends the
 /// emulator.
 pub struct Session {

@@ -4,6 +4,7 @@
 //! address with nothing behind it may be crashed.
 
 use integration::{Boot, BootLog};
+use std::time::Duration;
 
 /// What every run must show: no hypervisor stop but Domain0's power-off, no domain but
 /// the one meant to crash crashed, the canary intact.
@@ -69,4 +70,46 @@ fn guests_probing_the_edges_of_the_pc_get_what_hardware_answers() {
             assert!(line.contains(&format!(": {checks} checks,")), "{}: {line}", log.name);
         }
     }
+}
+
+/// The `case NAME: events` lines of guests/real16, without the log's prefixes.
+fn debug_cases(log: &BootLog) -> Vec<String> {
+    log.serial
+        .lines()
+        .filter_map(|l| l.find("case ").map(|i| l[i..].trim_end().to_string()))
+        .collect()
+}
+
+/// Debug exceptions around instructions that exit to the hypervisor (single-step over
+/// CPUID, IN, STI;HLT, MOV SS then CPUID; a data breakpoint deferred by MOV SS, then
+/// CPUID, INT3 or INT1; DR7.GD after MOV SS) must come out exactly as on the same CPU
+/// model without a hypervisor: guests/real16 runs first on bare Bochs (its BIOS boots
+/// the image as a boot sector), then as a DomU, and the events each case took (#DB with
+/// DR6, #BP, the timer's interrupt, each with the IP it returns to) must be equal.
+#[test]
+fn debug_exceptions_across_exits_match_the_same_cpu_without_a_hypervisor() {
+    let image = integration::guest_image("real16");
+    let bare = integration::bare_bochs("debug-bare", image, "real16: failed checks:", Duration::from_secs(120));
+    let reference = debug_cases(&bare);
+    assert_eq!(reference.len(), 8, "bare Bochs ran every case:\n{}", bare.serial);
+    let log = Boot::bochs("debug-ferrovisor", 1)
+        .with_config(
+            "until_guests_exit = true\n\
+             [domain rm]\nimage = real16\nmemory = 4\nload_address = 0x7c00\nentry = 0x7c00\nmode = real16\n\
+             [domain canary]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=canary passes=10 every=10\"\n",
+        )
+        .run();
+    log.expect_in_order(&["[rm] real16: failed checks: 0", "domain rm exited status=0"]);
+    log.expect_in_order(&["domain canary exited status=0"]);
+    let ours = debug_cases(&log);
+    for (theirs, ours) in reference.iter().zip(&ours) {
+        assert_eq!(ours, theirs, "under the hypervisor (left) and on bare Bochs (right)");
+    }
+    assert_eq!(ours.len(), reference.len(), "every case ran under the hypervisor: {ours:#?}");
+    // What the SDM says beyond doubt: a single-step trap after an instruction the
+    // hypervisor completed, a deferred data breakpoint delivered after CPUID.
+    let step_cpuid = &reference[0];
+    assert!(step_cpuid.starts_with("case step-cpuid: D@") && step_cpuid.contains("/4000"), "{step_cpuid}");
+    let watch = reference.iter().find(|c| c.starts_with("case watch-movss-cpuid:")).unwrap();
+    assert!(watch.contains("/0001"), "{watch}");
 }

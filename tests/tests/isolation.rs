@@ -51,6 +51,7 @@ fn vector_and_debug_registers_stay_with_their_domain() {
              [domain attack-avx]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=vector xcr0=7 rounds=8 seed=3\"\n\
              [domain attack-avx512]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=vector xcr0=0xe7 rounds=8 seed=4\"\n\
              [domain attack-xstate]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=xstate rounds=3\"\n\
+             [domain attack-step]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=step rounds=4\"\n\
              [domain attack-dr-a]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=dr rounds=6 seed=5\"\n\
              [domain attack-dr-b]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=dr rounds=6 seed=6\"\n\
              [domain attack-msrs-a]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=msrs rounds=6 seed=7\"\n\
@@ -85,6 +86,7 @@ fn vector_and_debug_registers_stay_with_their_domain() {
         "[attack-xstate] xstate: survived; done",
         "domain attack-xstate exited status=0",
     ]);
+    log.expect_in_order(&["[attack-step] step: 4 single-steps taken", "domain attack-step exited status=0"]);
     for name in ["attack-dr-a", "attack-dr-b"] {
         log.expect_in_order(&[
             &format!("[{name}] dr: fresh debug registers are clear"),

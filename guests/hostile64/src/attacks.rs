@@ -14,7 +14,10 @@
 //!   state live under XCR0 = 7, preempted, XCR0 lowered to 1, preempted again.
 //! - `mode=flood calls=N`: ConsoleWrite hypercalls of 4096 newlines and a port 0xE9
 //!   flood; reports the longest call in microseconds of guest time.
-//! - `mode=dr rounds=N seed=S`: DR0-3 across preemptions: fresh zeros, then its own values.
+//! - `mode=dr rounds=N seed=S`: DR0-3 across preemptions: fresh zeros (after the others
+//!   ran, `step` among them), then its own values.
+//! - `mode=step rounds=N`: single-steps without ever reading a debug register, so that
+//!   its #DBs' DR6 bits are in the CPU when the hypervisor switches domains.
 //! - `mode=msrs rounds=N seed=S`: the MSRs the VMCS does not switch but the CPU uses
 //!   while the guest runs, read the way the guest's own instructions see them: TSC_AUX
 //!   through RDTSCP, KERNEL_GS_BASE through SWAPGS. Fresh: zero; then its own values
@@ -39,6 +42,7 @@ pub fn run(mode: &str, cmdline: &str) -> ! {
         "xstate" => xstate(cmdline),
         "flood" => flood(cmdline),
         "dr" => debug_registers(cmdline),
+        "step" => single_steps(cmdline),
         "msrs" => msrs(cmdline),
         "leaks" => leaks(cmdline),
         "rf" => resume_flag(),
@@ -448,10 +452,39 @@ fn write_dr(n: u8, v: u64) {
     }
 }
 
+/// Single-steps (RFLAGS.TF) one instruction `rounds` times, each time taking the #DB,
+/// which sets DR6.BS in the CPU, and never reads a debug register: the hypervisor must
+/// not leave that bit for the next domain (`mode=dr` checks it finds DR6 clean).
+fn single_steps(cmdline: &str) -> ! {
+    let rounds = num_arg(cmdline, "rounds", 4);
+    let per_us = tsc_per_us();
+    for round in 1..=rounds {
+        match guarded(op_single_step, 0) {
+            Err(t) if t.vector == 1 => {}
+            other => {
+                say!("step: round {round}: no #DB from the single-step ({:?})", other.map_err(|t| t.vector));
+                exit(1);
+            }
+        }
+        until_preempted(per_us, 5_000, || {});
+    }
+    say!("step: {rounds} single-steps taken, debug registers never read");
+    exit(0)
+}
+
+extern "C" fn op_single_step(_: u64) {
+    // SAFETY: probed: TF set by POPFQ traps after the next instruction, and the trap
+    // handler ends the probe (it returns with TF clear, from its saved context).
+    unsafe { asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq", "nop", "nop", options(nomem)) };
+}
+
 fn debug_registers(cmdline: &str) -> ! {
     let rounds = num_arg(cmdline, "rounds", 10);
     let seed = num_arg(cmdline, "seed", 1);
     let per_us = tsc_per_us();
+    // Let the others run first (the `step` attacker leaves its single-step traps in
+    // DR6), then look at what this vCPU finds.
+    until_preempted(per_us, 5_000, || {});
     for n in 0..4 {
         let v = read_dr(n);
         if v != 0 {
@@ -459,10 +492,11 @@ fn debug_registers(cmdline: &str) -> ! {
             exit(1);
         }
     }
-    // DR6's defined bits B0-B3 are ours to set; the reserved bits read as ones.
-    let dr6 = read_dr(6) & 0xF;
+    // DR6's defined bits (B0-B3, BD, BS, BT) are ours to set; the reserved bits read as
+    // ones.
+    let dr6 = read_dr(6) & 0xE00F;
     if dr6 != 0 {
-        say!("dr: LEAK: fresh dr6 has B0-B3 = {dr6:#x}");
+        say!("dr: LEAK: fresh dr6 has status bits {dr6:#x}");
         exit(1);
     }
     say!("dr: fresh debug registers are clear");

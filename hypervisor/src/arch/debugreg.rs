@@ -49,6 +49,20 @@ pub fn write_hw(dr: &[u64; 4], dr6: u64) {
     }
 }
 
+/// The CPU's DR6.
+pub fn read_dr6() -> u64 {
+    let d6: u64;
+    // SAFETY: reading DR6 at CPL 0 has no side effects.
+    unsafe { asm!("mov {}, dr6", out(reg) d6, options(nomem, nostack)) };
+    d6
+}
+
+/// Loads DR6 (its upper half must be zero: the low 32 bits are taken).
+pub fn write_dr6(dr6: u64) {
+    // SAFETY: DR6 only reports; writing it arms nothing.
+    unsafe { asm!("mov dr6, {}", in(reg) dr6 & 0xFFFF_FFFF, options(nomem, nostack)) };
+}
+
 /// Clears DR0-3 and DR6 on this CPU (bring-up): no guest's values are left in the CPU
 /// outside its slices (`vmexit::debug`).
 pub fn init_this_cpu() {

@@ -97,11 +97,18 @@ pub fn before_entry(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, now: u64) 
     if source.is_none() && !vcpu.window_exiting && !vcpu.nmi_pending && !vcpu.nmi_window_exiting {
         return; // the common case: nothing to do, no VMREADs
     }
+    let interruptibility = vmcs.read32(Field32::GuestInterruptibilityState);
     let mut state = GuestInterruptState::from_raw(
         vmcs.read_natural(FieldNatural::GuestRflags),
-        vmcs.read32(Field32::GuestInterruptibilityState),
+        interruptibility,
         vmcs.read32(Field32::EntryInterruptionInfo),
     );
+    // A debug trap the guest earned goes first: injecting now would discard it
+    // (`vmx::pending_debug`), so whatever waits opens its window instead.
+    let pending_debug = vmcs.read_natural(FieldNatural::GuestPendingDebugExceptions);
+    if crate::vmx::pending_debug::holds_back_injection(pending_debug, interruptibility) {
+        state.event_queued = true;
+    }
     match inject::plan_nmi(vcpu.nmi_pending, &state) {
         Plan::Inject(_) => {
             vmcs.write32(Field32::EntryInterruptionInfo, InterruptionInfo::nmi().raw());

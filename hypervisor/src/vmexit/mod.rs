@@ -311,6 +311,14 @@ fn skip(vmcs: &Current, len: u32) {
     if intr & 0b11 != 0 {
         vmcs.write32(Field32::GuestInterruptibilityState, intr & !0b11);
     }
+    // Under RFLAGS.TF the completed instruction earns its single-step trap.
+    let rflags = vmcs.read_natural(FieldNatural::GuestRflags);
+    if rflags & crate::vmx::pending_debug::RFLAGS_TF != 0 {
+        let debugctl = vmcs.read64(crate::vmx::fields::Field64::GuestIa32Debugctl);
+        let pending = vmcs.read_natural(FieldNatural::GuestPendingDebugExceptions);
+        let updated = crate::vmx::pending_debug::after_instruction(rflags, debugctl, pending);
+        vmcs.write_natural(FieldNatural::GuestPendingDebugExceptions, updated);
+    }
 }
 
 /// How the guest translates linear addresses now (control registers as the CPU sees

@@ -5,6 +5,7 @@ pub mod controls;
 pub mod exit;
 pub mod fields;
 pub mod inject;
+pub mod pending_debug;
 pub mod vpid;
 
 #[cfg(target_os = "none")]
