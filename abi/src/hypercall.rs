@@ -80,10 +80,29 @@ pub enum Call {
     IrqRoute = 23,
     /// Privileged. (out: *mut PlatformInfo) -> 0. The machine's ACPI fixed hardware.
     PlatformInfo = 24,
+    /// Privileged. (domain, trigger: [`Trigger`], vcpu or `u32::MAX` for all) -> 0.
+    /// Raises a hardware signal in a DomU (`xl trigger`): `Trigger::Nmi` is a rising
+    /// edge on the vCPUs' LINT1, the PC's NMI line, which each local APIC delivers as its
+    /// LVT LINT1 entry says (an NMI when programmed so, as firmware leaves it).
+    DomainTrigger = 25,
+}
+
+/// What [`Call::DomainTrigger`] raises.
+#[repr(u64)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The NMI line (LINT1): Xen's `xl trigger DOMAIN nmi`, QEMU's `nmi`.
+    Nmi = 0,
+}
+
+impl Trigger {
+    pub fn from_number(n: u64) -> Option<Trigger> {
+        (n == 0).then_some(Trigger::Nmi)
+    }
 }
 
 impl Call {
-    pub const ALL: [Call; 25] = [
+    pub const ALL: [Call; 26] = [
         Call::Version,
         Call::ConsoleWrite,
         Call::ConsoleRead,
@@ -109,6 +128,7 @@ impl Call {
         Call::ConsoleWriteOther,
         Call::IrqRoute,
         Call::PlatformInfo,
+        Call::DomainTrigger,
     ];
 
     pub fn from_number(n: u64) -> Option<Call> {
@@ -556,6 +576,7 @@ pub enum Request {
     ConsoleWriteOther { domain: u32, buf: u64, len: u64 },
     IrqRoute { gsi: u32, level: bool, active_low: bool },
     PlatformInfo { out: u64 },
+    DomainTrigger { domain: u32, trigger: Trigger, vcpu: Option<u32> },
 }
 
 impl Request {
@@ -586,6 +607,7 @@ impl Request {
             Request::ConsoleWriteOther { .. } => Call::ConsoleWriteOther,
             Request::IrqRoute { .. } => Call::IrqRoute,
             Request::PlatformInfo { .. } => Call::PlatformInfo,
+            Request::DomainTrigger { .. } => Call::DomainTrigger,
         }
     }
 }
@@ -662,6 +684,11 @@ pub fn decode(number: u64, a: [u64; 6]) -> Result<Request, Error> {
             Request::IrqRoute { gsi, level: flags & IRQ_LEVEL != 0, active_low: flags & IRQ_ACTIVE_LOW != 0 }
         }
         Call::PlatformInfo => Request::PlatformInfo { out: a[0] },
+        Call::DomainTrigger => Request::DomainTrigger {
+            domain: id(a[0])?,
+            trigger: Trigger::from_number(a[1]).ok_or(Error::Invalid)?,
+            vcpu: if a[2] == u64::from(u32::MAX) { None } else { Some(id(a[2])?) },
+        },
         Call::ConsoleWriteOther => {
             Request::ConsoleWriteOther { domain: id(a[0])?, buf: a[1], len: length(a[2], MAX_CONSOLE_WRITE)? }
         }
@@ -678,7 +705,7 @@ mod tests {
             assert_eq!(*c as u64, i as u64);
             assert_eq!(Call::from_number(i as u64), Some(*c));
         }
-        assert_eq!(Call::from_number(25), None);
+        assert_eq!(Call::from_number(26), None);
         assert_eq!(Call::from_number(u64::MAX), None);
     }
 
@@ -716,6 +743,21 @@ mod tests {
             Ok(Request::SchedSetParams { slice_ms: 30, ratelimit_us: 1000 })
         );
         assert_eq!(decode(15, [1, 0, 0, 0, 0, 0]), Err(Error::Invalid), "an empty CPU mask");
+    }
+
+    #[test]
+    fn a_trigger_names_its_kind_and_one_vcpu_or_all() {
+        assert_eq!(
+            decode(25, [3, 0, u64::from(u32::MAX), 0, 0, 0]),
+            Ok(Request::DomainTrigger { domain: 3, trigger: Trigger::Nmi, vcpu: None })
+        );
+        assert_eq!(
+            decode(25, [3, 0, 1, 0, 0, 0]),
+            Ok(Request::DomainTrigger { domain: 3, trigger: Trigger::Nmi, vcpu: Some(1) })
+        );
+        assert_eq!(decode(25, [3, 1, 0, 0, 0, 0]), Err(Error::Invalid), "no such trigger");
+        assert_eq!(decode(25, [3, 0, 1 << 32, 0, 0, 0]), Err(Error::Invalid));
+        assert!(Call::DomainTrigger.privileged());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What the shell needs from the machine: typed hypercalls and PCI configuration reads.
 
-use abi::hypercall::{Call, DomainCreate, DomainInfo, Error, HostInfo, VcpuInfo};
+use abi::hypercall::{Call, DomainCreate, DomainInfo, Error, HostInfo, Trigger, VcpuInfo};
 
 /// One lifecycle operation on a domain (the calls that take only a domain ID).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +120,8 @@ pub trait Host {
     /// Returns the new domain's ID.
     fn domain_create(&mut self, spec: &DomainCreate) -> Result<u32, Error>;
     fn domain_op(&mut self, op: DomainOp, id: u32) -> Result<(), Error>;
+    /// [`Call::DomainTrigger`]: raises `trigger` on one vCPU, or all of them (`None`).
+    fn domain_trigger(&mut self, id: u32, trigger: Trigger, vcpu: Option<u32>) -> Result<(), Error>;
     fn sched_set_weight(&mut self, id: u32, weight: u32) -> Result<(), Error>;
     fn sched_set_cap(&mut self, id: u32, cap: u32) -> Result<(), Error>;
     fn sched_get_params(&mut self) -> Result<SchedParams, Error>;

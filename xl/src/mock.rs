@@ -1,7 +1,7 @@
 //! A fake machine for the tests: a domain table the calls really change, a hypervisor log,
 //! a PCI configuration space, and a record of every call that changes something.
 
-use abi::hypercall::{self as hc, Call, DomState, DomainCreate, DomainInfo, Error, HostInfo, VcpuInfo};
+use abi::hypercall::{self as hc, Call, DomState, DomainCreate, DomainInfo, Error, HostInfo, Trigger, VcpuInfo};
 use std::collections::BTreeMap;
 use std::format;
 use std::string::String;
@@ -183,6 +183,16 @@ impl Host for Mock {
             DomainOp::Unpause | DomainOp::Reboot => d.state = DomState::Running as u32,
             DomainOp::Shutdown => d.state = DomState::Shutdown as u32,
             DomainOp::Destroy => self.domains.retain(|d| d.id != id),
+        }
+        Ok(())
+    }
+
+    fn domain_trigger(&mut self, id: u32, trigger: Trigger, vcpu: Option<u32>) -> Result<(), Error> {
+        let target = vcpu.map_or(u64::from(u32::MAX), u64::from);
+        self.change(Call::DomainTrigger, [id.into(), trigger as u64, target, 0, 0, 0], format!("trigger {id} {trigger:?} {vcpu:?}"))?;
+        let d = self.domain_mut(id)?;
+        if vcpu.is_some_and(|v| v >= d.vcpus) {
+            return Err(Error::NoEntry);
         }
         Ok(())
     }

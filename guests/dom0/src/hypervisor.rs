@@ -2,7 +2,7 @@
 //! identity-mapped, so their addresses are the guest-virtual pointers the ABI wants), and
 //! PCI configuration mechanism #1 through ports 0xCF8/0xCFC.
 
-use abi::hypercall::{self as hc, Call, DomainCreate, DomainInfo, Error, HostInfo, PlatformInfo, VcpuInfo};
+use abi::hypercall::{self as hc, Call, DomainCreate, DomainInfo, Error, HostInfo, PlatformInfo, Trigger, VcpuInfo};
 use core::arch::asm;
 use xl::{Acpi, DomainOp, Host, MAX_DOMAINS, PciAddress, SchedParams};
 
@@ -137,6 +137,11 @@ impl Host for Hypervisor {
 
     fn domain_op(&mut self, op: DomainOp, id: u32) -> Result<(), Error> {
         call(op.call(), [id.into(), 0, 0, 0, 0, 0]).map(drop)
+    }
+
+    fn domain_trigger(&mut self, id: u32, trigger: Trigger, vcpu: Option<u32>) -> Result<(), Error> {
+        let target = vcpu.map_or(u64::from(u32::MAX), u64::from);
+        call(Call::DomainTrigger, [id.into(), trigger as u64, target, 0, 0, 0]).map(drop)
     }
 
     fn sched_set_weight(&mut self, id: u32, weight: u32) -> Result<(), Error> {

@@ -14,7 +14,9 @@
 //!   modes; the transitions the SDM forbids raise #GP.
 //! - `mode=nmi`: NMIs through the local APIC (self-NMI by shorthand and by ID, with
 //!   interrupts disabled too), an NMI sent from inside the NMI handler held until IRET,
-//!   LINT0 programmed as NMI with the 8259 behind it, and an I/O APIC entry in NMI mode.
+//!   LINT0 programmed as NMI with the 8259 behind it, an I/O APIC entry in NMI mode, and
+//!   LINT1 programmed as NMI, which it then waits (up to 20 s) for Domain0 to raise
+//!   (`trigger DOMAIN nmi`).
 //! - `mode=cpu-msrs`: IA32_TSC and IA32_TSC_ADJUST, IA32_MISC_ENABLE's bits, the
 //!   machine-check MSRs.
 //! - `mode=s3`: SLP_EN with the S3 sleep type, which the DSDT does not offer: the domain
@@ -255,6 +257,14 @@ fn nmi(c: &mut Checks) {
     check!(c, wait_for(3, 500), "an I/O APIC entry in NMI mode delivers NMIs ({} so far)", NMIS.load(Ordering::SeqCst));
     ioapic_write(0x10 + 2 * 2, 0x1_0000);
     stop_pit();
+
+    // LINT1, the PC's NMI line, programmed as NMI: Domain0's `trigger nmi` raises it
+    // (tests/tests/compat.rs does, two seconds after boot).
+    NMIS.store(0, Ordering::SeqCst);
+    apic_write(APIC + 0x360, 0x400);
+    let triggered = wait_for(1, 20_000);
+    check!(c, triggered, "LINT1 programmed as NMI delivers Domain0's trigger as an NMI");
+    apic_write(APIC + 0x360, 0x1_0000);
     COUNTING.store(false, Ordering::SeqCst);
     // SAFETY: back to normal.
     unsafe { asm!("sti") };

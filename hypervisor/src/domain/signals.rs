@@ -1,5 +1,6 @@
 //! What reaches a vCPU from outside while it may be running on another CPU: fixed
-//! interrupts (IPIs from its siblings, device interrupts), NMIs, INIT and STARTUP.
+//! interrupts (IPIs from its siblings, device interrupts), NMIs, LINT1 edges, INIT and
+//! STARTUP.
 //!
 //! The vCPU's own state (its local APIC among it) sits behind its lock, which the CPU
 //! running it holds for a whole slice. Senders therefore never take that lock: they set
@@ -19,6 +20,9 @@ pub struct VcpuSignals {
     /// An NMI (NMI IPI, I/O APIC entry in NMI mode, LINT1): like the CPU's NMI latch,
     /// any number of them before the vCPU looks count as one.
     nmi: AtomicBool,
+    /// A rising edge on LINT1 (Domain0's `trigger ID nmi`), which the vCPU's local APIC
+    /// turns into what its LVT LINT1 entry says.
+    lint1: AtomicBool,
     init: AtomicBool,
     /// `0x100 | vector` while a STARTUP IPI waits, 0 otherwise.
     sipi: AtomicU32,
@@ -33,6 +37,7 @@ pub struct Posted {
     pub vectors: [u64; 4],
     pub level: [u64; 4],
     pub nmi: bool,
+    pub lint1: bool,
     pub init: bool,
     pub sipi: Option<u8>,
 }
@@ -54,6 +59,7 @@ impl VcpuSignals {
             irr: [const { AtomicU64::new(0) }; 4],
             level: [const { AtomicU64::new(0) }; 4],
             nmi: AtomicBool::new(false),
+            lint1: AtomicBool::new(false),
             init: AtomicBool::new(false),
             sipi: AtomicU32::new(0),
             running_on: AtomicU32::new(0),
@@ -85,6 +91,10 @@ impl VcpuSignals {
         self.nmi.store(true, Ordering::Release);
     }
 
+    pub fn post_lint1(&self) {
+        self.lint1.store(true, Ordering::Release);
+    }
+
     pub fn post_init(&self) {
         self.init.store(true, Ordering::Release);
     }
@@ -103,6 +113,7 @@ impl VcpuSignals {
             p.level[i] = self.level[i].load(Ordering::Acquire) & *out;
         }
         p.nmi = self.nmi.swap(false, Ordering::AcqRel);
+        p.lint1 = self.lint1.swap(false, Ordering::AcqRel);
         p.init = self.init.swap(false, Ordering::AcqRel);
         let s = self.sipi.swap(0, Ordering::AcqRel);
         p.sipi = (s & 0x100 != 0).then_some(s as u8);
@@ -113,6 +124,7 @@ impl VcpuSignals {
     pub fn any(&self) -> bool {
         self.irr.iter().any(|w| w.load(Ordering::Acquire) != 0)
             || self.nmi.load(Ordering::Acquire)
+            || self.lint1.load(Ordering::Acquire)
             || self.init.load(Ordering::Acquire)
             || self.sipi.load(Ordering::Acquire) != 0
     }
@@ -161,9 +173,10 @@ mod tests {
         let s = VcpuSignals::new(Addressing::default());
         s.post_nmi();
         s.post_nmi();
+        s.post_lint1();
         assert!(s.any());
         let p = s.take();
-        assert!(p.nmi && p.vectors().next().is_none());
+        assert!(p.nmi && p.lint1 && p.vectors().next().is_none());
         assert!(!s.any(), "two NMIs before the vCPU looked are one");
     }
 

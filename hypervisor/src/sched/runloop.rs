@@ -238,7 +238,9 @@ fn wake_blocked(now: u64) -> Option<u64> {
                 v.lapic.accept(vector, posted.is_level(vector));
             }
             // In wait-for-SIPI an NMI is held off and lost with the INIT that follows.
-            v.nmi_pending |= posted.nmi && v.state == VcpuState::Blocked;
+            if v.state == VcpuState::Blocked {
+                take_nmis(&posted, &mut v);
+            }
             if posted.init {
                 // INIT: back to waiting for STARTUP (SDM Vol. 3A "INIT Reset").
                 v.lapic.reset();
@@ -620,8 +622,16 @@ fn drain_mailbox(signals: Option<&crate::domain::signals::VcpuSignals>, vcpu: &m
     for vector in posted.vectors() {
         vcpu.lapic.accept(vector, posted.is_level(vector));
     }
-    vcpu.nmi_pending |= posted.nmi;
+    take_nmis(&posted, vcpu);
     posted.init
+}
+
+/// An NMI posted to the vCPU, or a LINT1 edge its local APIC turns into one (or into
+/// the fixed vector its LVT entry names, which the APIC latches).
+fn take_nmis(posted: &crate::domain::signals::Posted, vcpu: &mut Vcpu) {
+    use crate::devices::lapic::{Lint, LintEffect};
+    let lint1_nmi = posted.lint1 && vcpu.lapic.lint_edge(Lint::Lint1) == LintEffect::Nmi;
+    vcpu.nmi_pending |= posted.nmi || lint1_nmi;
 }
 
 /// How a wait in place ([`halt_in_place`]) ended.

@@ -192,6 +192,19 @@ fn perform(vmcs: &Current, domain: &Domain, req: Request) -> Result<u64, Error> 
         Request::IrqRoute { gsi, level, active_low } => {
             crate::domain::passthrough::route(gsi, level, active_low).map(|_| 0)
         }
+        Request::DomainTrigger { domain: id, trigger: hypercall::Trigger::Nmi, vcpu } => {
+            let d = domu(id)?;
+            let targets: alloc::vec::Vec<_> = match vcpu {
+                Some(v) => alloc::vec![d.signals.get(v as usize).ok_or(Error::NoEntry)?],
+                None => d.signals.iter().collect(),
+            };
+            for target in targets {
+                target.post_lint1();
+                crate::sched::notify(target.running_on());
+            }
+            log::info!("domain {}: NMI line (LINT1) raised by Domain0", d.name);
+            Ok(0)
+        }
         Request::PlatformInfo { out } => {
             copy_to_guest(vmcs, domain, out, &crate::arch::acpi::fixed_hardware().to_bytes())?;
             Ok(0)

@@ -1,6 +1,7 @@
-//! Domain lifecycle: `list`, `create`, `destroy`/`shutdown`/`reboot`/`pause`/`unpause`, `console`.
+//! Domain lifecycle: `list`, `create`, `destroy`/`shutdown`/`reboot`/`pause`/`unpause`,
+//! `trigger`, `console`.
 
-use abi::hypercall::{self as hc, Call, DomState, DomainCreate, DomainInfo, Error};
+use abi::hypercall::{self as hc, Call, DomState, DomainCreate, DomainInfo, Error, Trigger};
 use core::fmt::Write;
 
 use super::{Domains, display_name, is_dom0, one_domain, synopsis};
@@ -117,6 +118,32 @@ pub fn lifecycle<'a>(op: DomainOp, args: &[&'a str], host: &mut impl Host) -> Re
         // Gone between the listing and the call.
         Error::NoEntry => CmdError::NoDomain(args.first().map_or("", |s| words::unquote(s))),
         error => CmdError::Hypervisor { call: op.call(), error },
+    })
+}
+
+/// `trigger DOMAIN nmi [VCPU]`: a rising edge on the NMI line (LINT1) of every vCPU of
+/// the domain, or of one (Xen's `xl trigger`; the other triggers Xen has are not).
+pub fn trigger<'a>(args: &[&'a str], host: &mut impl Host) -> Result<(), CmdError<'a>> {
+    let (spec, kind, vcpu) = match args {
+        [spec, kind] => (*spec, *kind, None),
+        [spec, kind, vcpu] => (*spec, *kind, Some(*vcpu)),
+        _ => return Err(CmdError::Usage(synopsis("trigger"))),
+    };
+    if words::unquote(kind) != "nmi" {
+        return Err(CmdError::BadChoice { text: kind, setting: "the trigger", choices: "nmi" });
+    }
+    let vcpu = match vcpu {
+        Some(text) => Some(parse_u32(text).ok_or(CmdError::BadNumber { text, what: "VCPU" })?),
+        None => None,
+    };
+    let d = one_domain("trigger", &[spec], host)?;
+    if is_dom0(&d) {
+        return Err(CmdError::Dom0("trigger an NMI in"));
+    }
+    host.domain_trigger(d.id, Trigger::Nmi, vcpu).map_err(|e| match e {
+        Error::NoEntry if vcpu.is_some() => CmdError::Refused("no such vCPU in that domain"),
+        Error::NoEntry => CmdError::NoDomain(words::unquote(spec)),
+        error => CmdError::Hypervisor { call: Call::DomainTrigger, error },
     })
 }
 

@@ -39,6 +39,11 @@ const COMMANDS: &[Command] = &[
     Command { name: "unpause", synopsis: "unpause DOMAIN", summary: "schedule a paused domain again" },
     Command { name: "console", synopsis: "console DOMAIN", summary: "attach to a domain's console (Ctrl-] leaves)" },
     Command {
+        name: "trigger",
+        synopsis: "trigger DOMAIN nmi [VCPU]",
+        summary: "raise the NMI line (LINT1) of a domain's vCPUs",
+    },
+    Command {
         name: "sched-credit",
         synopsis: "sched-credit [-d DOMAIN [-w WEIGHT] [-c CAP]] | -s [-t TSLICE_MS] [-r RATELIMIT_US]",
         summary: "show or set credit scheduler parameters",
@@ -111,6 +116,7 @@ impl Shell {
             "pause" => domain::lifecycle(DomainOp::Pause, args, host)?,
             "unpause" => domain::lifecycle(DomainOp::Unpause, args, host)?,
             "console" => return domain::console(args, host),
+            "trigger" => domain::trigger(args, host)?,
             "sched-credit" => sched::sched_credit(args, host, out)?,
             "vcpu-list" => vcpu::list(args, host, out)?,
             "vcpu-pin" => vcpu::pin(args, host)?,

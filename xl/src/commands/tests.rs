@@ -244,6 +244,23 @@ fn a_domain_that_vanishes_during_the_call_is_reported_as_gone() {
 }
 
 #[test]
+fn trigger_raises_the_nmi_line_of_all_vcpus_or_one() {
+    let mut m = Mock::new();
+    assert_eq!(output(&mut m, "trigger web nmi"), "");
+    assert_eq!(output(&mut m, "trigger 1 nmi 0"), "");
+    assert_eq!(m.calls, ["trigger 1 Nmi None", "trigger 1 Nmi Some(0)"]);
+    assert_eq!(output(&mut m, "trigger web nmi 7"), "error: no such vCPU in that domain\n");
+    assert_eq!(output(&mut m, "trigger web reset"), "error: bad value 'reset' for the trigger (choose nmi)\n");
+    assert_eq!(output(&mut m, "trigger web nmi x"), "error: bad number 'x' for VCPU\n");
+    assert_eq!(output(&mut m, "trigger web"), "error: usage: trigger DOMAIN nmi [VCPU]\n");
+    assert_eq!(output(&mut m, "trigger nobody nmi"), "error: no domain 'nobody'\n");
+    assert_eq!(
+        output(&mut m, "trigger 0 nmi"),
+        "error: refusing to trigger an NMI in Domain-0: it runs this shell (use 'poweroff' to stop the host)\n"
+    );
+}
+
+#[test]
 fn console_resolves_the_domain_and_hands_over() {
     let mut m = Mock::new();
     assert_eq!(run(&mut m, "console web"), (String::new(), Outcome::EnterConsole(1)));
