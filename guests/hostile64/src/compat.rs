@@ -17,8 +17,8 @@
 //!   LINT0 programmed as NMI with the 8259 behind it, an I/O APIC entry in NMI mode, and
 //!   LINT1 programmed as NMI, which it then waits (up to 20 s) for Domain0 to raise
 //!   (`trigger DOMAIN nmi`).
-//! - `mode=cpu-msrs`: IA32_TSC and IA32_TSC_ADJUST, IA32_MISC_ENABLE's bits, the
-//!   machine-check MSRs.
+//! - `mode=cpu-msrs`: IA32_TSC and IA32_TSC_ADJUST, IA32_MISC_ENABLE's bits,
+//!   IA32_FEATURE_CONTROL, IA32_PLATFORM_ID, IA32_DEBUGCTL, the machine-check MSRs.
 //! - `mode=s3`: SLP_EN with the S3 sleep type, which the DSDT does not offer: the domain
 //!   must wake at once (WAK_STS set) rather than hang, and go on.
 
@@ -345,6 +345,16 @@ fn cpu_msrs(c: &mut Checks) {
     let ignored = wrmsr_raw(IA32_MISC_ENABLE, misc | 1 << 18).is_ok();
     let after = rdmsr_raw(IA32_MISC_ENABLE).unwrap_or(0);
     check!(c, ignored && after == misc, "the MONITOR enable bit is ignored, as CPUID shows no MONITOR");
+
+    // What kernels read at boot besides: locked feature control, the platform ID, the
+    // branch single-step bit of DEBUGCTL.
+    check!(c, rdmsr_raw(0x3A).is_ok_and(|v| v == 1), "IA32_FEATURE_CONTROL reads locked, nothing enabled");
+    check!(c, wrmsr_raw(0x3A, 5).is_err_and(|t| t.vector == 13), "IA32_FEATURE_CONTROL is locked");
+    check!(c, rdmsr_raw(0x17).is_ok_and(|v| v == 0), "IA32_PLATFORM_ID reads 0");
+    let btf = wrmsr_raw(0x1D9, 0b11).is_ok() && rdmsr_raw(0x1D9).is_ok_and(|v| v == 0b10);
+    check!(c, btf, "IA32_DEBUGCTL keeps BTF and drops LBR");
+    let reserved = wrmsr_raw(0x1D9, 1 << 2).is_err_and(|t| t.vector == 13);
+    check!(c, reserved && wrmsr_raw(0x1D9, 0).is_ok(), "IA32_DEBUGCTL's reserved bits raise #GP");
 
     // Machine check: a few banks that read clean.
     if cpuid(1, 0)[3] & (1 << 14) == 0 {

@@ -13,6 +13,17 @@ use crate::vmx::fields::{Field64, FieldNatural};
 use crate::vmx::vmcs::Current;
 
 const IA32_TSC: u32 = 0x10;
+/// IA32_PLATFORM_ID: which microcode a CPU takes (Windows' microcode loader reads it);
+/// a guest loads none, so it reads 0.
+const IA32_PLATFORM_ID: u32 = 0x17;
+/// MSR_EBL_CR_POWERON: the bus configuration some kernels read for the FSB; 0, as KVM.
+const MSR_EBL_CR_POWERON: u32 = 0x2A;
+/// IA32_FEATURE_CONTROL: locked with nothing enabled (no VMX, SMX, SGX, LMCE to offer,
+/// as CPUID says), so that no OS tries to set it; a write is #GP, as to a locked MSR.
+const IA32_FEATURE_CONTROL: u32 = 0x3A;
+const FEATURE_CONTROL_LOCKED: u64 = 1;
+/// IA32_DEBUGCTL, from the VMCS ("load/save debug controls").
+const IA32_DEBUGCTL: u32 = 0x1D9;
 const IA32_MTRRCAP: u32 = 0xFE;
 /// IA32_BIOS_SIGN_ID: the microcode revision (high half after a write of 0 and CPUID.1);
 /// a guest has none to report, so it reads 0.
@@ -128,7 +139,9 @@ pub fn rdmsr(vmcs: &Current, vcpu: &mut Vcpu) -> Next {
         }
         // The vCPU's own value (the policy decides whether the MSR exists for guests).
         IA32_SPEC_CTRL if crate::arch::spec_ctrl::mitigations().guest_spec_ctrl != 0 => vcpu.spec_ctrl,
-        IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID => 0,
+        IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID | IA32_PLATFORM_ID | MSR_EBL_CR_POWERON => 0,
+        IA32_FEATURE_CONTROL => FEATURE_CONTROL_LOCKED,
+        IA32_DEBUGCTL => vmcs.read64(Field64::GuestIa32Debugctl),
         IA32_PAT => vmcs.read64(Field64::GuestIa32Pat),
         IA32_EFER => vmcs.read64(Field64::GuestIa32Efer),
         IA32_FS_BASE => vmcs.read_natural(FieldNatural::GuestFsBase),
@@ -276,7 +289,14 @@ fn plain_wrmsr(vmcs: &Current, vcpu: &Vcpu, msr: u32, value: u64) -> bool {
             true
         }
         // Writes the platform ignores (the microcode revision latch among them).
-        IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID => true,
+        IA32_MTRR_DEF_TYPE | IA32_BIOS_SIGN_ID | MSR_EBL_CR_POWERON => true,
+        IA32_DEBUGCTL => match crate::guest_msrs::debugctl_value(value) {
+            Some(v) => {
+                vmcs.write64(Field64::GuestIa32Debugctl, v);
+                true
+            }
+            None => false,
+        },
         _ => false,
     }
 }
