@@ -214,6 +214,13 @@ pub fn multiboot(data: &[u8]) {
                 let end = at.0 + info.bytes.len() as u64;
                 assert!(end <= mem && end <= LIMIT_4G, "blob {at:?}+{} beyond memory {mem}", info.bytes.len());
             }
+            // Where the hypervisor puts it: in memory, below 4 GiB, never over the image.
+            if let Ok(info) = multiboot::place_info(&plan, mem, &cmdline, "ferrovisor") {
+                let len = info.bytes.len() as u64;
+                let end = info.info_gpa.0 + len;
+                assert!(end <= mem && end <= LIMIT_4G, "placed blob {:?}+{len} beyond memory {mem}", info.info_gpa);
+                assert!(!plan.overlaps(info.info_gpa, len), "placed blob {:?}+{len} over the image", info.info_gpa);
+            }
         }
         Err(e) => {
             let _ = e.to_string();
