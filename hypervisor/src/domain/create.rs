@@ -278,14 +278,18 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
         }
     }
     .map_err(|e| format!("image {}: {e}", image.name))?;
-    // The low area the hypervisor writes into for 64-bit guests (the boot area) must
-    // stay clear of the image. The multiboot information goes wherever the image leaves
-    // room (`multiboot::place_info`); nothing is written for a real-mode program: all of
-    // low memory is its own.
-    let reserved_end = match plan.mode {
-        EntryMode::Long64 => boot_area::BOOT_AREA_END,
-        EntryMode::Protected32 | EntryMode::Real16 => 0,
+    // What the hypervisor writes for the guest goes where the image leaves room: the
+    // boot area of a 64-bit image (`boot_area::place`), the multiboot information
+    // (`multiboot::place_info`, below). A Linux kernel loads at 1 MiB or above and gets
+    // the usual area; nothing is written for a real-mode program: all of low memory is
+    // its own.
+    let area = match plan.mode {
+        EntryMode::Long64 if linux.is_none() => boot_area::place(&plan, size).ok_or_else(|| {
+            format!("image {}: no room for the 60 KiB boot area beside the image; give the domain more memory", image.name)
+        })?,
+        _ => boot_area::BootArea::USUAL,
     };
+    let reserved_end = if plan.mode == EntryMode::Long64 && linux.is_some() { boot_area::BOOT_AREA_END } else { 0 };
     // What firmware leaves in memory (ACPI tables in the BIOS area) for the protected-
     // and long-mode guests we boot; a real-mode program owns all of low memory.
     let vcpus = spec.vcpus.max(1);
@@ -340,7 +344,10 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
             }
         }
         EntryMode::Long64 => {
-            for (gpa, bytes) in boot_area::build(size, id, spec.vcpus, &spec.cmdline) {
+            if area != boot_area::BootArea::USUAL {
+                log::info!("domain {name}: the image loads inside the usual boot area; it is at {:#x}", area.gdt());
+            }
+            for (gpa, bytes) in boot_area::build(area, size, id, spec.vcpus, &spec.cmdline) {
                 memory.write(gpa, &bytes).map_err(|e| e.to_string())?;
             }
         }
@@ -402,7 +409,7 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
                     EntryMode::Long64 if let Some(l) = &linux => {
                         vcpu::setup_linux64(&current, &mut v, &setup, l.entry, l.rsi)
                     }
-                    EntryMode::Long64 => vcpu::setup_long_mode(&current, &mut v, &setup, plan.entry, size & !0xF),
+                    EntryMode::Long64 => vcpu::setup_long_mode(&current, &mut v, &setup, area, plan.entry, size & !0xF),
                     EntryMode::Real16 => vcpu::setup_real16(&current, &mut v, &setup, plan.entry),
                     EntryMode::Protected32 => vcpu::setup_protected32(
                         &current,

@@ -116,7 +116,7 @@ pub fn plan(
     })?;
     let mut blobs = Vec::new();
     blobs.push((boot_area::GDT_GPA, GDT.iter().flat_map(|d| d.to_le_bytes()).collect()));
-    blobs.extend(boot_area::page_tables());
+    blobs.extend(boot_area::page_tables(boot_area::BootArea::USUAL));
     blobs.push((ZERO_PAGE_GPA, zero_page.to_vec()));
     let mut c = cmdline.as_bytes().to_vec();
     c.push(0);

@@ -287,22 +287,29 @@ fn write_common_state(vmcs: &Current, entry: u64, rsp: u64) {
 /// __BOOT_CS, DS = ES = SS = __BOOT_DS, interrupts off, RSI = the zero page.
 pub fn setup_linux64(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64, zero_page: u64) {
     use super::linux::{BOOT_CS, BOOT_DS, GDT_LIMIT};
-    write_long_mode_state(vmcs, vcpu, s, BOOT_CS, BOOT_DS, GDT_LIMIT);
+    write_long_mode_state(vmcs, vcpu, s, boot_area::BootArea::USUAL, (BOOT_CS, BOOT_DS), GDT_LIMIT);
     // The kernel sets up its own stack before using one; RSP points below the zero page.
     write_common_state(vmcs, entry, zero_page);
     vcpu.regs.rsi = zero_page;
 }
 
-/// Long mode with the boot area's identity paging and GDT (`gdt_limit` bytes of it),
-/// flat segments with `code` and `data` selectors.
-fn write_long_mode_state(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, code: u16, data: u16, gdt_limit: u32) {
+/// Long mode with the identity paging and GDT (`gdt_limit` bytes of it) of the boot
+/// area at `area`, flat segments with the (code, data) selectors.
+fn write_long_mode_state(
+    vmcs: &Current,
+    vcpu: &mut Vcpu,
+    s: &VmcsSetup,
+    area: boot_area::BootArea,
+    (code, data): (u16, u16),
+    gdt_limit: u32,
+) {
     write_controls(vmcs, vcpu, s, true);
     let cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
     write_control_registers(vmcs, vcpu, s, cr0, CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT);
-    vmcs.write_natural(FieldNatural::GuestCr3, boot_area::PML4_GPA);
+    vmcs.write_natural(FieldNatural::GuestCr3, area.pml4());
     vmcs.write64(Field64::GuestIa32Efer, EFER_LME | EFER_LMA | EFER_NXE);
     write_flat_segments(vmcs, code, AR_CODE64, data);
-    vmcs.write_natural(FieldNatural::GuestGdtrBase, boot_area::GDT_GPA);
+    vmcs.write_natural(FieldNatural::GuestGdtrBase, area.gdt());
     vmcs.write32(Field32::GuestGdtrLimit, gdt_limit);
 }
 
@@ -404,9 +411,18 @@ pub fn reset_for_startup(vmcs: &Current, vcpu: &mut Vcpu) {
     vcpu.mmio_fetch = None;
 }
 
-/// Fills the control fields and the 64-bit guest state of `vcpu`'s VMCS (current).
-pub fn setup_long_mode(vmcs: &Current, vcpu: &mut Vcpu, s: &VmcsSetup, entry: u64, stack_top: u64) {
-    write_long_mode_state(vmcs, vcpu, s, boot_area::CODE64_SELECTOR, boot_area::DATA_SELECTOR, 3 * 8 - 1);
+/// Fills the control fields and the 64-bit guest state of `vcpu`'s VMCS (current), for
+/// the boot area at `area`.
+pub fn setup_long_mode(
+    vmcs: &Current,
+    vcpu: &mut Vcpu,
+    s: &VmcsSetup,
+    area: boot_area::BootArea,
+    entry: u64,
+    stack_top: u64,
+) {
+    let selectors = (boot_area::CODE64_SELECTOR, boot_area::DATA_SELECTOR);
+    write_long_mode_state(vmcs, vcpu, s, area, selectors, 3 * 8 - 1);
     write_common_state(vmcs, entry, stack_top);
-    vcpu.regs.rdi = boot_area::BOOT_INFO_GPA;
+    vcpu.regs.rdi = area.boot_info();
 }
