@@ -179,9 +179,7 @@ pub fn bare_bochs(name: &'static str, image: PathBuf, until: &str, timeout: Dura
     let _ = std::fs::create_dir_all(&machine.work_dir);
     let _ = std::fs::remove_file(machine.serial_log());
     let mut running = machine.launch().unwrap_or_else(|e| panic!("{name}: {e}"));
-    let outcome = running.wait(timeout, |serial| {
-        serial.ends_with('\n') && serial.lines().any(|l| l.contains(until))
-    });
+    let outcome = running.wait(timeout, |serial| serial.ends_with('\n') && serial.lines().any(|l| l.contains(until)));
     drop(running);
     let read = |p: PathBuf| std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let (serial, emulator_log) = (read(machine.serial_log()), read(machine.emulator_log()));

@@ -62,9 +62,13 @@ fn guests_probing_the_edges_of_the_pc_get_what_hardware_answers() {
         "domain s3 asked for ACPI sleep type 3, which its DSDT does not offer (only S5); it wakes at once",
         "domain s3 exited status=0",
     ]);
-    for (name, mode, checks) in
-        [("unclaimed", "unclaimed", 33), ("apic-off", "apic-off", 21), ("nmi", "nmi", 8), ("msrs", "cpu-msrs", 25), ("s3", "s3", 3)]
-    {
+    for (name, mode, checks) in [
+        ("unclaimed", "unclaimed", 33),
+        ("apic-off", "apic-off", 21),
+        ("nmi", "nmi", 8),
+        ("msrs", "cpu-msrs", 25),
+        ("s3", "s3", 3),
+    ] {
         let summary = log.serial.lines().find(|l| l.contains(&format!("[{name}] compat: {mode}: ")));
         if let Some(line) = summary {
             assert!(line.ends_with(" 0 problem(s)"), "{}: {line}", log.name);
@@ -75,10 +79,7 @@ fn guests_probing_the_edges_of_the_pc_get_what_hardware_answers() {
 
 /// The `case NAME: events` lines of guests/real16, without the log's prefixes.
 fn debug_cases(log: &BootLog) -> Vec<String> {
-    log.serial
-        .lines()
-        .filter_map(|l| l.find("case ").map(|i| l[i..].trim_end().to_string()))
-        .collect()
+    log.serial.lines().filter_map(|l| l.find("case ").map(|i| l[i..].trim_end().to_string())).collect()
 }
 
 /// Debug exceptions around instructions that exit to the hypervisor (single-step over

@@ -189,7 +189,11 @@ impl Host for Mock {
 
     fn domain_trigger(&mut self, id: u32, trigger: Trigger, vcpu: Option<u32>) -> Result<(), Error> {
         let target = vcpu.map_or(u64::from(u32::MAX), u64::from);
-        self.change(Call::DomainTrigger, [id.into(), trigger as u64, target, 0, 0, 0], format!("trigger {id} {trigger:?} {vcpu:?}"))?;
+        self.change(
+            Call::DomainTrigger,
+            [id.into(), trigger as u64, target, 0, 0, 0],
+            format!("trigger {id} {trigger:?} {vcpu:?}"),
+        )?;
         let d = self.domain_mut(id)?;
         if vcpu.is_some_and(|v| v >= d.vcpus) {
             return Err(Error::NoEntry);

@@ -23,8 +23,8 @@
 //!   must wake at once (WAK_STS set) rather than hang, and go on.
 
 use crate::{APIC, Console, IA32_APIC_BASE, Trap, exit, mmio, outb, rdmsr_raw, setup_tables, wrmsr_raw};
-use core::fmt::Write;
 use core::arch::asm;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The modes this module runs.
@@ -105,11 +105,21 @@ fn inb(port: u16) -> u8 {
 fn unclaimed(c: &mut Checks) {
     let places = [(0xFED0_0000u64, "the HPET's ID register"), (0xFF00_0000, "0xff000000"), (0xE000_0000, "the hole")];
     for (addr, what) in places {
-        for (form, size, all_ones) in
-            [(0u64, "dword", 0xFFFF_FFFFu64), (2, "byte", 0xFF), (3, "word", 0xFFFF), (4, "qword", u64::MAX), (9, "movsx word", u64::MAX)]
-        {
+        for (form, size, all_ones) in [
+            (0u64, "dword", 0xFFFF_FFFFu64),
+            (2, "byte", 0xFF),
+            (3, "word", 0xFFFF),
+            (4, "qword", u64::MAX),
+            (9, "movsx word", u64::MAX),
+        ] {
             let r = read(form, addr + 8);
-            check!(c, r.as_ref().is_ok_and(|&v| v == all_ones), "{size} read of {what} at {:#x} reads all ones ({:x?})", addr + 8, r.map_err(|t| t.vector));
+            check!(
+                c,
+                r.as_ref().is_ok_and(|&v| v == all_ones),
+                "{size} read of {what} at {:#x} reads all ones ({:x?})",
+                addr + 8,
+                r.map_err(|t| t.vector)
+            );
         }
         for form in [1u64, 5, 6, 7, 8] {
             let r = mmio(form, addr + 0x10, 0x1234_5678_9ABC_DEF0);
@@ -137,10 +147,18 @@ fn apic_off(c: &mut Checks) {
     check!(c, wrmsr_raw(IA32_APIC_BASE, APIC | APIC_BSP).is_ok(), "disabling the local APIC");
     check!(c, !cpuid_apic(), "CPUID.1:EDX.APIC is clear while disabled");
     let v = read(0, APIC + 0x30);
-    check!(c, v.as_ref().is_ok_and(|&v| v == 0xFFFF_FFFF), "the disabled APIC's page reads all ones ({v:x?})", v = v.map_err(|t| t.vector));
+    check!(
+        c,
+        v.as_ref().is_ok_and(|&v| v == 0xFFFF_FFFF),
+        "the disabled APIC's page reads all ones ({v:x?})",
+        v = v.map_err(|t| t.vector)
+    );
     check!(c, mmio(1, APIC + 0xB0, 0).is_ok(), "a write to the disabled APIC's page is dropped");
     check!(c, rdmsr_raw(0x803).is_err_and(|t| t.vector == 13), "x2APIC MSRs #GP while disabled");
-    let refused = [(APIC | APIC_BSP | APIC_EXTD, "EN=0 with EXTD=1"), (APIC | APIC_BSP | APIC_EN | APIC_EXTD, "disabled -> x2APIC")];
+    let refused = [
+        (APIC | APIC_BSP | APIC_EXTD, "EN=0 with EXTD=1"),
+        (APIC | APIC_BSP | APIC_EN | APIC_EXTD, "disabled -> x2APIC"),
+    ];
     for (value, what) in refused {
         check!(c, wrmsr_raw(IA32_APIC_BASE, value).is_err_and(|t| t.vector == 13), "{what} raises #GP");
     }
@@ -272,7 +290,16 @@ fn nmi(c: &mut Checks) {
 
 /// Both 8259s initialized (vectors 0x20 and 0x28), the master's mask as given.
 fn init_pic(master_mask: u8) {
-    for (port, value) in [(0x20u16, 0x11u8), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0xA0, 0x11), (0xA1, 0x28), (0xA1, 0x02), (0xA1, 0x01)] {
+    for (port, value) in [
+        (0x20u16, 0x11u8),
+        (0x21, 0x20),
+        (0x21, 0x04),
+        (0x21, 0x01),
+        (0xA0, 0x11),
+        (0xA1, 0x28),
+        (0xA1, 0x02),
+        (0xA1, 0x01),
+    ] {
         outb(port, value);
     }
     outb(0x21, master_mask);
@@ -315,7 +342,11 @@ fn cpu_msrs(c: &mut Checks) {
     let after = rdtsc();
     check!(c, (0x1000..0x1000 + second).contains(&after), "RDTSC counts from the value written ({after:#x})");
     let adjust = rdmsr_raw(IA32_TSC_ADJUST).unwrap_or(0) as i64;
-    check!(c, adjust < 0 && (adjust + before as i64).unsigned_abs() < second, "IA32_TSC_ADJUST moved with it ({adjust})");
+    check!(
+        c,
+        adjust < 0 && (adjust + before as i64).unsigned_abs() < second,
+        "IA32_TSC_ADJUST moved with it ({adjust})"
+    );
     let msr = rdmsr_raw(IA32_TSC).unwrap_or(0);
     check!(c, msr >= after && msr - after < second, "RDMSR IA32_TSC agrees with RDTSC ({msr:#x})");
     check!(c, wrmsr_raw(IA32_TSC_ADJUST, 0).is_ok(), "WRMSR IA32_TSC_ADJUST 0");
@@ -334,14 +365,26 @@ fn cpu_msrs(c: &mut Checks) {
         "IA32_MISC_ENABLE reads {misc:#x}: fast strings, no BTS/PEBS, no PMU, MONITOR as CPUID says"
     );
     let max = cpuid(0, 0)[0];
-    check!(c, wrmsr_raw(IA32_MISC_ENABLE, misc | 1 << 22).is_ok() && cpuid(0, 0)[0] <= 2, "limit CPUID maxval caps leaf 0 at 2");
+    check!(
+        c,
+        wrmsr_raw(IA32_MISC_ENABLE, misc | 1 << 22).is_ok() && cpuid(0, 0)[0] <= 2,
+        "limit CPUID maxval caps leaf 0 at 2"
+    );
     check!(c, wrmsr_raw(IA32_MISC_ENABLE, misc).is_ok() && cpuid(0, 0)[0] == max, "and lifting it restores {max:#x}");
     if cpuid(0x8000_0001, 0)[3] & (1 << 20) != 0 {
         let hidden = wrmsr_raw(IA32_MISC_ENABLE, misc | 1 << 34).is_ok() && cpuid(0x8000_0001, 0)[3] & (1 << 20) == 0;
         check!(c, hidden, "XD disable hides NX");
-        check!(c, wrmsr_raw(IA32_MISC_ENABLE, misc).is_ok() && cpuid(0x8000_0001, 0)[3] & (1 << 20) != 0, "and NX is back");
+        check!(
+            c,
+            wrmsr_raw(IA32_MISC_ENABLE, misc).is_ok() && cpuid(0x8000_0001, 0)[3] & (1 << 20) != 0,
+            "and NX is back"
+        );
     }
-    check!(c, wrmsr_raw(IA32_MISC_ENABLE, misc & !(1 << 11)).is_err_and(|t| t.vector == 13), "a read-only bit raises #GP");
+    check!(
+        c,
+        wrmsr_raw(IA32_MISC_ENABLE, misc & !(1 << 11)).is_err_and(|t| t.vector == 13),
+        "a read-only bit raises #GP"
+    );
     let ignored = wrmsr_raw(IA32_MISC_ENABLE, misc | 1 << 18).is_ok();
     let after = rdmsr_raw(IA32_MISC_ENABLE).unwrap_or(0);
     check!(c, ignored && after == misc, "the MONITOR enable bit is ignored, as CPUID shows no MONITOR");
@@ -374,7 +417,11 @@ fn cpu_msrs(c: &mut Checks) {
     }
     check!(c, clean && banks > 0, "{banks} banks enabled and clean");
     check!(c, wrmsr_raw(IA32_MCG_CAP, 0).is_err_and(|t| t.vector == 13), "IA32_MCG_CAP is read-only");
-    check!(c, rdmsr_raw(0x400 + 4 * banks as u32).is_err_and(|t| t.vector == 13), "the bank beyond the count raises #GP");
+    check!(
+        c,
+        rdmsr_raw(0x400 + 4 * banks as u32).is_err_and(|t| t.vector == 13),
+        "the bank beyond the count raises #GP"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -285,7 +285,10 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
     // its own.
     let area = match plan.mode {
         EntryMode::Long64 if linux.is_none() => boot_area::place(&plan, size).ok_or_else(|| {
-            format!("image {}: no room for the 60 KiB boot area beside the image; give the domain more memory", image.name)
+            format!(
+                "image {}: no room for the 60 KiB boot area beside the image; give the domain more memory",
+                image.name
+            )
         })?,
         _ => boot_area::BootArea::USUAL,
     };

@@ -39,8 +39,12 @@ use crate::vmx::vmcs::Current;
 
 /// The device behind a guest-physical address, with the offset into its window.
 enum Target {
-    Lapic { offset: u32 },
-    IoApic { offset: u64 },
+    Lapic {
+        offset: u32,
+    },
+    IoApic {
+        offset: u64,
+    },
     /// No RAM and no device: reads float to all ones, writes are dropped.
     Nothing,
 }

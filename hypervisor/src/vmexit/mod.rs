@@ -158,8 +158,7 @@ pub fn handle(vmcs: &Current, domain: &Domain, vcpu: &mut Vcpu, raw: RawExitReas
         ExitReason::Hlt => {
             let rflags = vmcs.read_natural(FieldNatural::GuestRflags);
             vcpu.halted_if_clear = false;
-            if vcpu.nmi_pending
-                || rflags & (1 << 9) != 0 && vcpu.lapic.pending(crate::arch::timer::now_ns()).is_some()
+            if vcpu.nmi_pending || rflags & (1 << 9) != 0 && vcpu.lapic.pending(crate::arch::timer::now_ns()).is_some()
             {
                 // An NMI or a deliverable interrupt waits: HLT ends at once.
                 Next::Advance
