@@ -155,18 +155,7 @@ mod tests {
     }
 
     fn plan_at(segments: &[(u64, u64)]) -> crate::loader::plan::LoadPlan<'static> {
-        use crate::loader::plan::{EntryMode, LoadPlan, Segment};
-        use crate::mm::addr::GuestPhysAddr;
-        static CODE: [u8; 16] = [0x90; 16];
-        LoadPlan {
-            segments: segments
-                .iter()
-                .map(|&(gpa, size)| Segment { gpa: GuestPhysAddr(gpa), data: &CODE[..], mem_size: size })
-                .collect(),
-            entry: segments[0].0,
-            mode: EntryMode::Long64,
-            multiboot: None,
-        }
+        crate::loader::plan::test_plan(crate::loader::plan::EntryMode::Long64, segments)
     }
 
     #[test]

@@ -356,16 +356,7 @@ mod tests {
     use alloc::string::ToString;
 
     fn plan_with(segments: &[(u64, u64)]) -> LoadPlan<'static> {
-        static CODE: [u8; 16] = [0x90; 16];
-        LoadPlan {
-            segments: segments
-                .iter()
-                .map(|&(gpa, size)| Segment { gpa: GuestPhysAddr(gpa), data: &CODE[..], mem_size: size })
-                .collect(),
-            entry: segments[0].0,
-            mode: EntryMode::Protected32,
-            multiboot: None,
-        }
+        plan::test_plan(EntryMode::Protected32, segments)
     }
 
     #[test]

@@ -181,6 +181,22 @@ impl LoadPlan<'_> {
     }
 }
 
+/// A plan of `segments` (guest-physical address, size) in `mode`, each backed by 16
+/// NOPs, entered at the first: for the tests of code that places things beside an image.
+#[cfg(test)]
+pub(crate) fn test_plan(mode: EntryMode, segments: &[(u64, u64)]) -> LoadPlan<'static> {
+    static CODE: [u8; 16] = [0x90; 16];
+    LoadPlan {
+        segments: segments
+            .iter()
+            .map(|&(gpa, size)| Segment { gpa: GuestPhysAddr(gpa), data: &CODE[..], mem_size: size })
+            .collect(),
+        entry: segments.first().map_or(0, |s| s.0),
+        mode,
+        multiboot: None,
+    }
+}
+
 /// Where [`super::multiboot::build_info`] was asked to put the information blob and why it
 /// cannot go there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
