@@ -98,6 +98,15 @@ fn debian_s_kernel_on_two_vcpus_answers_domain0_s_console_reboots_powers_off_and
     assert!(counts.len() == 2 && counts.iter().all(|&n| n > 0), "local timer interrupts per CPU: {loc:?}");
     let com = linux(&mut s, "grep ttyS0 /proc/interrupts");
     assert!(com.contains("IO-APIC") && com.trim_start().starts_with("4:"), "the console's interrupt: {com:?}");
+    // NMI IPIs between vCPUs: sysrq 'l' asks the other CPU for a backtrace by NMI (no
+    // NMI watchdog runs without a PMU, so the count starts at 0).
+    s.type_line("echo l > /proc/sysrq-trigger; sleep 2; grep NMI: /proc/interrupts");
+    let nmi = s.expect_line(&["[linux] ", "NMI:", "Non-maskable interrupts"], T);
+    let nmis: Vec<u64> = nmi
+        .split_once("NMI:")
+        .map(|(_, counts)| counts.split_whitespace().take(2).filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    assert!(nmis.len() == 2 && nmis[1] > 0, "NMIs taken per CPU after sysrq-l: {nmi:?}");
 
     // `reboot`: the kernel resets through the FADT's reset register; the domain is
     // built again under a new ID, and Domain0's console notices the old one is gone.
@@ -136,6 +145,11 @@ fn debian_s_kernel_on_two_vcpus_answers_domain0_s_console_reboots_powers_off_and
     assert!(acpid.parse::<u32>().is_ok(), "acpid is not running: {acpid:?}");
     s.send_bytes(&[0x1D]);
     s.expect("[console left]", T);
+    // The NMI line: the MADT's LAPIC NMI entry tells Linux that LINT1 is NMI, it
+    // programs it so, and Domain0's trigger reaches CPU 0 as an NMI nobody claimed.
+    dom0(&mut s, "trigger linux nmi 0");
+    s.expect("domain linux: NMI line (LINT1) raised by Domain0", T);
+    s.expect_line(&["[linux] ", "NMI received for unknown reason", "on CPU 0"], T);
     dom0(&mut s, "shutdown linux");
     s.expect("domain linux: ACPI power button pressed (shutdown requested by Domain0)", T);
     // (After the prompt the shell left on the console line.)
