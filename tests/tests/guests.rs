@@ -102,7 +102,8 @@ fn a_triple_fault_crashes_only_its_domain() {
 fn a_multiboot_kernel_gets_the_multiboot_hand_off_in_32_bit_protected_mode() {
     let log = Boot::bochs("guest-multiboot", 1)
         .with_config(
-            "until_guests_exit = true\n[domain mb]\nimage = multiboot32\nmemory = 16\ncmdline = \"hello multiboot\"\n",
+            "until_guests_exit = true\n[domain mb]\nimage = multiboot32\nmemory = 16\ncmdline = \"hello multiboot\"\n\
+             [domain canary]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=canary passes=10 every=10\"\n",
         )
         .run();
     log.expect_in_order(&[
@@ -118,6 +119,7 @@ fn a_multiboot_kernel_gets_the_multiboot_hand_off_in_32_bit_protected_mode() {
         "domain mb exited status=0",
         "machine halted: done",
     ]);
+    log.expect_in_order(&["domain canary exited status=0"]);
     log.expect_absent("ERROR");
 }
 
@@ -257,7 +259,10 @@ fn device_timers_interrupt_a_halted_guest_through_the_io_apic_and_the_8259() {
 #[test]
 fn injected_faults_push_rflags_with_the_resume_flag() {
     let log = Boot::bochs("guest-rf", 1)
-        .with_config("until_guests_exit = true\n[domain rf]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=rf\"\n")
+        .with_config(
+            "until_guests_exit = true\n[domain rf]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=rf\"\n\
+             [domain canary]\nimage = hostile64\nmemory = 16\ncmdline = \"mode=canary passes=10 every=10\"\n",
+        )
         .run();
     log.expect_in_order(&[
         "[rf] rf: WRMSR of an unknown MSR: vector 13 with RF set",
@@ -267,4 +272,5 @@ fn injected_faults_push_rflags_with_the_resume_flag() {
         "[rf] rf: done, 0 problem(s)",
         "domain rf exited status=0",
     ]);
+    log.expect_in_order(&["domain canary exited status=0"]);
 }
