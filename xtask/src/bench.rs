@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: boots the `bench64` guest (and a pair of them for the vCPU
 //! switch) in an emulator, collects what they print and what the hypervisor logs, and
-//! writes a table to the terminal, `bench/results.json` and `docs/benchmarks.md`.
+//! writes a table to the terminal and `results.json` and `benchmarks.md` to `target/bench/`
+//! (with `--record`, the committed `bench/results.json` and `docs/benchmarks.md`).
 //!
 //! Five boots, each with one CPU:
 //! - **micro**: one `bench64` domain with an empty command line: the exit round trips
@@ -525,8 +526,9 @@ pub fn markdown(rows: &[Row], ctx: &Context, notes: &[String]) -> String {
     let mut out = String::new();
     out.push_str(
         "# Benchmarks\n\n\
-         Written by `cargo xtask bench` on every run (do not edit by hand; change\n\
-         `xtask/src/bench.rs`). The same numbers are in `bench/results.json`.\n\n",
+         Written by `cargo xtask bench --record` (do not edit by hand; change\n\
+         `xtask/src/bench.rs`). The same numbers are in `bench/results.json`; a run without\n\
+         `--record` writes both to `target/bench/` instead.\n\n",
     );
     let _ = writeln!(out, "- command: `{}`", ctx.command);
     let _ = writeln!(out, "- emulator: {}", ctx.emulator);
@@ -578,8 +580,10 @@ const METHOD: &str = "
 six times with one CPU (micro, dom0, switch, share and spec-ctrl-off with 128 MiB,
 concurrent with 512 MiB),
 each time with `until_guests_exit = true` and `emulator_exit = true`, and reads the
-serial log. `cargo xtask bench --quick` boots only the first (the exit, interrupt and
-create rows) and writes nothing: the loop for working on a path.
+serial log. The results go to `target/bench/` unless `--record` asks for the committed
+`bench/results.json` and this file, so measuring leaves a checkout clean. `cargo xtask
+bench --quick` boots only the first (the exit, interrupt and create rows) and writes
+nothing: the loop for working on a path.
 
 **Time.** Every number in ticks is a TSC difference. Inside Bochs (`ips=100000000`)
 the TSC advances by one per emulated instruction, so the numbers are path lengths in
@@ -881,9 +885,22 @@ fn measured_by_micro(name: &str) -> bool {
     )
 }
 
-/// `cargo xtask bench [--emulator auto|bochs|qemu] [--quick]`. `quick` boots only the
-/// exit and interrupt benchmarks and records nothing: the loop for working on a path.
-pub fn run(emulator: &str, quick: bool) -> Result<(), String> {
+/// Where a run writes its results: `target/bench/` by default, so that measuring leaves
+/// a checkout clean; the committed `bench/results.json` and `docs/benchmarks.md` with
+/// `--record` (`record`), for the numbers the repository keeps.
+pub fn output_paths(root: &std::path::Path, record: bool) -> (std::path::PathBuf, std::path::PathBuf) {
+    if record {
+        (root.join("bench").join("results.json"), root.join("docs").join("benchmarks.md"))
+    } else {
+        let dir = root.join("target").join("bench");
+        (dir.join("results.json"), dir.join("benchmarks.md"))
+    }
+}
+
+/// `cargo xtask bench [--emulator auto|bochs|qemu] [--quick] [--record]`. `quick` boots
+/// only the exit and interrupt benchmarks and writes nothing: the loop for working on a
+/// path. `record` writes the committed files ([`output_paths`]).
+pub fn run(emulator: &str, quick: bool, record: bool) -> Result<(), String> {
     let engine = match emulator {
         "qemu" if deps::host_has_nested_vmx() => Engine::Qemu { kvm: true },
         "qemu" => {
@@ -977,27 +994,38 @@ pub fn run(emulator: &str, quick: bool) -> Result<(), String> {
         date: utc_date(now),
         commit: if dirty { format!("{commit} with uncommitted changes") } else { commit },
         command: match engine {
-            Engine::Bochs => "cargo xtask bench".to_string(),
-            Engine::Qemu { .. } => "cargo xtask bench --emulator qemu".to_string(),
+            Engine::Bochs => "cargo xtask bench --record".to_string(),
+            Engine::Qemu { .. } => "cargo xtask bench --emulator qemu --record".to_string(),
         },
     };
     println!("\n{}", table(&rows));
     for n in &notes {
         println!("note: {n}");
     }
-    let root = workspace_root();
-    std::fs::create_dir_all(root.join("bench")).map_err(|e| format!("cannot create bench/: {e}"))?;
-    let json = root.join("bench").join("results.json");
+    let (json, md) = output_paths(&workspace_root(), record);
+    for dir in [json.parent(), md.parent()].into_iter().flatten() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
     std::fs::write(&json, to_json(&rows, &ctx)).map_err(|e| format!("cannot write {}: {e}", json.display()))?;
-    let md = root.join("docs").join("benchmarks.md");
     std::fs::write(&md, markdown(&rows, &ctx, &notes)).map_err(|e| format!("cannot write {}: {e}", md.display()))?;
     println!("wrote {} and {}", json.display(), md.display());
+    if !record {
+        println!("(to keep these numbers in the repository: cargo xtask bench --record, then commit)");
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_run_writes_under_target_and_only_record_touches_tracked_files() {
+        let root = std::path::Path::new("/repo");
+        let (json, md) = output_paths(root, false);
+        assert!(json.starts_with("/repo/target") && md.starts_with("/repo/target"), "{json:?} {md:?}");
+        assert_eq!(output_paths(root, true), (root.join("bench/results.json"), root.join("docs/benchmarks.md")));
+    }
 
     const MICRO: &str = "\
 [     1000] INFO  cpu0 domain::lifecycle: domain bench: create start: frames free 100000000 bytes, heap used 5000 bytes

@@ -37,11 +37,13 @@ commands:
                                     replay the saved fuzz inputs, then run each cargo-fuzz
                                     target (or TARGET) for N seconds (default 60); --replay
                                     only replays (docs/fuzzing.md)
-  bench [--emulator bochs|qemu] [--quick]
+  bench [--emulator bochs|qemu] [--quick] [--record]
                                     benchmarks measured by guests with RDTSC: a table here,
-                                    bench/results.json and docs/benchmarks.md (Bochs by
-                                    default; qemu needs KVM with nested VT-x). --quick boots
-                                    only the exit/interrupt benchmarks and writes no files";
+                                    results.json and benchmarks.md in target/bench/ (Bochs by
+                                    default; qemu needs KVM with nested VT-x). --record writes
+                                    the committed bench/results.json and docs/benchmarks.md
+                                    instead; --quick boots only the exit/interrupt benchmarks
+                                    and writes no files";
 
 struct Opts {
     release: bool,
@@ -58,6 +60,7 @@ struct Opts {
     fuzz_seconds: Option<u64>,
     replay: bool,
     quick: bool,
+    record: bool,
     linux: bool,
     memory_given: bool,
 }
@@ -78,6 +81,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         fuzz_seconds: None,
         replay: false,
         quick: false,
+        record: false,
         linux: false,
         memory_given: false,
     };
@@ -101,6 +105,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--no-fuzz" => o.no_fuzz = true,
             "--replay" => o.replay = true,
             "--quick" => o.quick = true,
+            "--record" => o.record = true,
             "--seconds" | "--fuzz-seconds" => {
                 o.fuzz_seconds = Some(val(a)?.parse().map_err(|_| format!("{a} takes a number of seconds"))?)
             }
@@ -496,7 +501,7 @@ fn main() -> ExitCode {
             println!("\nsummary: {}", tally.summary());
             result.map(|()| ExitCode::SUCCESS)
         }
-        "bench" => xtask::bench::run(&opts.emulator, opts.quick).map(|_| ExitCode::SUCCESS),
+        "bench" => xtask::bench::run(&opts.emulator, opts.quick, opts.record).map(|_| ExitCode::SUCCESS),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
