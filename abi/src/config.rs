@@ -203,6 +203,10 @@ pub struct DomainConfig<'a> {
     pub autostart: bool,
     /// What happens when the guest powers itself off (`on_poweroff`, as in xl).
     pub on_poweroff: OnPoweroff,
+    /// With `until_guests_exit`, the machine stops once every awaited domain has ended,
+    /// whatever else still runs (Domain0, other guests); without any awaited domain it
+    /// waits for all of them. `cargo xtask run --guest` marks the guests it adds.
+    pub awaited: bool,
 }
 
 /// `on_poweroff`: what becomes of a domain that powered itself off (ACPI S5 or the exit
@@ -237,6 +241,7 @@ impl<'a> DomainConfig<'a> {
             dom0: false,
             autostart: true,
             on_poweroff: OnPoweroff::Preserve,
+            awaited: false,
         }
     }
 
@@ -490,8 +495,8 @@ fn unquote(value: &str) -> Option<&str> {
     }
 }
 
-const DOMAIN_KEYS: &str =
-    "image, initrd, memory, vcpus, cmdline, load_address, entry, mode, weight, cap, cpus, autostart, on_poweroff";
+const DOMAIN_KEYS: &str = "image, initrd, memory, vcpus, cmdline, load_address, entry, mode, weight, cap, cpus, \
+                           autostart, on_poweroff, awaited";
 
 fn valid_domain_name(name: &str) -> bool {
     (1..=MAX_DOMAIN_NAME).contains(&name.len())
@@ -514,7 +519,7 @@ fn parse_u64(v: &str) -> Option<u64> {
 enum Current<'a> {
     Nowhere,
     Hypervisor,
-    Domain(DomainConfig<'a>, [Option<usize>; 14]),
+    Domain(DomainConfig<'a>, [Option<usize>; 15]),
 }
 
 /// Reads the whole file, handing each finished domain to `on_domain`. The single
@@ -571,7 +576,7 @@ fn walk<'a>(text: &'a str, on_domain: &mut dyn FnMut(DomainConfig<'a>)) -> Resul
                     if let Some(first_line) = dom0_line.filter(|_| domain == DomainConfig::DOM0_NAME) {
                         return Err(ConfigError::DuplicateDomain { line, name: domain, first_line });
                     }
-                    current = Current::Domain(DomainConfig::new(domain, line), [None; 14]);
+                    current = Current::Domain(DomainConfig::new(domain, line), [None; 15]);
                 }
                 Section::Dom0 => {
                     if let Some(first_line) = dom0_line {
@@ -582,7 +587,7 @@ fn walk<'a>(text: &'a str, on_domain: &mut dyn FnMut(DomainConfig<'a>)) -> Resul
                     }
                     dom0_line = Some(line);
                     let d = DomainConfig { dom0: true, ..DomainConfig::new(DomainConfig::DOM0_NAME, line) };
-                    current = Current::Domain(d, [None; 14]);
+                    current = Current::Domain(d, [None; 15]);
                 }
                 Section::Unknown(name) => return Err(ConfigError::UnknownSection { line, name }),
             }
@@ -695,7 +700,7 @@ fn hypervisor_key<'a>(
 
 fn domain_key<'a>(
     d: &mut DomainConfig<'a>,
-    seen: &mut [Option<usize>; 14],
+    seen: &mut [Option<usize>; 15],
     line: usize,
     key: &'a str,
     value: &'a str,
@@ -718,6 +723,7 @@ fn domain_key<'a>(
         "autostart" if !d.dom0 => 11,
         "initrd" => 12,
         "on_poweroff" if !d.dom0 => 13,
+        "awaited" if !d.dom0 => 14,
         _ => return Err(ConfigError::UnknownDomainKey { line, key }),
     };
     if let Some(entry) = seen.get_mut(slot) {
@@ -769,11 +775,16 @@ fn domain_key<'a>(
                 .filter(|n| *n <= 6400)
                 .ok_or(bad("a cap in percent of one CPU, 0 (none) to 6400"))?
         }
-        11 => {
-            d.autostart = match v {
+        11 | 14 => {
+            let value = match v {
                 "true" => true,
                 "false" => false,
                 _ => return Err(bad(BOOLS)),
+            };
+            if slot == 11 {
+                d.autostart = value;
+            } else {
+                d.awaited = value;
             }
         }
         12 => {
@@ -1129,8 +1140,22 @@ mod tests {
                 dom0: false,
                 autostart: true,
                 on_poweroff: OnPoweroff::Preserve,
+                awaited: false,
             }
         );
+    }
+
+    #[test]
+    fn awaited_marks_the_domains_until_guests_exit_waits_for() {
+        let text = "[hypervisor]\nuntil_guests_exit = true\n[dom0]\nimage = dom0\n\
+                    [domain t]\nimage = x\n[domain g]\nimage = y\nawaited = true\n";
+        let d = domains_of(text);
+        assert_eq!(
+            d.iter().map(|d| (d.name, d.awaited)).collect::<std::vec::Vec<_>>(),
+            [("Domain-0", false), ("t", false), ("g", true)]
+        );
+        assert!(parse("[dom0]\nimage = dom0\nawaited = true\n").is_err(), "Domain0 is never awaited");
+        assert!(parse("[domain g]\nimage = y\nawaited = yes\n").is_err());
     }
 
     #[test]

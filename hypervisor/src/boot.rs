@@ -429,6 +429,9 @@ fn create_domains(boot: &BootBundle) -> usize {
                 );
                 return;
             }
+            if d.awaited {
+                crate::domain::await_domain(d.name);
+            }
             let spec = crate::domain::DomainSpec::from_config(&d);
             match crate::domain::lifecycle::start(d.name, &spec) {
                 Ok(_) => created += 1,

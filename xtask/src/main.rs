@@ -227,6 +227,11 @@ fn command_line_guests(o: &Opts) -> Result<(Vec<build::BuiltGuest>, String), Str
         if arg.destroy_on_poweroff {
             config.push_str("on_poweroff = destroy\n");
         }
+        // `--until-guests-exit` ends the run when these have ended, whatever else the
+        // configuration runs (Domain0 and its tickers never exit).
+        if o.until_guests_exit {
+            config.push_str("awaited = true\n");
+        }
         if let Some(initrd) = &arg.initrd {
             if kind != "bzimage" {
                 return Err(format!("--guest {}: initrd= is for Linux kernels (bzImage)", path.display()));
@@ -397,15 +402,21 @@ impl Tally {
     }
 }
 
-/// With `--until-guests-exit`: success only if every domain exited with status 0.
+/// With `--until-guests-exit`: success only if every domain that ended exited with
+/// status 0 (the `--guest` ones are `awaited`, so the run ends with them).
 fn guest_verdict(serial: &str, given: usize) -> ExitCode {
-    let exited: Vec<&str> = serial.lines().filter(|l| l.contains(" exited status=")).collect();
-    let crashed: Vec<&str> =
-        serial.lines().filter(|l| l.contains(" crashed: ") || l.contains(": not created: ")).collect();
-    let bad = exited.iter().filter(|l| !l.ends_with("status=0")).count() + crashed.len();
-    let good = exited.len() - exited.iter().filter(|l| !l.ends_with("status=0")).count();
+    let (good, bad) = guest_outcomes(serial);
     eprintln!("xtask: {good} domain(s) exited with status 0, {bad} failed or crashed");
     if bad == 0 && good > 0 && (given == 0 || good >= given) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Domains that exited with status 0, and those that exited otherwise, crashed or were
+/// not created, from the hypervisor's log.
+fn guest_outcomes(serial: &str) -> (usize, usize) {
+    let exited: Vec<&str> = serial.lines().filter(|l| l.contains(" exited status=")).collect();
+    let crashed = serial.lines().filter(|l| l.contains(" crashed: ") || l.contains(": not created: ")).count();
+    let failed = exited.iter().filter(|l| !l.trim_end().ends_with("status=0")).count();
+    (exited.len() - failed, failed + crashed)
 }
 
 fn cmd_test(o: &Opts) -> Result<ExitCode, String> {

@@ -284,10 +284,32 @@ mod kernel {
         DOMAINS.lock().clone()
     }
 
+    /// The names of the domains `until_guests_exit` waits for (`awaited = true` in the
+    /// boot configuration); empty: it waits for every domain.
+    static AWAITED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// `until_guests_exit` waits for the domain called `name` (and whatever is rebuilt
+    /// under that name after a reset).
+    pub fn await_domain(name: &str) {
+        AWAITED.lock().push(name.into());
+    }
+
     /// Whether every domain has ended (false when there are none).
     pub fn all_ended() -> bool {
         let d = DOMAINS.lock();
         !d.is_empty() && d.iter().all(|d| d.state().is_final())
+    }
+
+    /// Whether `until_guests_exit` may stop the machine: every awaited domain has ended
+    /// (one that never got created, or was destroyed, counts as ended), or, with none
+    /// awaited, every domain has.
+    pub fn guests_done() -> bool {
+        let awaited = AWAITED.lock();
+        if awaited.is_empty() {
+            return all_ended();
+        }
+        let d = DOMAINS.lock();
+        awaited.iter().all(|name| !d.iter().any(|x| x.name == *name && !x.state().is_final()))
     }
 }
 

@@ -350,12 +350,12 @@ pub fn run_loop() -> ! {
                 }
             }
             None => {
-                if cpu == 0
-                    && !reported
-                    && domain::all_ended()
-                    && !domain::lifecycle::restart_pending()
-                    && all_released(now)
-                {
+                // The end: every domain ended, or with `until_guests_exit` every awaited
+                // one (`awaited = true`), whatever else still runs.
+                let done = || {
+                    if UNTIL_GUESTS_EXIT.load(Ordering::Relaxed) { domain::guests_done() } else { domain::all_ended() }
+                };
+                if cpu == 0 && !reported && done() && !domain::lifecycle::restart_pending() && all_released(now) {
                     reported = true;
                     report();
                     if UNTIL_GUESTS_EXIT.load(Ordering::Relaxed) {
