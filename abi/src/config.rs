@@ -125,6 +125,11 @@ pub struct HypervisorConfig {
     /// RSB filling, L1D flush or VERW before entry, host IBRS); `false` only for
     /// measuring their cost (docs/security.md). Guests keep their MSRs either way.
     pub spec_ctrl: bool,
+    /// `guest_output = "log"`: DomUs' console lines also go to the machine's console
+    /// (and the log ring), prefixed with the domain's name. `"quiet"` (the default):
+    /// they stay in each domain's console (Domain0's `console ID`), and reach the
+    /// machine's console only at `log_level = "debug"` or `"trace"`.
+    pub guest_output_logged: bool,
     /// How many `[domain NAME]` sections the file has.
     pub domain_count: usize,
     /// Whether the file has a `[dom0]` section.
@@ -142,6 +147,7 @@ impl Default for HypervisorConfig {
             sched_slice_ms: 30,
             sched_ratelimit_us: 1000,
             spec_ctrl: true,
+            guest_output_logged: false,
             domain_count: 0,
             dom0: false,
         }
@@ -266,10 +272,11 @@ enum Key {
     SchedSlice,
     SchedRatelimit,
     SpecCtrl,
+    GuestOutput,
 }
 
 impl Key {
-    const ALL: [Key; 8] = [
+    const ALL: [Key; 9] = [
         Self::LogLevel,
         Self::Fault,
         Self::EmulatorExit,
@@ -278,6 +285,7 @@ impl Key {
         Self::SchedSlice,
         Self::SchedRatelimit,
         Self::SpecCtrl,
+        Self::GuestOutput,
     ];
 
     const fn as_str(self) -> &'static str {
@@ -290,6 +298,7 @@ impl Key {
             Self::SchedSlice => "sched_slice_ms",
             Self::SchedRatelimit => "sched_ratelimit_us",
             Self::SpecCtrl => "spec_ctrl",
+            Self::GuestOutput => "guest_output",
         }
     }
 
@@ -670,6 +679,13 @@ fn hypervisor_key<'a>(
         Key::EmulatorExit => config.emulator_exit = boolean(v)?,
         Key::UntilGuestsExit => config.until_guests_exit = boolean(v)?,
         Key::SpecCtrl => config.spec_ctrl = on_off(v)?,
+        Key::GuestOutput => {
+            config.guest_output_logged = match v {
+                "log" => true,
+                "quiet" => false,
+                _ => return Err(bad("log or quiet")),
+            }
+        }
         Key::SchedSlice => {
             config.sched_slice_ms = parse_u64(v)
                 .and_then(|n| u32::try_from(n).ok())
@@ -948,6 +964,7 @@ mod tests {
             sched_slice_ms: 30,
             sched_ratelimit_us: 1000,
             spec_ctrl: true,
+            guest_output_logged: false,
             domain_count: 0,
             dom0: false,
         };
@@ -958,9 +975,11 @@ mod tests {
 
     #[test]
     fn every_key_is_read() {
-        let c =
-            parse("[hypervisor]\nlog_level = debug\nserial_baud = 9600\nemulator_exit = true\nfault = page-fault\n")
-                .unwrap();
+        let c = parse(
+            "[hypervisor]\nlog_level = debug\nserial_baud = 9600\nemulator_exit = true\nfault = page-fault\n\
+             guest_output = log\n",
+        )
+        .unwrap();
         assert_eq!(
             c,
             HypervisorConfig {
@@ -972,10 +991,12 @@ mod tests {
                 sched_slice_ms: 30,
                 sched_ratelimit_us: 1000,
                 spec_ctrl: true,
+                guest_output_logged: true,
                 domain_count: 0,
                 dom0: false,
             }
         );
+        assert!(parse("[hypervisor]\nguest_output = loud\n").is_err());
     }
 
     #[test]
@@ -1042,7 +1063,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "hypervisor.cfg line 3: unknown key \"log_lvl\" in [hypervisor]; known keys: log_level, fault, \
-             emulator_exit, serial_baud, until_guests_exit, sched_slice_ms, sched_ratelimit_us, spec_ctrl"
+             emulator_exit, serial_baud, until_guests_exit, sched_slice_ms, sched_ratelimit_us, spec_ctrl, \
+             guest_output"
         );
     }
 

@@ -90,6 +90,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let boot_bundle = read_bundle(boot_info);
     let config = boot_bundle.config;
     crate::logger::set_level(config.log_level);
+    crate::logger::set_guest_output_logged(config.guest_output_logged);
     if config.serial_baud != 115_200 {
         log::info!("serial: switching COM1 to {} baud", config.serial_baud);
         arch::serial::init(config.serial_baud);

@@ -10,7 +10,7 @@
 use crate::arch::{cpu, serial};
 use crate::percpu;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct SerialLogger;
@@ -125,10 +125,31 @@ fn keep(line: &LineBuf) {
     }
 }
 
+/// `guest_output = "log"`: DomUs' console lines go to the machine's console.
+static GUEST_OUTPUT_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Sets `guest_output` from the configuration.
+pub fn set_guest_output_logged(on: bool) {
+    GUEST_OUTPUT_LOGGED.store(on, Ordering::Relaxed);
+}
+
+/// Whether DomUs' console lines reach the machine's console: with `guest_output = "log"`,
+/// or at `log_level = "debug"` and above. Otherwise they stay in each domain's console
+/// (`console ID`), as xenconsoled keeps them, and a person typing at `dom0#` is not
+/// interrupted by them.
+pub fn guest_lines_shown() -> bool {
+    if GUEST_OUTPUT_LOGGED.load(Ordering::Relaxed) {
+        log::log_enabled!(target: "hypervisor::domain::kernel", Level::Info)
+    } else {
+        log::log_enabled!(target: "hypervisor::domain::kernel", Level::Debug)
+    }
+}
+
 /// A line of a DomU's console, as an INFO line of `domain::kernel` prefixed with the
 /// domain's name. Written only if the serial queue has room for it beside what is kept
 /// for the hypervisor and Domain0 (`serial::try_write_bytes`); false when it was
-/// dropped. Never waits for the port.
+/// dropped. Never waits for the port. Console lines are passed only where
+/// [`guest_lines_shown`] says so; the debug port's always.
 pub fn guest_line(domain: &str, text: &str) -> bool {
     if !log::log_enabled!(target: "hypervisor::domain::kernel", Level::Info) {
         return true;

@@ -54,6 +54,9 @@ pub struct Boot {
     pub cpu_model: &'static str,
     /// Extra `[hypervisor]` lines of the boot configuration.
     pub config: &'static str,
+    /// `guest_output = "log"`: DomUs' console lines (COM1) in the serial log, where the
+    /// tests read them (the default here); false keeps the product's default, `quiet`.
+    pub guest_output_logged: bool,
     pub timeout: Duration,
     /// Images beyond our own guests (foreign kernels), as bundle entries.
     pub extra_guests: Vec<build::BuiltGuest>,
@@ -69,6 +72,7 @@ impl Boot {
             memory_mib: 128,
             cpu_model: emulator::BOCHS_CPU_MODEL,
             config: "",
+            guest_output_logged: true,
             timeout: Duration::from_secs(240),
             extra_guests: Vec::new(),
         }
@@ -83,6 +87,7 @@ impl Boot {
             memory_mib: 128,
             cpu_model: emulator::BOCHS_CPU_MODEL,
             config: "",
+            guest_output_logged: true,
             timeout: Duration::from_secs(120),
             extra_guests: Vec::new(),
         }
@@ -102,7 +107,11 @@ impl Boot {
     /// Builds the image for this boot: the machine to launch.
     fn machine(&self) -> Machine {
         let (kernel, boot, guest_dir) = tools();
-        let config = format!("[hypervisor]\nlog_level = \"info\"\nemulator_exit = true\n{}\n", self.config);
+        let output = if self.guest_output_logged { "log" } else { "quiet" };
+        let config = format!(
+            "[hypervisor]\nlog_level = \"info\"\nemulator_exit = true\nguest_output = {output}\n{}\n",
+            self.config
+        );
         let mut guests = build::guests_in(guest_dir, false).unwrap_or_else(|e| panic!("{}: {e}", self.name));
         guests.extend(self.extra_guests.iter().cloned());
         let dir = xtask::workspace_root().join("target").join("integration").join(self.name);

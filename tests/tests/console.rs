@@ -70,3 +70,26 @@ fn dom0_console_shows_a_domain_until_ctrl_bracket() {
     command(&mut s, "poweroff");
     s.expect("machine halted: done", T);
 }
+
+/// With the product's default (`guest_output = quiet`), a DomU's console stays in that
+/// domain's console: the prompt gets no ticker lines while a person waits at it, and
+/// `console 1` shows them.
+#[test]
+fn a_domains_console_output_stays_off_the_prompt_and_in_its_console() {
+    let mut s =
+        Boot { guest_output_logged: false, ..Boot::bochs("console-quiet", 1) }.with_config(CONFIG).interactive();
+    s.expect("dom0: Ferrovisor Domain0 shell", T);
+    s.expect("dom0# ", T);
+    // Two of the ticker's 5-second periods at the prompt.
+    command(&mut s, "sleep 11");
+    s.expect("dom0# ", T);
+    let at_prompt = s.serial();
+    assert!(!at_prompt.contains("[calm]"), "the ticker's lines reached the prompt:\n{at_prompt}");
+    command(&mut s, "console 1");
+    s.expect("[console 1: Ctrl-] to leave]", T);
+    s.expect("\nticker: 5 s", T);
+    s.send_bytes(&[0x1D]);
+    s.expect("[console left]", T);
+    command(&mut s, "poweroff");
+    s.expect("machine halted: done", T);
+}

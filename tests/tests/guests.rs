@@ -274,3 +274,26 @@ fn injected_faults_push_rflags_with_the_resume_flag() {
     ]);
     log.expect_in_order(&["domain canary exited status=0"]);
 }
+
+/// A guest writing each character to both port 0xE9 and COM1 with "\r\n" line ends
+/// (hobby and test kernels do): each stream has its own lines, so each line shows once
+/// per stream, whole, and no empty line comes from the "\r".
+#[test]
+fn a_guest_writing_to_both_the_debug_port_and_com1_gets_clean_lines() {
+    let log = Boot::bochs("guest-twin", 1)
+        .with_config("until_guests_exit = true\n[domain twin]\nimage = hello64\nmemory = 16\ncmdline = twin\n")
+        .run();
+    log.expect_in_order(&[
+        "[twin] twin: first line",
+        "[twin] twin: second line",
+        "[twin] twin: done",
+        "domain twin exited status=0",
+    ]);
+    for line in ["twin: first line", "twin: second line", "twin: done"] {
+        let n = log.serial.lines().filter(|l| l.ends_with(&format!("[twin] {line}"))).count();
+        assert_eq!(n, 2, "{line:?}: once from port 0xE9, once from COM1 (guest_output = log)");
+    }
+    let guest_lines: Vec<&str> = log.serial.lines().filter(|l| l.contains("[twin] ")).collect();
+    assert!(guest_lines.iter().all(|l| l.contains("[twin] twin: ")), "a broken or empty line: {guest_lines:#?}");
+    log.expect_absent("ttwwiinn");
+}

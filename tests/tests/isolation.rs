@@ -129,7 +129,7 @@ fn floods_leaks_and_reset_loops_do_not_reach_other_domains() {
     // 50 ms or more); what did not fit is counted and said.
     log.expect_in_order(&[
         "domain attack-flood: ",
-        "console line(s) not logged (over its rate limit, or the serial port was full); all are kept for `console 1`",
+        "console line(s) not logged (over its rate limit, or the serial port was full); its console output is all kept for `console 1`",
     ]);
     log.expect_in_order(&["domain attack-flood exited status=0"]);
     if let Some(done) = log.serial.lines().find(|l| l.contains("[attack-flood] flood: done")) {

@@ -258,7 +258,13 @@ fn cmd_build(o: &Opts, in_emulator: bool) -> Result<build::Images, String> {
     guests.extend(extra);
     let mut config = config_text(o.log_level.as_deref())?;
     if o.until_guests_exit {
-        config = config.replacen("[hypervisor]", "[hypervisor]\nuntil_guests_exit = true\nemulator_exit = true", 1);
+        // Nobody types at Domain0's prompt in such a run: the guests' consoles go to the
+        // terminal too.
+        config = config.replacen(
+            "[hypervisor]",
+            "[hypervisor]\nuntil_guests_exit = true\nemulator_exit = true\nguest_output = log",
+            1,
+        );
     } else if in_emulator {
         config = config.replacen("[hypervisor]", "[hypervisor]\nemulator_exit = true", 1);
     }

@@ -33,8 +33,10 @@
 //! - `button`: listens to its ACPI power button (PWRBTN_EN, the SCI on I/O APIC pin 9,
 //!   level-triggered) and powers off through S5 when it is pressed (Domain0's
 //!   `shutdown`), as an OS does;
-//! - `ticker`: a demonstration domain that never ends: prints a line every 5 s from its
-//!   local APIC timer and halts in between (what `cargo xtask run` starts by default);
+//! - `ticker`: a demonstration domain that never ends: prints a line every 5 s on COM1,
+//!   its console, from its local APIC timer and halts in between (what `cargo xtask run`
+//!   starts by default; Domain0's `console ID` shows it);
+//! - `twin`: writes every character to both port 0xE9 and COM1, "\r\n" line ends;
 //! - `smp`: starts vCPU 1 with INIT-SIPI-SIPI through the local APIC; vCPU 1 runs a
 //!   real-mode program at 0xA000 that prints and counts while vCPU 0 watches it count,
 //!   then leaves protected mode on and parks; vCPU 0 starts it again the same way
@@ -58,6 +60,38 @@ struct Console;
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         s.bytes().for_each(|b| outb(DEBUG_PORT, b));
+        Ok(())
+    }
+}
+
+/// COM1, the domain's console (what Domain0's `console ID` shows): 8N1, written when the
+/// transmitter holds nothing, "\n" sent as "\r\n" as a terminal wants it.
+struct Com1;
+
+const COM1: u16 = 0x3F8;
+
+impl Com1 {
+    fn init() -> Self {
+        for (offset, value) in [(3u16, 0x80u8), (0, 1), (1, 0), (3, 3), (2, 0xC7), (4, 0x03)] {
+            outb(COM1 + offset, value);
+        }
+        Com1
+    }
+
+    fn put(&self, byte: u8) {
+        while inb(COM1 + 5) & 0x20 == 0 {}
+        outb(COM1, byte);
+    }
+}
+
+impl Write for Com1 {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.put(b'\r');
+            }
+            self.put(b);
+        }
         Ok(())
     }
 }
@@ -961,6 +995,7 @@ fn timer() -> ! {
 }
 
 fn ticker() -> ! {
+    let mut com1 = Com1::init();
     set_gate(TIMER_VECTOR as usize, timer_entry as *const () as u64);
     apic_write(0xF0, 0x1FF);
     apic_write(0x3E0, 0b1011); // divide by 1
@@ -971,10 +1006,24 @@ fn ticker() -> ! {
         // SAFETY: halts until the next timer interrupt; the handler is installed.
         unsafe { asm!("sti", "hlt", "cli") };
         if ticks() >= next {
-            let _ = writeln!(Console, "ticker: {} s", ticks() / 10);
+            let _ = writeln!(com1, "ticker: {} s", ticks() / 10);
             next += 50;
         }
     }
+}
+
+/// Writes each character to both port 0xE9 and COM1, lines ending in "\r\n", as many
+/// hobby and test kernels do: the hypervisor must log one clean line per line in each
+/// stream, never a character twice nor an empty line for the "\r".
+fn twin() -> ! {
+    let com1 = Com1::init();
+    for line in ["twin: first line", "twin: second line", "twin: done"] {
+        for b in line.bytes().chain(*b"\r\n") {
+            outb(DEBUG_PORT, b);
+            com1.put(b);
+        }
+    }
+    exit(0)
 }
 
 fn poweroff() -> ! {
@@ -1026,6 +1075,7 @@ extern "C" fn _start(boot_info: u64) -> ! {
         b"platform" => platform(),
         b"timer" => timer(),
         b"ticker" => ticker(),
+        b"twin" => twin(),
         b"button" => button(),
         b"hypercall" => hypercalls(info.memory_size),
         _ => {}

@@ -78,6 +78,8 @@ mod kernel {
         pub unclaimed_mmio: super::UnclaimedMmio,
         /// Console output cut into log lines.
         pub console: LineBuffer,
+        /// Port 0xE9's output cut into log lines (`Domain::debug_port_output`).
+        pub debug_port: LineBuffer,
         /// How much of it may reach the log (`console::ConsoleLimit`).
         pub console_limit: super::console::ConsoleLimit,
         /// Console output as written, for Domain0's `console` (`ConsoleReadOther`).
@@ -127,6 +129,14 @@ mod kernel {
                 on_poweroff: c.on_poweroff,
             }
         }
+    }
+
+    /// A domain's two streams of text: its console (COM1, ConsoleWrite) and the
+    /// hypervisor's debug port (0xE9).
+    #[derive(Clone, Copy)]
+    enum Stream {
+        Console,
+        DebugPort,
     }
 
     pub struct Domain {
@@ -196,18 +206,42 @@ mod kernel {
         /// budget (`console::ConsoleLimit`) and only when the serial port has room: a
         /// guest's output never makes a CPU wait. Lines are logged with the runtime lock
         /// released.
+        /// Bytes of the domain's console (COM1, or the ConsoleWrite hypercall): kept in
+        /// its console ring for Domain0's `console ID`, and as log lines on the machine's
+        /// console only where that is asked for (`logger::guest_lines_shown`).
         pub fn console_output(&self, bytes: &[u8]) {
+            self.runtime.lock().console_ring.push(bytes);
+            if crate::logger::guest_lines_shown() {
+                self.log_lines(Stream::Console, bytes);
+            }
+        }
+
+        /// Bytes written to port 0xE9, the hypervisor's debug port (Xen's HVM debug
+        /// port): their own stream of lines, in the hypervisor's log with the domain's
+        /// name, not in the domain's console. A guest that writes each character both
+        /// there and to COM1 gets one clean line in each place, never each character
+        /// twice in one.
+        pub fn debug_port_output(&self, bytes: &[u8]) {
+            self.log_lines(Stream::DebugPort, bytes);
+        }
+
+        /// Cuts `bytes` into lines with the stream's own buffer and logs each line the
+        /// domain's budget admits (`console::ConsoleLimit`, shared by both streams).
+        fn log_lines(&self, stream: Stream, bytes: &[u8]) {
             let mut rest = bytes;
             let mut rt = self.runtime.lock();
-            rt.console_ring.push(bytes);
             loop {
                 // The next line the budget admits; the clock is read only for a line.
                 let mut line = [0u8; super::console::LINE_MAX];
                 let mut len = None;
                 while let Some((&b, tail)) = rest.split_first() {
                     rest = tail;
-                    let DomainRuntime { console, console_limit, .. } = &mut *rt;
-                    if let Some(l) = console.push(b)
+                    let DomainRuntime { console, debug_port, console_limit, .. } = &mut *rt;
+                    let buffer = match stream {
+                        Stream::Console => console,
+                        Stream::DebugPort => debug_port,
+                    };
+                    if let Some(l) = buffer.push(b)
                         && console_limit.admit(crate::arch::timer::now_ns(), l.len())
                     {
                         line[..l.len()].copy_from_slice(l.as_bytes());
@@ -235,7 +269,7 @@ mod kernel {
         fn console_notice(&self, lines: u64) {
             log::warn!(
                 "domain {}: {lines} console line(s) not logged (over its rate limit, or the serial port was full); \
-                 all are kept for `console {}`",
+                 its console output is all kept for `console {}`",
                 self.name,
                 self.id
             );

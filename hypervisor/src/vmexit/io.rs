@@ -1,7 +1,8 @@
 //! Port I/O from a DomU. Every port exits (the I/O bitmaps are all ones). Claimed here:
-//! 0xE9, the debug console (bytes become log lines prefixed with the domain's name);
-//! 0xF4, the exit port (QEMU's isa-debug-exit convention); and 0x3F8-0x3FF, the domain's
-//! emulated COM1 (`devices::uart16550`), whose output joins the same console. Any other
+//! 0xE9, the hypervisor's debug port (lines in its log, prefixed with the domain's name:
+//! `Domain::debug_port_output`); 0xF4, the exit port (QEMU's isa-debug-exit convention);
+//! and 0x3F8-0x3FF, the domain's emulated COM1 (`devices::uart16550`), the domain's
+//! console (`Domain::console_output`). Any other
 //! port reads all ones and drops writes, as an empty ISA bus does, and is counted per
 //! port. Also claimed: 0x80 and 0xED (I/O delay ports, silently accepted), 0x92 (A20
 //! always on; bit 0 resets), the PIC pair (0x20/0x21, 0xA0/0xA1, ELCR 0x4D0/0x4D1), the
@@ -49,7 +50,7 @@ pub fn handle(domain: &Domain, vcpu: &mut Vcpu, q: IoQualification) -> Next {
             Next::Advance
         }
         (IoDirection::Out, DEBUG_CONSOLE) => {
-            console(domain, vcpu.regs.rax as u8);
+            domain.debug_port_output(&[vcpu.regs.rax as u8]);
             Next::Advance
         }
         // COM1 registers are 8 bits wide; a wider access reaches the first register only
