@@ -48,6 +48,11 @@ fn guests_probing_the_edges_of_the_pc_get_what_hardware_answers() {
         "domain unclaimed vcpu0: read of unclaimed guest-physical address 0xe0000008 at rip",
         "domain unclaimed exited status=0",
     ]);
+    // 5051 accesses: one line for each of the three pages' first, then one at 1024,
+    // 2048 and 4096 accesses.
+    let firsts = log.serial.lines().filter(|l| l.contains("domain unclaimed vcpu0: ")).count();
+    let totals = log.serial.lines().filter(|l| l.contains("accesses to unclaimed guest-physical addresses")).count();
+    assert_eq!((firsts, totals), (3, 3), "{}: the unclaimed accesses' log lines are not bounded", log.name);
     log.expect_in_order(&[
         "[fetch] compat: jumping to 0xfed00000",
         "domain fetch crashed: instruction fetch from unclaimed address at 0xfed00000",
@@ -62,12 +67,17 @@ fn guests_probing_the_edges_of_the_pc_get_what_hardware_answers() {
         "domain s3 asked for ACPI sleep type 3, which its DSDT does not offer (only S5); it wakes at once",
         "domain s3 exited status=0",
     ]);
+    // 4097 refusals: one line for the first, then one at 1024, 2048 and 4096.
+    let refusals = log.serial.lines().filter(|l| l.contains("domain s3 asked for ACPI sleep type")).count();
+    let counts =
+        log.serial.lines().filter(|l| l.contains("domain s3: ") && l.contains("ACPI sleep requests refused")).count();
+    assert_eq!((refusals, counts), (1, 3), "{}: the refused sleeps' log lines are not bounded", log.name);
     for (name, mode, checks) in [
-        ("unclaimed", "unclaimed", 33),
+        ("unclaimed", "unclaimed", 34),
         ("apic-off", "apic-off", 21),
         ("nmi", "nmi", 8),
         ("msrs", "cpu-msrs", 25),
-        ("s3", "s3", 3),
+        ("s3", "s3", 4),
     ] {
         let summary = log.serial.lines().find(|l| l.contains(&format!("[{name}] compat: {mode}: ")));
         if let Some(line) = summary {

@@ -445,6 +445,7 @@ pub fn create(name: &str, spec: &DomainSpec, image: Entry, initrd: Option<Entry>
             exit_status: None,
             unclaimed_ports: Default::default(),
             unclaimed_mmio: Default::default(),
+            sleeps_refused: Default::default(),
             debug_port: Default::default(),
             console: LineBuffer::default(),
             console_limit: super::console::ConsoleLimit::new(crate::arch::timer::now_ns()),

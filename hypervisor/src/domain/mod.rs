@@ -76,6 +76,9 @@ mod kernel {
         pub unclaimed_ports: super::UnclaimedPorts,
         /// Accesses to guest-physical addresses with no RAM and no device, per page.
         pub unclaimed_mmio: super::UnclaimedMmio,
+        /// ACPI sleep requests refused (a sleep type the DSDT does not offer), per
+        /// type: what bounds their log lines.
+        pub sleeps_refused: super::unclaimed::Tally<u16, 8>,
         /// Console output cut into log lines.
         pub console: LineBuffer,
         /// Port 0xE9's output cut into log lines (`Domain::debug_port_output`).
@@ -201,11 +204,6 @@ mod kernel {
             self.spec.dom0
         }
 
-        /// Console output from the guest: kept in the ring for `console ID`, and whole
-        /// lines go to the log prefixed with the domain's name, within the domain's
-        /// budget (`console::ConsoleLimit`) and only when the serial port has room: a
-        /// guest's output never makes a CPU wait. Lines are logged with the runtime lock
-        /// released.
         /// Bytes of the domain's console (COM1, or the ConsoleWrite hypercall): kept in
         /// its console ring for Domain0's `console ID`, and as log lines on the machine's
         /// console only where that is asked for (`logger::guest_lines_shown`).
@@ -225,8 +223,11 @@ mod kernel {
             self.log_lines(Stream::DebugPort, bytes);
         }
 
-        /// Cuts `bytes` into lines with the stream's own buffer and logs each line the
-        /// domain's budget admits (`console::ConsoleLimit`, shared by both streams).
+        /// Cuts `bytes` into lines with the stream's own buffer and logs each whole line,
+        /// prefixed with the domain's name, within the domain's budget
+        /// (`console::ConsoleLimit`, shared by both streams) and only when the serial port
+        /// has room: a guest's output never makes a CPU wait. Lines are logged with the
+        /// runtime lock released.
         fn log_lines(&self, stream: Stream, bytes: &[u8]) {
             let mut rest = bytes;
             let mut rt = self.runtime.lock();

@@ -194,9 +194,9 @@ fn perform(vmcs: &Current, domain: &Domain, req: Request) -> Result<u64, Error> 
         }
         Request::DomainTrigger { domain: id, trigger: hypercall::Trigger::Nmi, vcpu } => {
             let d = domu(id)?;
-            let targets: alloc::vec::Vec<_> = match vcpu {
-                Some(v) => alloc::vec![d.signals.get(v as usize).ok_or(Error::NoEntry)?],
-                None => d.signals.iter().collect(),
+            let targets = match vcpu {
+                Some(v) => core::slice::from_ref(d.signals.get(v as usize).ok_or(Error::NoEntry)?),
+                None => &d.signals[..],
             };
             for target in targets {
                 target.post_lint1();

@@ -15,6 +15,7 @@ use super::Next;
 use crate::devices::DomainDevices;
 use crate::devices::acpi_pm::{AcpiPm, PowerRequest};
 use crate::devices::pci::PciHost;
+use crate::domain::unclaimed::Report;
 use crate::domain::vcpu::Vcpu;
 use crate::domain::{Domain, DomainState};
 use crate::vmx::exit::{IoDirection, IoQualification};
@@ -218,10 +219,17 @@ fn power(domain: &Domain, request: PowerRequest) -> Next {
             }
         }
         PowerRequest::SleepRefused(sleep_type) => {
-            log::warn!(
-                "domain {} asked for ACPI sleep type {sleep_type}, which its DSDT does not offer (only S5); it wakes at once",
-                domain.name
-            );
+            // A guest may ask in a loop: the first request of each type is told, then
+            // the count now and then (`domain::unclaimed::Tally`).
+            match domain.runtime.lock().sleeps_refused.count(sleep_type) {
+                Report::First => log::warn!(
+                    "domain {} asked for ACPI sleep type {sleep_type}, which its DSDT does not offer (only S5); \
+                     it wakes at once",
+                    domain.name
+                ),
+                Report::Total(n) => log::warn!("domain {}: {n} ACPI sleep requests refused", domain.name),
+                Report::Quiet => {}
+            }
             return Next::Advance;
         }
         PowerRequest::Reset => {
